@@ -1,0 +1,78 @@
+//! `learner-sync approve NAME`: apply the deactivations a guard held back.
+
+use super::{known_directory, CommandError};
+use crate::cli::{ApproveArgs, Exit};
+use crate::config::Config;
+use crate::engine::lock_directory;
+use crate::model::DeactivationReason;
+use crate::plan::Operation;
+use crate::state::{Counts, Outcome, RunCommit, State};
+use crate::store::Store;
+
+pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandError> {
+    known_directory(config, &args.name)?;
+    let name = args.name.as_str();
+    let _lock = lock_directory(config, name).map_err(CommandError::Failed)?;
+    let mut state = State::open(&config.sync.state_db)?;
+    let held = state.held(name)?;
+    if held.is_empty() {
+        println!("{name}: no deactivations are held");
+        return Ok(Exit::Ok);
+    }
+    let mut store = Store::open(&config.store, false).await?;
+    let learners = store.load(name).await?;
+    // Only learners that are still active: a later run or an admin may have settled some.
+    let operations: Vec<Operation> = held
+        .iter()
+        .filter_map(|h| {
+            let l = learners.get(&h.external_id).filter(|l| l.active)?;
+            Some(Operation::Deactivate {
+                external_id: h.external_id.clone(),
+                fields: l.fields.clone(),
+                changes: vec![],
+                reason: DeactivationReason::parse(&h.reason)
+                    .unwrap_or(DeactivationReason::DeletedInDirectory),
+            })
+        })
+        .collect();
+    let run_key = uuid::Uuid::new_v4().to_string();
+    let run_id = state.begin_run(name, &run_key, "approve", false, &operations, &[])?;
+    let report = store.apply(name, &run_key, &operations).await?;
+    let empty = Default::default();
+    let counts = Counts {
+        deactivated: operations.len() - report.failed.len(),
+        failed: report.failed.len(),
+        ..Default::default()
+    };
+    state.commit_run(RunCommit {
+        run_id,
+        directory: name,
+        outcome: if report.failed.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
+        counts: counts.clone(),
+        requests: 0,
+        snapshot_before: &empty,
+        snapshot_after: &empty,
+        cursor: None,
+        full_read: false,
+        held: &[],
+        hold_reason: None,
+        failed: &report.failed,
+        error: None,
+    })?;
+    println!(
+        "{name}: approved {} held deactivations: deactivated {}, already inactive {}, failed {}",
+        held.len(),
+        counts.deactivated,
+        held.len() - operations.len(),
+        counts.failed
+    );
+    Ok(if report.failed.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}

@@ -1,0 +1,73 @@
+//! The subcommands. Each loads what it needs and returns the process's exit code.
+
+mod approve;
+mod check;
+mod history;
+mod status;
+mod sync;
+
+use crate::cli::{Cli, Command, Exit};
+use crate::config::Config;
+
+pub async fn dispatch(cli: Cli) -> Exit {
+    let path = Config::resolve_path(cli.config.as_deref());
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("learner-sync: {e}");
+            return Exit::Usage;
+        }
+    };
+    let result = match cli.command {
+        Command::Sync(args) => sync::run(&config, args).await,
+        Command::Check => check::run(&config).await,
+        Command::Status(args) => status::run(&config, args),
+        Command::History(args) => history::run(&config, args),
+        Command::Approve(args) => approve::run(&config, args).await,
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(CommandError::Usage(msg)) => {
+            eprintln!("learner-sync: {msg}");
+            Exit::Usage
+        }
+        Err(CommandError::Failed(msg)) => {
+            eprintln!("learner-sync: {msg}");
+            Exit::Failed
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum CommandError {
+    /// Bad usage or config: exit 2.
+    Usage(String),
+    /// The command could not do its work: exit 3.
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for CommandError
+where
+    E: std::error::Error,
+{
+    fn from(e: E) -> Self {
+        CommandError::Failed(e.to_string())
+    }
+}
+
+/// Names given with `--directory` must exist in the config.
+fn known_directory(config: &Config, name: &str) -> Result<(), CommandError> {
+    if config.directory(name).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = config.directories.iter().map(|d| d.name.as_str()).collect();
+    Err(CommandError::Usage(format!(
+        "no directory named `{name}` in {} (configured: {})",
+        config.path.display(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )))
+}

@@ -1,0 +1,96 @@
+//! `learner-sync status`: per directory, the last run, the next one, consecutive
+//! failures and held deactivations, read from the state DB.
+
+use serde::Serialize;
+
+use super::CommandError;
+use crate::cli::{Exit, StatusArgs};
+use crate::config::Config;
+use crate::state::query::{HeldRow, RunRow};
+use crate::state::State;
+
+#[derive(Serialize)]
+struct DirectoryStatus {
+    directory: String,
+    kind: &'static str,
+    last_run: Option<RunRow>,
+    next_run: Option<String>,
+    consecutive_failures: u32,
+    held: Vec<HeldRow>,
+}
+
+pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
+    let state = State::open_read_only(&config.sync.state_db)?;
+    let mut out = Vec::new();
+    for dir in &config.directories {
+        let (last_run, failures, held) = match &state {
+            Some(st) => (
+                st.recent_runs(&dir.name, 1)?.into_iter().next(),
+                st.consecutive_failures(&dir.name)?,
+                st.held(&dir.name)?,
+            ),
+            None => (None, 0, vec![]),
+        };
+        let schedule = dir.schedule.as_ref().unwrap_or(&config.sync.schedule);
+        let next_run = match last_run.as_ref().and_then(|r| r.finished_at.as_deref()) {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .and_then(|t| schedule.next_after(t.with_timezone(&chrono::Utc)))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            None => Some("at daemon start".to_string()),
+        };
+        out.push(DirectoryStatus {
+            directory: dir.name.clone(),
+            kind: dir.kind.name(),
+            last_run,
+            next_run,
+            consecutive_failures: failures,
+            held,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    for s in &out {
+        println!("{} ({})", s.directory, s.kind);
+        match &s.last_run {
+            Some(r) => {
+                let c = &r.counts;
+                println!(
+                    "  last run:  #{} {} at {}: created {}, updated {}, deactivated {}, reactivated {}, held {}, unchanged {}{}",
+                    r.id,
+                    r.outcome,
+                    r.finished_at.as_deref().unwrap_or(&r.started_at),
+                    c.created, c.updated, c.deactivated, c.reactivated, c.held, c.unchanged,
+                    r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+            }
+            None => println!("  last run:  never"),
+        }
+        println!(
+            "  next run:  {}",
+            s.next_run.as_deref().unwrap_or("unknown")
+        );
+        if s.consecutive_failures > 0 {
+            println!("  failing:   {} runs in a row", s.consecutive_failures);
+        }
+        if s.held.is_empty() {
+            println!("  held:      none");
+        } else {
+            println!(
+                "  held:      {} deactivations ({}); release with `learner-sync approve {}`",
+                s.held.len(),
+                s.held[0].hold_reason,
+                s.directory
+            );
+            for h in s.held.iter().take(20) {
+                println!("    {} ({}): {}", h.user_name, h.external_id, h.reason);
+            }
+            if s.held.len() > 20 {
+                println!("    ... and {} more", s.held.len() - 20);
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,62 @@
+//! `learner-sync sync`: one run for every configured directory, or the named ones.
+
+use super::{known_directory, CommandError};
+use crate::cli::{Exit, SyncArgs};
+use crate::config::Config;
+use crate::engine::{run_directory, RunOptions};
+use crate::report::{plan_lines, summary_line};
+use crate::source::Source;
+use crate::state::Outcome;
+
+pub async fn run(config: &Config, args: SyncArgs) -> Result<Exit, CommandError> {
+    for name in &args.directories {
+        known_directory(config, name)?;
+    }
+    let selected: Vec<_> = config
+        .directories
+        .iter()
+        .filter(|d| args.directories.is_empty() || args.directories.contains(&d.name))
+        .collect();
+    if selected.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "{} configures no [[directory]]",
+            config.path.display()
+        )));
+    }
+    let opts = RunOptions {
+        dry_run: args.dry_run,
+        full: args.full,
+    };
+    let mut exit = Exit::Ok;
+    for dir in selected {
+        let report = match Source::for_directory(dir) {
+            Ok(mut source) => run_directory(config, dir, &mut source, opts).await,
+            Err(e) => {
+                println!("{}: FAILED: {e}", dir.name);
+                exit = exit.worst(Exit::Failed);
+                continue;
+            }
+        };
+        if args.dry_run {
+            print!("{}", plan_lines(&report));
+        }
+        println!("{}", summary_line(&report, args.dry_run));
+        match report.outcome {
+            Outcome::Ok => {
+                tracing::info!(directory = %report.directory, created = report.counts.created, updated = report.counts.updated, deactivated = report.counts.deactivated, reactivated = report.counts.reactivated, unchanged = report.counts.unchanged, "run finished")
+            }
+            Outcome::Held => {
+                tracing::warn!(directory = %report.directory, held = report.counts.held, reason = %report.hold_reason.as_ref().map(|r| r.to_string()).unwrap_or_default(), "deactivations held")
+            }
+            Outcome::Failed => {
+                tracing::error!(directory = %report.directory, error = %report.error.as_deref().unwrap_or(""), "run failed")
+            }
+        }
+        exit = exit.worst(match report.outcome {
+            Outcome::Ok => Exit::Ok,
+            Outcome::Held => Exit::Held,
+            Outcome::Failed => Exit::Failed,
+        });
+    }
+    Ok(exit)
+}

@@ -1,0 +1,827 @@
+//! The TOML config: parsed strictly, validated once, relative paths resolved against
+//! the config file's folder.
+
+mod error;
+mod raw;
+pub mod schedule;
+pub mod secret;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+use error::Locator;
+use raw::{RawConfig, RawDirectory, S};
+pub use schedule::Schedule;
+pub use secret::{Secret, SecretRef};
+
+use crate::mapping::MappingPolicy;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/learner-sync/config.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this config was read from.
+    pub path: PathBuf,
+    pub sync: SyncSettings,
+    pub daemon: Option<DaemonSettings>,
+    pub store: StoreConfig,
+    pub directories: Vec<DirectoryConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub schedule: Schedule,
+    pub state_db: PathBuf,
+    pub max_deactivations: u64,
+    pub max_deactivation_percent: f64,
+    pub full_resync: Duration,
+    pub concurrency: usize,
+    /// A run taking longer than this is abandoned and counted as failed.
+    pub run_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub listen: Option<SocketAddr>,
+    /// Consecutive failed runs of a directory after which /healthz reports 503.
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite {
+        path: PathBuf,
+    },
+    Scim {
+        url: reqwest::Url,
+        token: SecretRef,
+        concurrency: usize,
+        deactivate: ScimDeactivate,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimDeactivate {
+    Patch,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    pub name: String,
+    pub kind: DirectoryKind,
+    pub schedule: Option<Schedule>,
+    pub mapping: MappingPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum DirectoryKind {
+    Csv { path: PathBuf },
+    Entra(EntraConfig),
+    Google(GoogleConfig),
+}
+
+impl DirectoryKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DirectoryKind::Csv { .. } => "csv",
+            DirectoryKind::Entra(_) => "entra",
+            DirectoryKind::Google(_) => "google",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EntraConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub credential: EntraCredential,
+    pub cloud: Cloud,
+    pub scope: EntraScope,
+    /// Login authority root, e.g. `https://login.microsoftonline.com`.
+    pub authority_url: reqwest::Url,
+    /// Graph root including the version, e.g. `https://graph.microsoft.com/v1.0`.
+    pub graph_url: reqwest::Url,
+}
+
+#[derive(Debug, Clone)]
+pub enum EntraCredential {
+    Secret(SecretRef),
+    Certificate {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    Global,
+    UsGov,
+    Dod,
+    China,
+}
+
+impl Cloud {
+    /// (authority, graph root) per national cloud.
+    pub fn endpoints(self) -> (&'static str, &'static str) {
+        match self {
+            Cloud::Global => (
+                "https://login.microsoftonline.com",
+                "https://graph.microsoft.com/v1.0",
+            ),
+            Cloud::UsGov => (
+                "https://login.microsoftonline.us",
+                "https://graph.microsoft.us/v1.0",
+            ),
+            Cloud::Dod => (
+                "https://login.microsoftonline.us",
+                "https://dod-graph.microsoft.us/v1.0",
+            ),
+            Cloud::China => (
+                "https://login.chinacloudapi.cn",
+                "https://microsoftgraph.chinacloudapi.cn/v1.0",
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntraScope {
+    All,
+    Groups(Vec<String>),
+    App(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    pub service_account_key: SecretRef,
+    pub admin_email: String,
+    /// `customer=` (default `my_customer`) unless `domain` is set.
+    pub customer: String,
+    pub domain: Option<String>,
+    pub scope: GoogleScope,
+    /// Overrides the key file's `token_uri`.
+    pub token_url: Option<reqwest::Url>,
+    pub directory_url: reqwest::Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoogleScope {
+    All,
+    OrgUnits(Vec<String>),
+    Groups(Vec<String>),
+}
+
+impl Config {
+    /// The config path: `--config`, else `$LEARNER_SYNC_CONFIG`, else the default.
+    pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+        if let Some(p) = flag {
+            return p.to_path_buf();
+        }
+        match std::env::var_os("LEARNER_SYNC_CONFIG") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse config text as if read from `path` (relative paths resolve against its folder).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let v = Validator { loc, base };
+        v.config(raw, path)
+    }
+
+    pub fn directory(&self, name: &str) -> Option<&DirectoryConfig> {
+        self.directories.iter().find(|d| d.name == name)
+    }
+}
+
+/// Reads a required string key of a directory, or says which is missing.
+type Required<'a> = dyn Fn(&Option<S<String>>, &str) -> Result<String, ConfigError> + 'a;
+
+struct Validator<'a> {
+    loc: Locator<'a>,
+    base: PathBuf,
+}
+
+fn span<T>(s: &S<T>) -> Option<std::ops::Range<usize>> {
+    Some(s.span())
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, at: &S<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        self.loc.error_at(span(at), key, message)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let sync = self.sync(raw.sync)?;
+        let daemon = match raw.daemon {
+            None => None,
+            Some(d) => {
+                let listen = match d.listen {
+                    None => None,
+                    Some(l) => Some(l.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+                        self.err(
+                            &l,
+                            "daemon.listen",
+                            "expected an address like \"127.0.0.1:9464\"",
+                        )
+                    })?),
+                };
+                let unhealthy_after = match d.unhealthy_after {
+                    None => 3,
+                    Some(n) => u32::try_from(*n.get_ref())
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            self.err(&n, "daemon.unhealthy_after", "must be a whole number >= 1")
+                        })?,
+                };
+                Some(DaemonSettings {
+                    listen,
+                    unhealthy_after,
+                })
+            }
+        };
+        let store = match raw.store {
+            None => StoreConfig::Sqlite {
+                path: PathBuf::from("/var/lib/learner-sync/learners.db"),
+            },
+            Some(s) => self.store(s)?,
+        };
+        let mut names = BTreeSet::new();
+        let mut directories = Vec::new();
+        for (i, d) in raw.directory.into_iter().enumerate() {
+            let dir = self.directory(i, d, &mut names)?;
+            directories.push(dir);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            sync,
+            daemon,
+            store,
+            directories,
+        })
+    }
+
+    fn sync(&self, raw: Option<raw::RawSync>) -> Result<SyncSettings, ConfigError> {
+        let mut s = SyncSettings {
+            schedule: Schedule::Every(Duration::from_secs(40 * 60)),
+            state_db: PathBuf::from("/var/lib/learner-sync/state.db"),
+            max_deactivations: 50,
+            max_deactivation_percent: 10.0,
+            full_resync: Duration::from_secs(24 * 3600),
+            concurrency: 4,
+            run_timeout: Duration::from_secs(2 * 3600),
+        };
+        let Some(raw) = raw else { return Ok(s) };
+        if let Some(v) = raw.schedule {
+            s.schedule = schedule::parse_schedule(v.get_ref())
+                .map_err(|m| self.err(&v, "sync.schedule", m))?;
+        }
+        if let Some(v) = raw.state_db {
+            s.state_db = self.non_empty_path(&v, "sync.state_db")?;
+        }
+        if let Some(v) = raw.max_deactivations {
+            s.max_deactivations = u64::try_from(*v.get_ref())
+                .map_err(|_| self.err(&v, "sync.max_deactivations", "must not be negative"))?;
+        }
+        if let Some(v) = raw.max_deactivation_percent {
+            let p = *v.get_ref();
+            if !(0.0..=100.0).contains(&p) {
+                return Err(self.err(
+                    &v,
+                    "sync.max_deactivation_percent",
+                    "must be between 0 and 100",
+                ));
+            }
+            s.max_deactivation_percent = p;
+        }
+        if let Some(v) = raw.full_resync {
+            s.full_resync = schedule::parse_duration(v.get_ref())
+                .map_err(|m| self.err(&v, "sync.full_resync", m))?;
+        }
+        if let Some(v) = raw.concurrency {
+            s.concurrency = usize::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| self.err(&v, "sync.concurrency", "must be between 1 and 64"))?;
+        }
+        if let Some(v) = raw.run_timeout {
+            s.run_timeout = schedule::parse_duration(v.get_ref())
+                .map_err(|m| self.err(&v, "sync.run_timeout", m))?;
+        }
+        Ok(s)
+    }
+
+    fn non_empty_path(&self, v: &S<String>, key: &str) -> Result<PathBuf, ConfigError> {
+        if v.get_ref().trim().is_empty() {
+            return Err(self.err(v, key, "must not be empty"));
+        }
+        Ok(self.path(v.get_ref()))
+    }
+
+    fn store(&self, raw: S<raw::RawStore>) -> Result<StoreConfig, ConfigError> {
+        let s = raw.get_ref();
+        let only = |allowed: &[&str]| -> Result<(), ConfigError> {
+            let present: [(&str, Option<std::ops::Range<usize>>); 5] = [
+                ("path", s.path.as_ref().map(|v| v.span())),
+                ("url", s.url.as_ref().map(|v| v.span())),
+                ("token", s.token.as_ref().map(|v| v.span())),
+                ("concurrency", s.concurrency.as_ref().map(|v| v.span())),
+                ("deactivate", s.deactivate.as_ref().map(|v| v.span())),
+            ];
+            for (key, at) in present {
+                if let (Some(at), false) = (at, allowed.contains(&key)) {
+                    return Err(self.loc.error_at(
+                        Some(at),
+                        format!("store.{key}"),
+                        format!("not a key of a `{}` store", s.kind.get_ref()),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match s.kind.get_ref().as_str() {
+            "sqlite" => {
+                only(&["path"])?;
+                let path = match &s.path {
+                    Some(p) => self.non_empty_path(p, "store.path")?,
+                    None => PathBuf::from("/var/lib/learner-sync/learners.db"),
+                };
+                Ok(StoreConfig::Sqlite { path })
+            }
+            "scim" => {
+                only(&["url", "token", "concurrency", "deactivate"])?;
+                let url = s
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| self.err(&raw, "store.url", "a scim store needs `url`"))?;
+                let url = self.url(url, "store.url")?;
+                let token = s
+                    .token
+                    .as_ref()
+                    .ok_or_else(|| self.err(&raw, "store.token", "a scim store needs `token`"))?;
+                let token = self.secret(token, "store.token")?;
+                let concurrency = match &s.concurrency {
+                    None => 4,
+                    Some(v) => usize::try_from(*v.get_ref())
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| {
+                            self.err(v, "store.concurrency", "must be between 1 and 64")
+                        })?,
+                };
+                let deactivate = match s.deactivate.as_ref() {
+                    None => ScimDeactivate::Patch,
+                    Some(v) => match v.get_ref().as_str() {
+                        "patch" => ScimDeactivate::Patch,
+                        "delete" => ScimDeactivate::Delete,
+                        _ => {
+                            return Err(self.err(
+                                v,
+                                "store.deactivate",
+                                "must be \"patch\" or \"delete\"",
+                            ))
+                        }
+                    },
+                };
+                Ok(StoreConfig::Scim {
+                    url,
+                    token,
+                    concurrency,
+                    deactivate,
+                })
+            }
+            _ => Err(self.err(&s.kind, "store.kind", "must be \"sqlite\" or \"scim\"")),
+        }
+    }
+
+    /// A URL override: https anywhere, plain http only for loopback hosts.
+    fn url(&self, v: &S<String>, key: &str) -> Result<reqwest::Url, ConfigError> {
+        let url = reqwest::Url::parse(v.get_ref().trim())
+            .map_err(|e| self.err(v, key, format!("not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if is_loopback(&url) => Ok(url),
+            "http" => Err(self.err(
+                v,
+                key,
+                "plain http:// is accepted only for loopback hosts; use https://",
+            )),
+            other => Err(self.err(v, key, format!("unsupported scheme `{other}`"))),
+        }
+    }
+
+    fn secret(&self, v: &S<toml::Value>, key: &str) -> Result<SecretRef, ConfigError> {
+        let refused = || {
+            self.err(
+                v,
+                key,
+                "secrets are not written in the config; use { env = \"NAME\" } or { file = \"PATH\" }",
+            )
+        };
+        let table = match v.get_ref() {
+            toml::Value::Table(t) => t,
+            _ => return Err(refused()),
+        };
+        match (table.len(), table.get("env"), table.get("file")) {
+            (1, Some(toml::Value::String(name)), None) if !name.is_empty() => {
+                Ok(SecretRef::Env(name.clone()))
+            }
+            (1, None, Some(toml::Value::String(path))) if !path.is_empty() => {
+                Ok(SecretRef::File(self.path(path)))
+            }
+            _ => Err(refused()),
+        }
+    }
+
+    fn directory(
+        &self,
+        index: usize,
+        raw: S<RawDirectory>,
+        names: &mut BTreeSet<String>,
+    ) -> Result<DirectoryConfig, ConfigError> {
+        let d = raw.get_ref();
+        let key = |k: &str| format!("directory[{index}].{k}");
+        let name = d.name.get_ref().trim().to_string();
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(self.err(
+                &d.name,
+                &key("name"),
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(self.err(
+                &d.name,
+                &key("name"),
+                format!("duplicate directory name `{name}`"),
+            ));
+        }
+        let kind_name = d.kind.get_ref().as_str();
+        let allowed: &[&str] = match kind_name {
+            "csv" => &["path"],
+            "entra" => &[
+                "tenant_id",
+                "client_id",
+                "client_secret",
+                "certificate",
+                "cloud",
+                "scope",
+                "exclude_guests",
+                "authority_url",
+                "graph_url",
+            ],
+            "google" => &[
+                "service_account_key",
+                "admin_email",
+                "customer",
+                "domain",
+                "scope",
+                "token_url",
+                "directory_url",
+            ],
+            _ => {
+                return Err(self.err(
+                    &d.kind,
+                    &key("kind"),
+                    "must be \"entra\", \"google\" or \"csv\"",
+                ))
+            }
+        };
+        for (k, at) in present_keys(d) {
+            if !allowed.contains(&k) {
+                return Err(self.loc.error_at(
+                    Some(at),
+                    key(k),
+                    format!("not a key of a `{kind_name}` directory"),
+                ));
+            }
+        }
+        let required = |v: &Option<S<String>>, k: &str| -> Result<String, ConfigError> {
+            match v {
+                Some(v) if !v.get_ref().trim().is_empty() => Ok(v.get_ref().trim().to_string()),
+                Some(v) => Err(self.err(v, &key(k), "must not be empty")),
+                None => Err(self.err(
+                    &raw,
+                    &key(k),
+                    format!("a `{kind_name}` directory needs `{k}`"),
+                )),
+            }
+        };
+        let kind = match kind_name {
+            "csv" => DirectoryKind::Csv {
+                path: self.path(&required(&d.path, "path")?),
+            },
+            "entra" => DirectoryKind::Entra(self.entra(index, &raw, &required)?),
+            _ => DirectoryKind::Google(self.google(index, &raw, &required)?),
+        };
+        let schedule = match &d.schedule {
+            None => None,
+            Some(v) => Some(
+                schedule::parse_schedule(v.get_ref())
+                    .map_err(|m| self.err(v, &key("schedule"), m))?,
+            ),
+        };
+        let mapping = MappingPolicy {
+            exclude_guests: d
+                .exclude_guests
+                .as_ref()
+                .map(|v| *v.get_ref())
+                .unwrap_or(true),
+            default_department: d
+                .mapping
+                .as_ref()
+                .and_then(|m| m.default_department.as_ref())
+                .map(|v| v.get_ref().trim().to_string())
+                .filter(|v| !v.is_empty()),
+        };
+        Ok(DirectoryConfig {
+            name,
+            kind,
+            schedule,
+            mapping,
+        })
+    }
+
+    fn entra(
+        &self,
+        index: usize,
+        raw: &S<RawDirectory>,
+        required: &Required<'_>,
+    ) -> Result<EntraConfig, ConfigError> {
+        let d = raw.get_ref();
+        let key = |k: &str| format!("directory[{index}].{k}");
+        let tenant_id = required(&d.tenant_id, "tenant_id")?;
+        let client_id = required(&d.client_id, "client_id")?;
+        let credential = match (&d.client_secret, &d.certificate) {
+            (Some(s), None) => EntraCredential::Secret(self.secret(s, &key("client_secret"))?),
+            (None, Some(c)) => EntraCredential::Certificate {
+                cert_file: self.path(&c.get_ref().cert_file),
+                key_file: self.path(&c.get_ref().key_file),
+            },
+            (Some(s), Some(_)) => {
+                return Err(self.err(
+                    s,
+                    &key("client_secret"),
+                    "give either client_secret or certificate, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    raw,
+                    &key("client_secret"),
+                    "an entra directory needs client_secret or certificate",
+                ))
+            }
+        };
+        let cloud = match &d.cloud {
+            None => Cloud::Global,
+            Some(v) => match v.get_ref().as_str() {
+                "global" => Cloud::Global,
+                "usgov" => Cloud::UsGov,
+                "dod" => Cloud::Dod,
+                "china" => Cloud::China,
+                _ => {
+                    return Err(self.err(
+                        v,
+                        &key("cloud"),
+                        "must be \"global\", \"usgov\", \"dod\" or \"china\"",
+                    ))
+                }
+            },
+        };
+        let (authority, graph) = cloud.endpoints();
+        let authority_url = match &d.authority_url {
+            Some(v) => self.url(v, &key("authority_url"))?,
+            None => reqwest::Url::parse(authority)
+                .map_err(|e| self.err(raw, &key("cloud"), e.to_string()))?,
+        };
+        let graph_url = match &d.graph_url {
+            Some(v) => self.url(v, &key("graph_url"))?,
+            None => reqwest::Url::parse(graph)
+                .map_err(|e| self.err(raw, &key("cloud"), e.to_string()))?,
+        };
+        let scope = match &d.scope {
+            None => EntraScope::All,
+            Some(v) => {
+                let (k, ids) = self.scope(v, &key("scope"), &["groups", "app"])?;
+                match k.as_str() {
+                    "all" => EntraScope::All,
+                    "groups" => EntraScope::Groups(ids),
+                    _ => match ids.as_slice() {
+                        [one] => EntraScope::App(one.clone()),
+                        _ => {
+                            return Err(self.err(
+                                v,
+                                &key("scope"),
+                                "`app` takes one service principal id",
+                            ))
+                        }
+                    },
+                }
+            }
+        };
+        Ok(EntraConfig {
+            tenant_id,
+            client_id,
+            credential,
+            cloud,
+            scope,
+            authority_url,
+            graph_url,
+        })
+    }
+
+    fn google(
+        &self,
+        index: usize,
+        raw: &S<RawDirectory>,
+        required: &Required<'_>,
+    ) -> Result<GoogleConfig, ConfigError> {
+        let d = raw.get_ref();
+        let key = |k: &str| format!("directory[{index}].{k}");
+        let service_account_key = match &d.service_account_key {
+            Some(v) => self.secret(v, &key("service_account_key"))?,
+            None => {
+                return Err(self.err(
+                    raw,
+                    &key("service_account_key"),
+                    "a google directory needs `service_account_key`",
+                ))
+            }
+        };
+        let admin_email = required(&d.admin_email, "admin_email")?;
+        if !admin_email.contains('@') {
+            if let Some(v) = &d.admin_email {
+                return Err(self.err(v, &key("admin_email"), "must be an email address"));
+            }
+        }
+        if let (Some(_), Some(dom)) = (&d.customer, &d.domain) {
+            return Err(self.err(
+                dom,
+                &key("domain"),
+                "give either customer or domain, not both",
+            ));
+        }
+        let customer = d
+            .customer
+            .as_ref()
+            .map(|v| v.get_ref().trim().to_string())
+            .unwrap_or_else(|| "my_customer".to_string());
+        let domain = d.domain.as_ref().map(|v| v.get_ref().trim().to_string());
+        let token_url = match &d.token_url {
+            Some(v) => Some(self.url(v, &key("token_url"))?),
+            None => None,
+        };
+        let directory_url = match &d.directory_url {
+            Some(v) => self.url(v, &key("directory_url"))?,
+            None => reqwest::Url::parse("https://admin.googleapis.com")
+                .map_err(|e| self.err(raw, &key("directory_url"), e.to_string()))?,
+        };
+        let scope = match &d.scope {
+            None => GoogleScope::All,
+            Some(v) => {
+                let (k, ids) = self.scope(v, &key("scope"), &["org_units", "groups"])?;
+                match k.as_str() {
+                    "all" => GoogleScope::All,
+                    "org_units" => {
+                        if let Some(bad) = ids.iter().find(|ou| !ou.starts_with('/')) {
+                            return Err(self.err(
+                                v,
+                                &key("scope"),
+                                format!("org unit paths start with '/', not `{bad}`"),
+                            ));
+                        }
+                        GoogleScope::OrgUnits(ids)
+                    }
+                    _ => GoogleScope::Groups(ids),
+                }
+            }
+        };
+        Ok(GoogleConfig {
+            service_account_key,
+            admin_email,
+            customer,
+            domain,
+            scope,
+            token_url,
+            directory_url,
+        })
+    }
+
+    /// `"all"` or a one-key table `{ <kind> = [ids] }` (or `{ app = "id" }`).
+    fn scope(
+        &self,
+        v: &S<toml::Value>,
+        key: &str,
+        kinds: &[&str],
+    ) -> Result<(String, Vec<String>), ConfigError> {
+        let expected = format!(
+            "must be \"all\" or one of {}",
+            kinds
+                .iter()
+                .map(|k| format!("{{ {k} = [...] }}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match v.get_ref() {
+            toml::Value::String(s) if s == "all" => Ok(("all".to_string(), vec![])),
+            toml::Value::Table(t) if t.len() == 1 => {
+                let (k, val) = t.iter().next().ok_or_else(|| self.err(v, key, &expected))?;
+                if !kinds.contains(&k.as_str()) {
+                    return Err(self.err(v, key, expected));
+                }
+                let ids: Vec<String> = match val {
+                    toml::Value::String(s) => vec![s.clone()],
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(|s| s.trim().to_string()))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| self.err(v, key, format!("`{k}` takes strings")))?,
+                    _ => return Err(self.err(v, key, format!("`{k}` takes strings"))),
+                };
+                if ids.is_empty() || ids.iter().any(|s| s.is_empty()) {
+                    return Err(self.err(
+                        v,
+                        key,
+                        format!("`{k}` must list at least one non-empty id"),
+                    ));
+                }
+                Ok((k.clone(), ids))
+            }
+            _ => Err(self.err(v, key, expected)),
+        }
+    }
+}
+
+fn present_keys(d: &RawDirectory) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut add = |k: &'static str, at: Option<std::ops::Range<usize>>| {
+        if let Some(at) = at {
+            out.push((k, at));
+        }
+    };
+    add("path", d.path.as_ref().map(|v| v.span()));
+    add("scope", d.scope.as_ref().map(|v| v.span()));
+    add("tenant_id", d.tenant_id.as_ref().map(|v| v.span()));
+    add("client_id", d.client_id.as_ref().map(|v| v.span()));
+    add("client_secret", d.client_secret.as_ref().map(|v| v.span()));
+    add("certificate", d.certificate.as_ref().map(|v| v.span()));
+    add("cloud", d.cloud.as_ref().map(|v| v.span()));
+    add(
+        "exclude_guests",
+        d.exclude_guests.as_ref().map(|v| v.span()),
+    );
+    add("authority_url", d.authority_url.as_ref().map(|v| v.span()));
+    add("graph_url", d.graph_url.as_ref().map(|v| v.span()));
+    add(
+        "service_account_key",
+        d.service_account_key.as_ref().map(|v| v.span()),
+    );
+    add("admin_email", d.admin_email.as_ref().map(|v| v.span()));
+    add("customer", d.customer.as_ref().map(|v| v.span()));
+    add("domain", d.domain.as_ref().map(|v| v.span()));
+    add("token_url", d.token_url.as_ref().map(|v| v.span()));
+    add("directory_url", d.directory_url.as_ref().map(|v| v.span()));
+    out
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}

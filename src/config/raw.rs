@@ -1,0 +1,88 @@
+//! The config file as written: strict serde types, validated into `Config` by mod.rs.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub sync: Option<RawSync>,
+    pub daemon: Option<RawDaemon>,
+    pub store: Option<S<RawStore>>,
+    #[serde(default)]
+    pub directory: Vec<S<RawDirectory>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub schedule: Option<S<String>>,
+    pub state_db: Option<S<String>>,
+    pub max_deactivations: Option<S<i64>>,
+    pub max_deactivation_percent: Option<S<f64>>,
+    pub full_resync: Option<S<String>>,
+    pub concurrency: Option<S<i64>>,
+    pub run_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub listen: Option<S<String>>,
+    pub unhealthy_after: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: S<String>,
+    pub path: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub token: Option<S<toml::Value>>,
+    pub concurrency: Option<S<i64>>,
+    pub deactivate: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub name: S<String>,
+    pub kind: S<String>,
+    pub schedule: Option<S<String>>,
+    pub mapping: Option<RawMapping>,
+    // csv
+    pub path: Option<S<String>>,
+    // entra and google
+    pub scope: Option<S<toml::Value>>,
+    // entra
+    pub tenant_id: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub client_secret: Option<S<toml::Value>>,
+    pub certificate: Option<S<RawCertificate>>,
+    pub cloud: Option<S<String>>,
+    pub exclude_guests: Option<S<bool>>,
+    pub authority_url: Option<S<String>>,
+    pub graph_url: Option<S<String>>,
+    // google
+    pub service_account_key: Option<S<toml::Value>>,
+    pub admin_email: Option<S<String>>,
+    pub customer: Option<S<String>>,
+    pub domain: Option<S<String>>,
+    pub token_url: Option<S<String>>,
+    pub directory_url: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    pub default_department: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert_file: String,
+    pub key_file: String,
+}

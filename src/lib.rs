@@ -1,0 +1,19 @@
+//! learner-sync: pull users from Entra ID, Google Workspace or a CSV export into a
+//! learner store. The flow of one run:
+//! config -> source (read) -> plan (pure) -> guard (pure) -> store (apply) -> state (commit).
+
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod faults;
+pub mod guard;
+pub mod logging;
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod source;
+pub mod state;
+pub mod store;

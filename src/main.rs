@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    learner_sync::cli::run()
+}

@@ -1,0 +1,324 @@
+//! The plan: a pure, deterministic diff from what the store holds to what the
+//! directory says it should hold. Identity is the external id, never the email.
+
+use std::collections::BTreeMap;
+
+use crate::mapping::Desired;
+use crate::model::{case_insensitive, DeactivationReason, Learner, LearnerFields, FIELD_NAMES};
+
+/// One changed column, with its old and new value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Create {
+        external_id: String,
+        fields: LearnerFields,
+    },
+    /// Only `changes` differ; `fields` is the complete new value.
+    Update {
+        external_id: String,
+        fields: LearnerFields,
+        changes: Vec<FieldChange>,
+    },
+    Deactivate {
+        external_id: String,
+        fields: LearnerFields,
+        changes: Vec<FieldChange>,
+        reason: DeactivationReason,
+    },
+    Reactivate {
+        external_id: String,
+        fields: LearnerFields,
+        changes: Vec<FieldChange>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActionKind {
+    Created,
+    Updated,
+    Deactivated,
+    Reactivated,
+    Held,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Created => "created",
+            ActionKind::Updated => "updated",
+            ActionKind::Deactivated => "deactivated",
+            ActionKind::Reactivated => "reactivated",
+            ActionKind::Held => "held",
+        }
+    }
+}
+
+impl Operation {
+    pub fn external_id(&self) -> &str {
+        match self {
+            Operation::Create { external_id, .. }
+            | Operation::Update { external_id, .. }
+            | Operation::Deactivate { external_id, .. }
+            | Operation::Reactivate { external_id, .. } => external_id,
+        }
+    }
+
+    pub fn fields(&self) -> &LearnerFields {
+        match self {
+            Operation::Create { fields, .. }
+            | Operation::Update { fields, .. }
+            | Operation::Deactivate { fields, .. }
+            | Operation::Reactivate { fields, .. } => fields,
+        }
+    }
+
+    pub fn changes(&self) -> &[FieldChange] {
+        match self {
+            Operation::Create { .. } => &[],
+            Operation::Update { changes, .. }
+            | Operation::Deactivate { changes, .. }
+            | Operation::Reactivate { changes, .. } => changes,
+        }
+    }
+
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Operation::Create { .. } => ActionKind::Created,
+            Operation::Update { .. } => ActionKind::Updated,
+            Operation::Deactivate { .. } => ActionKind::Deactivated,
+            Operation::Reactivate { .. } => ActionKind::Reactivated,
+        }
+    }
+
+    /// The action log's explanation: `created`, `updated: department, job_title`,
+    /// `deactivated: disabled in directory`.
+    pub fn reason(&self) -> String {
+        let names = || {
+            self.changes()
+                .iter()
+                .map(|c| c.field.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Operation::Create { .. } => "new in directory".to_string(),
+            Operation::Update { .. } => format!("changed: {}", names()),
+            Operation::Deactivate { reason, .. } => reason.as_str().to_string(),
+            Operation::Reactivate { .. } => "active in directory again".to_string(),
+        }
+    }
+}
+
+/// The operations of one run, ordered by external id, and how many learners needed nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub operations: Vec<Operation>,
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.operations.iter().filter(|o| o.kind() == kind).count()
+    }
+}
+
+/// Diff the store's learners of one directory against what the directory says now.
+/// Learners absent from `desired` are gone from the directory.
+pub fn plan(store: &BTreeMap<String, Learner>, desired: &BTreeMap<String, Desired>) -> Plan {
+    let mut out = Plan::default();
+    for (id, want) in desired {
+        let have = store.get(id);
+        let op = match (have, &want.inactive) {
+            (None, None) => Some(Operation::Create {
+                external_id: id.clone(),
+                fields: want.fields.clone(),
+            }),
+            // Someone the directory has but who was never a learner stays absent.
+            (None, Some(_)) => None,
+            (Some(l), None) if !l.active => Some(Operation::Reactivate {
+                external_id: id.clone(),
+                fields: want.fields.clone(),
+                changes: diff(&l.fields, &want.fields),
+            }),
+            (Some(l), Some(reason)) if l.active => Some(Operation::Deactivate {
+                external_id: id.clone(),
+                fields: want.fields.clone(),
+                changes: diff(&l.fields, &want.fields),
+                reason: reason.clone(),
+            }),
+            (Some(l), _) => {
+                let changes = diff(&l.fields, &want.fields);
+                (!changes.is_empty()).then(|| Operation::Update {
+                    external_id: id.clone(),
+                    fields: want.fields.clone(),
+                    changes,
+                })
+            }
+        };
+        match op {
+            Some(op) => out.operations.push(op),
+            None => out.unchanged += 1,
+        }
+    }
+    for (id, l) in store {
+        if desired.contains_key(id) {
+            continue;
+        }
+        if l.active {
+            out.operations.push(Operation::Deactivate {
+                external_id: id.clone(),
+                fields: l.fields.clone(),
+                changes: vec![],
+                reason: DeactivationReason::DeletedInDirectory,
+            });
+        } else {
+            out.unchanged += 1;
+        }
+    }
+    out.operations
+        .sort_by(|a, b| a.external_id().cmp(b.external_id()));
+    out
+}
+
+/// The columns that differ, in schema order. Emails compare case-insensitively.
+pub fn diff(before: &LearnerFields, after: &LearnerFields) -> Vec<FieldChange> {
+    FIELD_NAMES
+        .iter()
+        .filter_map(|name| {
+            let (b, a) = (before.get(name), after.get(name));
+            let same = match (b, a) {
+                (Some(b), Some(a)) if case_insensitive(name) => b.eq_ignore_ascii_case(a),
+                _ => b == a,
+            };
+            (!same).then(|| FieldChange {
+                field: name.to_string(),
+                before: b.map(str::to_string),
+                after: a.map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(user: &str, dept: Option<&str>) -> LearnerFields {
+        LearnerFields {
+            user_name: user.into(),
+            email: Some(format!("{user}@x.io")),
+            department: dept.map(Into::into),
+            ..Default::default()
+        }
+    }
+    fn learner(id: &str, f: LearnerFields, active: bool) -> (String, Learner) {
+        (
+            id.into(),
+            Learner {
+                external_id: id.into(),
+                fields: f,
+                active,
+            },
+        )
+    }
+    fn want(id: &str, f: LearnerFields, inactive: Option<DeactivationReason>) -> (String, Desired) {
+        (
+            id.into(),
+            Desired {
+                fields: f,
+                inactive,
+            },
+        )
+    }
+
+    #[test]
+    fn every_kind_of_change_is_planned_in_id_order() {
+        let store = BTreeMap::from([
+            learner("a", fields("ann", Some("Sales")), true),
+            learner("b", fields("bob", None), true),
+            learner("c", fields("cat", None), false),
+            learner("d", fields("dan", None), true),
+            learner("e", fields("eve", None), true),
+        ]);
+        let desired = BTreeMap::from([
+            want("a", fields("ann", Some("Legal")), None),
+            want("c", fields("cat", None), None),
+            want(
+                "d",
+                fields("dan", None),
+                Some(DeactivationReason::DisabledInDirectory),
+            ),
+            want("e", fields("eve", None), None),
+            want("f", fields("fay", None), None),
+        ]);
+        let p = plan(&store, &desired);
+        let summary: Vec<(&str, ActionKind, String)> = p
+            .operations
+            .iter()
+            .map(|o| (o.external_id(), o.kind(), o.reason()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a", ActionKind::Updated, "changed: department".to_string()),
+                (
+                    "b",
+                    ActionKind::Deactivated,
+                    "deleted in directory".to_string()
+                ),
+                (
+                    "c",
+                    ActionKind::Reactivated,
+                    "active in directory again".to_string()
+                ),
+                (
+                    "d",
+                    ActionKind::Deactivated,
+                    "disabled in directory".to_string()
+                ),
+                ("f", ActionKind::Created, "new in directory".to_string()),
+            ]
+        );
+        assert_eq!(p.unchanged, 1);
+    }
+
+    #[test]
+    fn a_renamed_email_is_an_update_of_the_same_learner() {
+        let store = BTreeMap::from([learner("a", fields("ann", None), true)]);
+        let mut renamed = fields("ann.smith", None);
+        renamed.email = Some("ann.smith@x.io".into());
+        let p = plan(&store, &BTreeMap::from([want("a", renamed, None)]));
+        assert_eq!(p.operations.len(), 1);
+        let changed: Vec<&str> = p.operations[0]
+            .changes()
+            .iter()
+            .map(|c| c.field.as_str())
+            .collect();
+        assert_eq!(changed, ["user_name", "email"]);
+    }
+
+    #[test]
+    fn email_case_alone_is_not_a_change_and_inactive_newcomers_are_not_created() {
+        let store = BTreeMap::from([learner("a", fields("ann", None), true)]);
+        let mut upper = fields("ann", None);
+        upper.email = Some("ANN@X.IO".into());
+        let desired = BTreeMap::from([
+            want("a", upper, None),
+            want(
+                "z",
+                fields("zed", None),
+                Some(DeactivationReason::OutOfScope),
+            ),
+        ]);
+        let p = plan(&store, &desired);
+        assert!(p.operations.is_empty());
+        assert_eq!(p.unchanged, 2);
+    }
+}

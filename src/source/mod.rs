@@ -1,0 +1,121 @@
+//! Directory sources: each reads users from one kind of directory.
+//!
+//! A source returns either a complete listing (everyone the directory has) or the
+//! changes since a cursor; the engine merges either into the snapshot.
+
+pub mod csv;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{DirectoryConfig, DirectoryKind};
+use crate::model::DirectoryUser;
+
+/// The snapshot of a directory: what its source said last time, by external id.
+pub type Snapshot = BTreeMap<String, DirectoryUser>;
+
+/// What one read of a directory returned.
+#[derive(Debug)]
+pub struct SourceRead {
+    pub listing: Listing,
+    /// Which users the configured scope includes.
+    pub scope: Scope,
+    /// The cursor to store once this run has been applied (Entra's deltaLink).
+    pub next_cursor: Option<String>,
+    /// Requests made to the directory, for reports and metrics.
+    pub requests: u64,
+}
+
+#[derive(Debug)]
+pub enum Listing {
+    /// Every user the directory has; a snapshot user absent here is gone.
+    Complete(Vec<DirectoryUser>),
+    /// Only what changed since the cursor.
+    Changes(Vec<Change>),
+}
+
+#[derive(Debug)]
+pub enum Change {
+    /// A new or changed user, complete after merging with the snapshot.
+    Upsert(Box<DirectoryUser>),
+    /// Deleted in the directory (soft or permanently).
+    Removed { external_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// Only these external ids are in scope.
+    Only(BTreeSet<String>),
+}
+
+impl Scope {
+    pub fn includes(&self, external_id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(ids) => ids.contains(external_id),
+        }
+    }
+}
+
+/// What the engine hands a source for one read.
+pub struct ReadRequest<'a> {
+    pub snapshot: &'a Snapshot,
+    /// The stored cursor, unless the run is a full read.
+    pub cursor: Option<&'a str>,
+}
+
+/// Why a read failed. Every variant fails this directory's run and changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}:{line}: {message}")]
+    BadFile {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SourceError {
+    /// Whether trying again later could help (the error policy of every boundary).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SourceError::BadFile { .. })
+    }
+}
+
+/// A source of any configured kind.
+pub enum Source {
+    Csv(csv::CsvSource),
+}
+
+impl Source {
+    pub fn for_directory(dir: &DirectoryConfig) -> Result<Source, SourceError> {
+        match &dir.kind {
+            DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
+            other => Err(SourceError::Other(format!(
+                "directories of kind `{}` are not supported by this build yet",
+                other.name()
+            ))),
+        }
+    }
+
+    pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
+        match self {
+            Source::Csv(s) => s.read(req).await,
+        }
+    }
+
+    /// `check`: can this directory be read at all? One line per probe.
+    pub async fn check(&mut self) -> Vec<crate::check::CheckLine> {
+        match self {
+            Source::Csv(s) => s.check().await,
+        }
+    }
+}

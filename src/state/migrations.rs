@@ -1,0 +1,75 @@
+//! State DB schema, append-only: never edit a released migration, add a new one.
+
+use rusqlite_migration::{Migrations, M};
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    run_key TEXT NOT NULL UNIQUE,
+    directory TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    outcome TEXT NOT NULL,
+    full_read INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL DEFAULT 0,
+    deactivated INTEGER NOT NULL DEFAULT 0,
+    reactivated INTEGER NOT NULL DEFAULT 0,
+    held INTEGER NOT NULL DEFAULT 0,
+    unchanged INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX runs_by_directory ON runs(directory, id);
+
+CREATE TABLE snapshot (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (directory, external_id)
+) WITHOUT ROWID;
+
+CREATE TABLE cursors (
+    directory TEXT PRIMARY KEY,
+    cursor TEXT,
+    full_read_at TEXT
+);
+
+CREATE TABLE actions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    time TEXT NOT NULL,
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    changes TEXT NOT NULL
+);
+CREATE INDEX actions_by_directory ON actions(directory, id);
+CREATE INDEX actions_by_run ON actions(run_id);
+
+CREATE TABLE held (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    hold_reason TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (directory, external_id)
+) WITHOUT ROWID;
+"#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

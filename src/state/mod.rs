@@ -1,0 +1,428 @@
+//! The state DB: per-directory snapshot, cursors, runs, the action log and held
+//! deactivations. One SQLite file (`sync.state_db`).
+
+mod migrations;
+pub mod query;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::model::DirectoryUser;
+use crate::plan::{ActionKind, Operation};
+use crate::source::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state DB {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state DB {}: {message}", path.display())]
+    Other { path: PathBuf, message: String },
+}
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// How a run ended, as `runs.outcome` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Held,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Held => "held",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Counts recorded with a finished run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub created: usize,
+    pub updated: usize,
+    pub deactivated: usize,
+    pub reactivated: usize,
+    pub held: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+}
+
+/// What a run commits after its operations reached the store.
+pub struct RunCommit<'a> {
+    pub run_id: i64,
+    pub directory: &'a str,
+    pub outcome: Outcome,
+    pub counts: Counts,
+    pub requests: u64,
+    pub snapshot_before: &'a Snapshot,
+    pub snapshot_after: &'a Snapshot,
+    /// `Some(cursor)` replaces the stored cursor (`Some(None)` clears it).
+    pub cursor: Option<Option<String>>,
+    pub full_read: bool,
+    pub held: &'a [Operation],
+    pub hold_reason: Option<String>,
+    /// Operations the store refused, with the store's explanation.
+    pub failed: &'a [(String, String)],
+    pub error: Option<String>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl State {
+    /// Open (creating and migrating) the state DB.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Other {
+                path: path.to_path_buf(),
+                message: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+        let err = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        migrations::migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| StateError::Other {
+                path: path.to_path_buf(),
+                message: format!("migration failed: {e}"),
+            })?;
+        Ok(State {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open for reading only (dry runs, status, history): never creates or migrates.
+    /// `None` when the file does not exist yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<State>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|source| StateError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(State {
+            conn,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn load_snapshot(&self, directory: &str) -> Result<Snapshot, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT external_id, user FROM snapshot WHERE directory = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (id, json) = row.map_err(|e| self.err(e))?;
+            let user: DirectoryUser =
+                serde_json::from_str(&json).map_err(|e| StateError::Other {
+                    path: self.path.clone(),
+                    message: format!("snapshot row {directory}/{id} is corrupt: {e}"),
+                })?;
+            out.insert(id, user);
+        }
+        Ok(out)
+    }
+
+    /// The stored cursor and when the last full read happened.
+    pub fn cursor(&self, directory: &str) -> Result<(Option<String>, Option<String>), StateError> {
+        self.conn
+            .query_row(
+                "SELECT cursor, full_read_at FROM cursors WHERE directory = ?1",
+                [directory],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map(|o| o.unwrap_or((None, None)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs that started but never finished (the process died): `(id, run_key)`.
+    pub fn unfinished_runs(&self, directory: &str) -> Result<Vec<(i64, String)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, run_key FROM runs WHERE directory = ?1 AND outcome = 'running' ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Close an unfinished run. If its operations reached the store, its action log
+    /// stands (`interrupted`); if not, they never happened (`aborted`) and are removed.
+    pub fn resolve_unfinished(&mut self, run_id: i64, applied: bool) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| StateError::Sqlite {
+            path: path.clone(),
+            source: e,
+        })?;
+        let outcome = if applied { "interrupted" } else { "aborted" };
+        tx.execute(
+            "UPDATE runs SET outcome = ?2, finished_at = ?3, error = 'the process stopped before the run finished' WHERE id = ?1",
+            params![run_id, outcome, now()],
+        )
+        .map_err(|e| StateError::Sqlite { path: self.path.clone(), source: e })?;
+        if !applied {
+            tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
+                .map_err(|e| StateError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        tx.commit()
+            .map_err(|e| StateError::Sqlite { path, source: e })
+    }
+
+    /// Record the start of a run and the operations it is about to apply, in one
+    /// transaction, before anything reaches the store.
+    pub fn begin_run(
+        &mut self,
+        directory: &str,
+        run_key: &str,
+        kind: &str,
+        full_read: bool,
+        operations: &[Operation],
+        held: &[Operation],
+    ) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        let e = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let time = now();
+        tx.execute(
+            "INSERT INTO runs (run_key, directory, kind, started_at, outcome, full_read) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![run_key, directory, kind, time, full_read],
+        )
+        .map_err(e)?;
+        let run_id = tx.last_insert_rowid();
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO actions (run_id, time, directory, external_id, user_name, action, reason, changes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(e)?;
+            let rows = operations
+                .iter()
+                .map(|op| (op, op.kind()))
+                .chain(held.iter().map(|op| (op, ActionKind::Held)));
+            for (op, kind) in rows {
+                let changes = serde_json::to_string(op.changes()).unwrap_or_else(|_| "[]".into());
+                ins.execute(params![
+                    run_id,
+                    time,
+                    directory,
+                    op.external_id(),
+                    op.fields().user_name,
+                    kind.as_str(),
+                    op.reason(),
+                    changes
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(run_id)
+    }
+
+    /// Record a run that failed before it could apply anything.
+    pub fn record_failed_run(
+        &mut self,
+        directory: &str,
+        run_key: &str,
+        requests: u64,
+        error: &str,
+    ) -> Result<i64, StateError> {
+        let time = now();
+        self.conn
+            .execute(
+                "INSERT INTO runs (run_key, directory, kind, started_at, finished_at, outcome, requests, error) VALUES (?1, ?2, 'sync', ?3, ?3, 'failed', ?4, ?5)",
+                params![run_key, directory, time, requests as i64, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Commit a run whose operations reached the store: snapshot, cursor, held
+    /// deactivations and outcome, in one transaction.
+    pub fn commit_run(&mut self, c: RunCommit<'_>) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let e = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let time = now();
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO snapshot (directory, external_id, user) VALUES (?1, ?2, ?3) ON CONFLICT (directory, external_id) DO UPDATE SET user = excluded.user",
+                )
+                .map_err(e)?;
+            for (id, user) in c.snapshot_after {
+                if c.snapshot_before.get(id) != Some(user) {
+                    let json = serde_json::to_string(user).map_err(|err| StateError::Other {
+                        path: path.clone(),
+                        message: err.to_string(),
+                    })?;
+                    upsert.execute(params![c.directory, id, json]).map_err(e)?;
+                }
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM snapshot WHERE directory = ?1 AND external_id = ?2")
+                .map_err(e)?;
+            for id in c.snapshot_before.keys() {
+                if !c.snapshot_after.contains_key(id) {
+                    delete.execute(params![c.directory, id]).map_err(e)?;
+                }
+            }
+        }
+        if let Some(cursor) = &c.cursor {
+            tx.execute(
+                "INSERT INTO cursors (directory, cursor) VALUES (?1, ?2) ON CONFLICT (directory) DO UPDATE SET cursor = excluded.cursor",
+                params![c.directory, cursor],
+            )
+            .map_err(e)?;
+        }
+        if c.full_read {
+            tx.execute(
+                "INSERT INTO cursors (directory, full_read_at) VALUES (?1, ?2) ON CONFLICT (directory) DO UPDATE SET full_read_at = excluded.full_read_at",
+                params![c.directory, time],
+            )
+            .map_err(e)?;
+        }
+        tx.execute("DELETE FROM held WHERE directory = ?1", [c.directory])
+            .map_err(e)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO held (directory, external_id, user_name, reason, hold_reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(e)?;
+            for op in c.held {
+                ins.execute(params![
+                    c.directory,
+                    op.external_id(),
+                    op.fields().user_name,
+                    op.reason(),
+                    c.hold_reason.as_deref().unwrap_or(""),
+                    c.run_id
+                ])
+                .map_err(e)?;
+            }
+        }
+        {
+            let mut fail = tx
+                .prepare_cached(
+                    "UPDATE actions SET action = 'failed', reason = ?3 WHERE run_id = ?1 AND external_id = ?2",
+                )
+                .map_err(e)?;
+            for (id, detail) in c.failed {
+                fail.execute(params![c.run_id, id, detail]).map_err(e)?;
+            }
+        }
+        let n = |v: usize| v as i64;
+        tx.execute(
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, created = ?4, updated = ?5, deactivated = ?6, reactivated = ?7, held = ?8, unchanged = ?9, failed = ?10, requests = ?11, error = ?12 WHERE id = ?1",
+            params![
+                c.run_id,
+                time,
+                c.outcome.as_str(),
+                n(c.counts.created),
+                n(c.counts.updated),
+                n(c.counts.deactivated),
+                n(c.counts.reactivated),
+                n(c.counts.held),
+                n(c.counts.unchanged),
+                n(c.counts.failed),
+                c.requests as i64,
+                c.error
+            ],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Forget the held deactivations of a directory (after `approve` applied them).
+    pub fn clear_held(&mut self, directory: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM held WHERE directory = ?1", [directory])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl State {
+    /// Mark a run failed (after `resolve_unfinished` removed what it never applied).
+    pub fn mark_failed(&mut self, run_id: i64, error: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET outcome = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
+                params![run_id, now(), error],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,252 @@
+//! The embedded learner store: the documented `learners` table in a SQLite file.
+//! A run's operations are applied in one transaction, together with the run's key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags};
+use rusqlite_migration::{Migrations, M};
+
+use super::{ApplyReport, StoreError};
+use crate::check::CheckLine;
+use crate::model::{Learner, LearnerFields};
+use crate::plan::Operation;
+
+/// Append-only. The `learners` table is read by other programs: never change a column.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE learners (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    email TEXT,
+    given_name TEXT,
+    family_name TEXT,
+    display_name TEXT,
+    department TEXT,
+    job_title TEXT,
+    employee_id TEXT,
+    manager_email TEXT,
+    active INTEGER NOT NULL CHECK (active IN (0, 1)),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deactivated_at TEXT,
+    PRIMARY KEY (directory, external_id)
+);
+CREATE INDEX learners_by_user_name ON learners(directory, user_name);
+
+-- Which runs reached this store: how a crashed run is told apart from one that applied.
+CREATE TABLE learner_sync_runs (
+    run_key TEXT PRIMARY KEY,
+    directory TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+"#,
+    )])
+}
+
+pub struct SqliteStore {
+    conn: Option<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, read_only: bool) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        if read_only {
+            // A dry run against a store that does not exist yet sees an empty store.
+            let conn = if path.exists() {
+                let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(err)?;
+                let version: i64 = c
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+                    .map_err(err)?;
+                (version > 0).then_some(c)
+            } else {
+                None
+            };
+            return Ok(SqliteStore {
+                conn,
+                path: path.to_path_buf(),
+            });
+        }
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        // WAL lets the training platform read while a sync writes; FULL makes a
+        // committed run survive power loss, which the state DB relies on.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
+        Ok(SqliteStore {
+            conn: Some(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(BTreeMap::new());
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
+                 FROM learners WHERE directory = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok(Learner {
+                    external_id: r.get(0)?,
+                    fields: LearnerFields {
+                        user_name: r.get(1)?,
+                        email: r.get(2)?,
+                        given_name: r.get(3)?,
+                        family_name: r.get(4)?,
+                        display_name: r.get(5)?,
+                        department: r.get(6)?,
+                        job_title: r.get(7)?,
+                        employee_id: r.get(8)?,
+                        manager_email: r.get(9)?,
+                    },
+                    active: r.get::<_, i64>(10)? == 1,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let l = row.map_err(|e| self.err(e))?;
+            out.insert(l.external_id.clone(), l);
+        }
+        Ok(out)
+    }
+
+    /// Apply every operation and record the run, all in one transaction.
+    /// Idempotent: replaying the same operations leaves the same rows.
+    pub fn apply(
+        &mut self,
+        directory: &str,
+        run_key: &str,
+        operations: &[Operation],
+    ) -> Result<ApplyReport, StoreError> {
+        let path = self.path.display().to_string();
+        let e = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
+        let now = crate::state::now();
+        let tx = conn.transaction().map_err(e)?;
+        {
+            // One statement for every kind: `active` and `deactivated_at` are set from
+            // the operation, and `created_at` survives a replayed create.
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO learners (directory, external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active, created_at, updated_at, deactivated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, CASE WHEN ?12 = 0 THEN ?13 END)
+                     ON CONFLICT (directory, external_id) DO UPDATE SET
+                        user_name = excluded.user_name, email = excluded.email, given_name = excluded.given_name,
+                        family_name = excluded.family_name, display_name = excluded.display_name,
+                        department = excluded.department, job_title = excluded.job_title,
+                        employee_id = excluded.employee_id, manager_email = excluded.manager_email,
+                        active = CASE WHEN ?14 THEN excluded.active ELSE learners.active END,
+                        deactivated_at = CASE
+                            WHEN NOT ?14 THEN learners.deactivated_at
+                            WHEN excluded.active = 1 THEN NULL
+                            ELSE coalesce(learners.deactivated_at, ?13) END,
+                        updated_at = ?13",
+                )
+                .map_err(e)?;
+            for op in operations {
+                let f = op.fields();
+                let (active, sets_state) = match op {
+                    Operation::Create { .. } | Operation::Reactivate { .. } => (1, true),
+                    Operation::Deactivate { .. } => (0, true),
+                    Operation::Update { .. } => (1, false),
+                };
+                upsert
+                    .execute(params![
+                        directory,
+                        op.external_id(),
+                        f.user_name,
+                        f.email,
+                        f.given_name,
+                        f.family_name,
+                        f.display_name,
+                        f.department,
+                        f.job_title,
+                        f.employee_id,
+                        f.manager_email,
+                        active,
+                        now,
+                        sets_state
+                    ])
+                    .map_err(e)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO learner_sync_runs (run_key, directory, applied_at) VALUES (?1, ?2, ?3)",
+            params![run_key, directory, now],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(ApplyReport::default())
+    }
+
+    pub fn was_applied(&mut self, run_key: &str) -> Result<bool, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(false);
+        };
+        conn.query_row(
+            "SELECT count(*) FROM learner_sync_runs WHERE run_key = ?1",
+            [run_key],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn check(&self) -> CheckLine {
+        match &self.conn {
+            Some(c) => {
+                match c.query_row("SELECT count(*) FROM learners", [], |r| r.get::<_, i64>(0)) {
+                    Ok(n) => CheckLine::ok(format!(
+                        "sqlite store {}: {n} learners",
+                        self.path.display()
+                    )),
+                    Err(e) => CheckLine::failed(
+                        format!("sqlite store {}: {e}", self.path.display()),
+                        "check the file's permissions and that it is a learner-sync store",
+                    ),
+                }
+            }
+            None => CheckLine::ok(format!(
+                "sqlite store {}: not created yet (the first sync creates it)",
+                self.path.display()
+            )),
+        }
+    }
+}

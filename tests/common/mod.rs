@@ -1,0 +1,106 @@
+//! Shared helpers for the end-to-end tests: a temp folder with a config, and the
+//! real binary run against it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    /// Run `learner-sync ARGS --config <env>/config.toml`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env_remove("LEARNER_SYNC_CONFIG")
+            .env_remove("LEARNER_SYNC_FAULT")
+            .current_dir(self.dir.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run learner-sync")
+    }
+
+    /// Rows of the learner store: `SELECT <cols> FROM learners ... ORDER BY external_id`.
+    pub fn learners(&self, store: &str, directory: &str) -> Vec<Row> {
+        learners(&self.path(store), directory)
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_learner-sync")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub external_id: String,
+    pub user_name: String,
+    pub email: Option<String>,
+    pub department: Option<String>,
+    pub active: bool,
+    pub deactivated_at: Option<String>,
+}
+
+pub fn learners(db: &Path, directory: &str) -> Vec<Row> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open store");
+    let mut stmt = conn
+        .prepare("SELECT external_id, user_name, email, department, active, deactivated_at FROM learners WHERE directory = ?1 ORDER BY external_id")
+        .expect("prepare");
+    stmt.query_map([directory], |r| {
+        Ok(Row {
+            external_id: r.get(0)?,
+            user_name: r.get(1)?,
+            email: r.get(2)?,
+            department: r.get(3)?,
+            active: r.get::<_, i64>(4)? == 1,
+            deactivated_at: r.get(5)?,
+        })
+    })
+    .expect("query")
+    .collect::<Result<Vec<_>, _>>()
+    .expect("rows")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}

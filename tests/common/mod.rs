@@ -1,6 +1,6 @@
 //! Shared helpers for the end-to-end tests: a temp folder with a config, and the
 //! real binary run against it.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

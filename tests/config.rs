@@ -1,6 +1,8 @@
 //! Config: every shipped TOML parses; every kind of bad input is refused with the
 //! file, the line and the key, and exit code 2.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! The whole pipeline through the real binary: a CSV directory into the SQLite store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{code, stderr, stdout, Env};

@@ -1,0 +1,226 @@
+//! Crash safety: SIGKILL the real binary at many instants during large syncs, run
+//! again, and check the store is exactly what the directory says: no duplicate, no
+//! lost create, update, deactivation or reactivation, and an action log with each
+//! change recorded once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{code, stderr, stdout, Env};
+
+#[derive(Clone)]
+struct Person {
+    dept: String,
+    active: bool,
+}
+
+type Directory = BTreeMap<u32, Person>;
+
+fn write_csv(env: &Env, dir: &Directory) {
+    let mut s = String::from("external_id,user_name,email,department,active\n");
+    for (id, p) in dir {
+        s.push_str(&format!(
+            "E{id:06},u{id}@x.io,u{id}@x.io,{},{}\n",
+            p.dept, p.active
+        ));
+    }
+    env.write("hr.csv", &s);
+}
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        r#"
+[sync]
+state_db = "state.db"
+max_deactivations = 1000000
+max_deactivation_percent = 100
+[store]
+kind = "sqlite"
+path = "learners.db"
+[[directory]]
+name = "hr"
+kind = "csv"
+path = "hr.csv"
+"#,
+    );
+    env
+}
+
+fn spawn_sync(env: &Env) -> std::process::Child {
+    Command::new(common::bin())
+        .args(["sync", "--config"])
+        .arg(env.config())
+        .env_remove("LEARNER_SYNC_FAULT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kill a sync at `points` instants spread over (a little more than) one run's length.
+fn kill_repeatedly(env: &Env, points: u32, run_length: Duration) -> u32 {
+    let mut killed = 0;
+    for i in 0..points {
+        let mut child = spawn_sync(env);
+        let at = run_length.mul_f64(1.2 * f64::from(i) / f64::from(points));
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    killed
+}
+
+fn assert_store_matches(env: &Env, dir: &Directory, ever: &BTreeMap<u32, ()>) {
+    let rows = env.learners("learners.db", "hr");
+    let by_id: BTreeMap<String, &common::Row> =
+        rows.iter().map(|r| (r.external_id.clone(), r)).collect();
+    assert_eq!(by_id.len(), rows.len(), "duplicate learners");
+    for id in ever.keys() {
+        let key = format!("E{id:06}");
+        let expected_active = dir.get(id).is_some_and(|p| p.active);
+        match by_id.get(&key) {
+            Some(r) => {
+                assert_eq!(r.active, expected_active, "{key} active");
+                if let Some(p) = dir.get(id) {
+                    assert_eq!(r.department.as_deref(), Some(p.dept.as_str()), "{key} department");
+                }
+            }
+            None => assert!(!expected_active, "{key} was never created"),
+        }
+    }
+    assert!(rows.len() <= ever.len());
+}
+
+/// Replay the action log per learner: every transition is recorded exactly once.
+fn assert_log_replays_to_store(env: &Env) {
+    let out = env.run(&["history", "--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut state: BTreeMap<String, bool> = BTreeMap::new();
+    for r in records.iter().rev() {
+        let id = r["external_id"].as_str().unwrap().to_string();
+        match r["action"].as_str().unwrap() {
+            "created" => {
+                assert!(!state.contains_key(&id), "{id} created twice");
+                state.insert(id, true);
+            }
+            "deactivated" => {
+                assert_eq!(state.insert(id.clone(), false), Some(true), "{id} deactivated while not active")
+            }
+            "reactivated" => {
+                assert_eq!(state.insert(id.clone(), true), Some(false), "{id} reactivated while active")
+            }
+            "updated" | "held" => assert!(state.contains_key(&id), "{id} updated before created"),
+            other => panic!("unexpected action {other}"),
+        }
+    }
+    let rows = env.learners("learners.db", "hr");
+    assert_eq!(state.len(), rows.len(), "log and store disagree on who exists");
+    for r in rows {
+        assert_eq!(state[&r.external_id], r.active, "log and store disagree on {}", r.external_id);
+    }
+}
+
+#[test]
+fn sigkill_at_many_instants_then_rerun_converges_exactly() {
+    let env = setup();
+    let n = 20_000u32;
+    let mut dir: Directory = (0..n)
+        .map(|i| (i, Person { dept: format!("D{}", i % 7), active: true }))
+        .collect();
+    let mut ever: BTreeMap<u32, ()> = dir.keys().map(|k| (*k, ())).collect();
+
+    // Measure one full run on a copy, to spread the kill points over its length.
+    let probe = setup();
+    write_csv(&probe, &dir);
+    let t = Instant::now();
+    assert_eq!(code(&probe.run(&["sync"])), 0);
+    let run_length = t.elapsed();
+
+    let mut kills = 0;
+    // Phase 1: the initial import.
+    write_csv(&env, &dir);
+    kills += kill_repeatedly(&env, 25, run_length);
+    let out = env.run(&["sync"]);
+    assert!(code(&out) == 0, "{}", stderr(&out));
+    assert_store_matches(&env, &dir, &ever);
+
+    // Phase 2: updates, removals, disables and newcomers.
+    for i in (0..n).step_by(10) {
+        dir.get_mut(&i).unwrap().dept = "Moved".into();
+    }
+    for i in (1..n).step_by(50) {
+        dir.remove(&i);
+    }
+    for i in (3..n).step_by(97) {
+        if let Some(p) = dir.get_mut(&i) {
+            p.active = false;
+        }
+    }
+    for i in n..n + 500 {
+        dir.insert(i, Person { dept: "New".into(), active: true });
+        ever.insert(i, ());
+    }
+    write_csv(&env, &dir);
+    kills += kill_repeatedly(&env, 25, run_length);
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    assert_store_matches(&env, &dir, &ever);
+
+    // Phase 3: the removed come back (reactivations) and another wave of changes.
+    for i in (1..n).step_by(50) {
+        dir.insert(i, Person { dept: "Back".into(), active: true });
+    }
+    for i in (5..n).step_by(13) {
+        dir.get_mut(&i).unwrap().dept = "Again".into();
+    }
+    write_csv(&env, &dir);
+    kills += kill_repeatedly(&env, 25, run_length);
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    assert_store_matches(&env, &dir, &ever);
+    assert_log_replays_to_store(&env);
+
+    // A settled store: one more run changes nothing.
+    let out = env.run(&["sync"]);
+    assert!(stdout(&out).contains("created 0, updated 0, deactivated 0, reactivated 0, held 0"), "{}", stdout(&out));
+    eprintln!("killed {kills} runs in flight (of 75 attempts; run length {run_length:?})");
+    assert!(kills >= 20, "too few kills landed inside a run: {kills}");
+}
+
+#[test]
+fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
+    for (point, expect_outcome) in [("after-begin", "aborted"), ("after-apply", "interrupted")] {
+        let env = setup();
+        let dir: Directory = (0..50)
+            .map(|i| (i, Person { dept: "D".into(), active: true }))
+            .collect();
+        write_csv(&env, &dir);
+        let out = env.run_with(&["sync"], &[("LEARNER_SYNC_FAULT", point)]);
+        assert_ne!(code(&out), 0, "{point}: the fault point aborts");
+        let applied = env.path("learners.db").exists() && !env.learners("learners.db", "hr").is_empty();
+        assert_eq!(applied, point == "after-apply", "{point}");
+        let out = env.run(&["sync"]);
+        assert_eq!(code(&out), 0, "{point}: {}", stderr(&out));
+        let expected_created = if point == "after-apply" { 0 } else { 50 };
+        assert!(
+            stdout(&out).contains(&format!("created {expected_created},")),
+            "{point}: {}",
+            stdout(&out)
+        );
+        assert_store_matches(&env, &dir, &dir.keys().map(|k| (*k, ())).collect());
+        assert_log_replays_to_store(&env);
+        let conn = rusqlite::Connection::open(env.path("state.db")).unwrap();
+        let outcome: String = conn
+            .query_row("SELECT outcome FROM runs ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(outcome, expect_outcome, "{point}");
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, DirectoryConfig};
 use crate::guard::{guard, HoldReason, Limits};
 use crate::mapping::{desired, Desired};
-use crate::plan::{plan, ActionKind, Operation, Plan};
+use crate::plan::{ActionKind, Operation, Plan, Planner};
 use crate::source::{Change, Listing, ReadRequest, Snapshot, Source};
 use crate::state::{Counts, Outcome, RunCommit, State};
 use crate::store::Store;
@@ -60,14 +60,14 @@ impl RunReport {
 }
 
 /// Merge what the source returned into the previous snapshot. Pure.
-pub fn merge(previous: &Snapshot, listing: Listing) -> Snapshot {
+pub fn merge(previous: Snapshot, listing: Listing) -> Snapshot {
     match listing {
         Listing::Complete(users) => users
             .into_iter()
             .map(|u| (u.external_id.clone(), u))
             .collect(),
         Listing::Changes(changes) => {
-            let mut next = previous.clone();
+            let mut next = previous;
             for change in changes {
                 match change {
                     Change::Upsert(u) => {
@@ -81,6 +81,40 @@ pub fn merge(previous: &Snapshot, listing: Listing) -> Snapshot {
             next
         }
     }
+}
+
+fn digest(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
+}
+
+/// Digests of the JSON form of each user, as the state DB stores them.
+fn snapshot_digests(snapshot: &Snapshot) -> BTreeMap<String, u64> {
+    snapshot
+        .iter()
+        .map(|(id, u)| (id.clone(), digest(&serde_json::to_string(u).unwrap_or_default())))
+        .collect()
+}
+
+/// Snapshot rows to (re)write, as JSON, and rows to delete.
+type SnapshotChanges = (Vec<(String, String)>, Vec<String>);
+
+fn snapshot_changes(before: &BTreeMap<String, u64>, after: &Snapshot) -> Result<SnapshotChanges, String> {
+    let mut writes = Vec::new();
+    for (id, user) in after {
+        let json = serde_json::to_string(user).map_err(|e| e.to_string())?;
+        if before.get(id) != Some(&digest(&json)) {
+            writes.push((id.clone(), json));
+        }
+    }
+    let deletes = before
+        .keys()
+        .filter(|id| !after.contains_key(*id))
+        .cloned()
+        .collect();
+    Ok((writes, deletes))
 }
 
 /// Per-directory lock, so that a `sync` and a daemon never run one directory at once.
@@ -171,16 +205,9 @@ async fn run_inner(
         }
     }
 
-    let (snapshot, cursor, full_read_at) = match &state {
-        Some(st) => {
-            let (cursor, at) = st.cursor(name).map_err(|e| e.to_string())?;
-            (
-                st.load_snapshot(name).map_err(|e| e.to_string())?,
-                cursor,
-                at,
-            )
-        }
-        None => (Snapshot::new(), None, None),
+    let (cursor, full_read_at) = match &state {
+        Some(st) => st.cursor(name).map_err(|e| e.to_string())?,
+        None => (None, None),
     };
     let resync_due = full_read_at
         .as_deref()
@@ -191,12 +218,19 @@ async fn run_inner(
         })
         .unwrap_or(true);
     let use_cursor = !opts.full && !resync_due;
-    let read = source
-        .read(ReadRequest {
-            snapshot: &snapshot,
-            cursor: if use_cursor { cursor.as_deref() } else { None },
-        })
-        .await;
+    let cursor = if use_cursor { cursor.as_deref() } else { None };
+    // Only a source that merges partial changes needs the previous users themselves;
+    // for the rest a digest per user is enough to tell what to rewrite.
+    let (snapshot, digests) = match &state {
+        Some(st) if source.needs_snapshot(cursor) => {
+            let snapshot = st.load_snapshot(name).map_err(|e| e.to_string())?;
+            let digests = snapshot_digests(&snapshot);
+            (snapshot, digests)
+        }
+        Some(st) => (Snapshot::new(), st.snapshot_digests(name).map_err(|e| e.to_string())?),
+        None => (Snapshot::new(), BTreeMap::new()),
+    };
+    let read = source.read(ReadRequest { snapshot: &snapshot, cursor }).await;
     let read = match read {
         Ok(r) => r,
         Err(e) => {
@@ -214,15 +248,24 @@ async fn run_inner(
     let requests = read.requests;
     let scope = read.scope;
     let next_cursor = read.next_cursor;
-    let snapshot_after = merge(&snapshot, read.listing);
+    let snapshot_after = merge(snapshot, read.listing);
+    let (snapshot_writes, snapshot_deletes) = snapshot_changes(&digests, &snapshot_after)?;
+    drop(digests);
 
     let wanted: BTreeMap<String, Desired> = snapshot_after
-        .iter()
-        .map(|(id, u)| (id.clone(), desired(u, scope.includes(id), &dir.mapping)))
+        .into_iter()
+        .map(|(id, u)| {
+            let d = desired(u, scope.includes(&id), &dir.mapping);
+            (id, d)
+        })
         .collect();
-    let learners = store.load(name).await.map_err(|e| e.to_string())?;
-    let active = learners.values().filter(|l| l.active).count();
-    let full_plan: Plan = plan(&learners, &wanted);
+    let mut planner = Planner::new(wanted);
+    store
+        .for_each_learner(name, &mut |l| planner.visit(l))
+        .await
+        .map_err(|e| e.to_string())?;
+    let active = planner.active_before();
+    let full_plan: Plan = planner.finish();
     let limits = Limits {
         max_deactivations: config.sync.max_deactivations,
         max_deactivation_percent: config.sync.max_deactivation_percent,
@@ -313,8 +356,8 @@ async fn run_inner(
         outcome,
         counts: counts.clone(),
         requests,
-        snapshot_before: &snapshot,
-        snapshot_after: &snapshot_after,
+        snapshot_writes: &snapshot_writes,
+        snapshot_deletes: &snapshot_deletes,
         cursor: Some(next_cursor),
         full_read,
         held: &guarded.held,

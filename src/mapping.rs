@@ -19,8 +19,8 @@ pub struct Desired {
 
 /// Map a directory user to the learner it should be. `in_scope` is whether the
 /// directory's configured scope (groups, org units, app assignment) includes the user.
-pub fn desired(user: &DirectoryUser, in_scope: bool, policy: &MappingPolicy) -> Desired {
-    let mut fields = user.fields.clone().normalized();
+pub fn desired(user: DirectoryUser, in_scope: bool, policy: &MappingPolicy) -> Desired {
+    let mut fields = user.fields.normalized();
     if fields.department.is_none() {
         fields.department = policy.default_department.clone();
     }
@@ -61,7 +61,7 @@ mod tests {
             default_department: Some("Staff".into()),
             ..Default::default()
         };
-        let d = desired(&user(AccountState::Enabled), true, &policy);
+        let d = desired(user(AccountState::Enabled), true, &policy);
         assert_eq!(d.fields.user_name, "ada@example.com");
         assert_eq!(d.fields.department.as_deref(), Some("Staff"));
         assert_eq!(d.inactive, None);
@@ -73,7 +73,7 @@ mod tests {
             exclude_guests: true,
             ..Default::default()
         };
-        let reason = |u: &DirectoryUser, scope| desired(u, scope, &p).inactive;
+        let reason = |u: &DirectoryUser, scope| desired(u.clone(), scope, &p).inactive;
         assert_eq!(
             reason(&user(AccountState::Suspended), true),
             Some(DeactivationReason::SuspendedInDirectory)

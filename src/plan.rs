@@ -131,60 +131,95 @@ impl Plan {
 
 /// Diff the store's learners of one directory against what the directory says now.
 /// Learners absent from `desired` are gone from the directory.
-pub fn plan(store: &BTreeMap<String, Learner>, desired: &BTreeMap<String, Desired>) -> Plan {
-    let mut out = Plan::default();
-    for (id, want) in desired {
-        let have = store.get(id);
-        let op = match (have, &want.inactive) {
-            (None, None) => Some(Operation::Create {
-                external_id: id.clone(),
-                fields: want.fields.clone(),
-            }),
-            // Someone the directory has but who was never a learner stays absent.
-            (None, Some(_)) => None,
-            (Some(l), None) if !l.active => Some(Operation::Reactivate {
-                external_id: id.clone(),
-                fields: want.fields.clone(),
-                changes: diff(&l.fields, &want.fields),
-            }),
-            (Some(l), Some(reason)) if l.active => Some(Operation::Deactivate {
-                external_id: id.clone(),
-                fields: want.fields.clone(),
-                changes: diff(&l.fields, &want.fields),
-                reason: reason.clone(),
-            }),
-            (Some(l), _) => {
-                let changes = diff(&l.fields, &want.fields);
-                (!changes.is_empty()).then(|| Operation::Update {
-                    external_id: id.clone(),
-                    fields: want.fields.clone(),
-                    changes,
-                })
+pub fn plan(store: impl IntoIterator<Item = Learner>, desired: BTreeMap<String, Desired>) -> Plan {
+    let mut planner = Planner::new(desired);
+    for learner in store {
+        planner.visit(learner);
+    }
+    planner.finish()
+}
+
+/// The plan as a state machine fed one store row at a time, so that a large store
+/// never has to be held in memory next to the directory.
+pub struct Planner {
+    desired: BTreeMap<String, Desired>,
+    out: Plan,
+    active: usize,
+}
+
+impl Planner {
+    pub fn new(desired: BTreeMap<String, Desired>) -> Planner {
+        Planner {
+            desired,
+            out: Plan::default(),
+            active: 0,
+        }
+    }
+
+    /// How many of the visited learners were active before the run.
+    pub fn active_before(&self) -> usize {
+        self.active
+    }
+
+    /// Compare one learner of the store with what the directory says about it.
+    pub fn visit(&mut self, l: Learner) {
+        self.active += usize::from(l.active);
+        let Some(want) = self.desired.remove(&l.external_id) else {
+            if l.active {
+                self.out.operations.push(Operation::Deactivate {
+                    external_id: l.external_id,
+                    fields: l.fields,
+                    changes: vec![],
+                    reason: DeactivationReason::DeletedInDirectory,
+                });
+            } else {
+                self.out.unchanged += 1;
             }
+            return;
+        };
+        let id = l.external_id;
+        let changes = diff(&l.fields, &want.fields);
+        let op = match (l.active, want.inactive) {
+            (false, None) => Some(Operation::Reactivate {
+                external_id: id,
+                changes,
+                fields: want.fields,
+            }),
+            (true, Some(reason)) => Some(Operation::Deactivate {
+                external_id: id,
+                changes,
+                fields: want.fields,
+                reason,
+            }),
+            _ => (!changes.is_empty()).then(|| Operation::Update {
+                external_id: id,
+                fields: want.fields,
+                changes,
+            }),
         };
         match op {
-            Some(op) => out.operations.push(op),
-            None => out.unchanged += 1,
+            Some(op) => self.out.operations.push(op),
+            None => self.out.unchanged += 1,
         }
     }
-    for (id, l) in store {
-        if desired.contains_key(id) {
-            continue;
+
+    /// Everyone the store did not have: active ones are created; someone the
+    /// directory has but who was never a learner and is inactive stays absent.
+    pub fn finish(mut self) -> Plan {
+        for (id, want) in std::mem::take(&mut self.desired) {
+            match want.inactive {
+                None => self.out.operations.push(Operation::Create {
+                    external_id: id,
+                    fields: want.fields,
+                }),
+                Some(_) => self.out.unchanged += 1,
+            }
         }
-        if l.active {
-            out.operations.push(Operation::Deactivate {
-                external_id: id.clone(),
-                fields: l.fields.clone(),
-                changes: vec![],
-                reason: DeactivationReason::DeletedInDirectory,
-            });
-        } else {
-            out.unchanged += 1;
-        }
+        self.out
+            .operations
+            .sort_by(|a, b| a.external_id().cmp(b.external_id()));
+        self.out
     }
-    out.operations
-        .sort_by(|a, b| a.external_id().cmp(b.external_id()));
-    out
 }
 
 /// The columns that differ, in schema order. Emails compare case-insensitively.
@@ -258,7 +293,7 @@ mod tests {
             want("e", fields("eve", None), None),
             want("f", fields("fay", None), None),
         ]);
-        let p = plan(&store, &desired);
+        let p = plan(store.into_values(), desired);
         let summary: Vec<(&str, ActionKind, String)> = p
             .operations
             .iter()
@@ -294,7 +329,7 @@ mod tests {
         let store = BTreeMap::from([learner("a", fields("ann", None), true)]);
         let mut renamed = fields("ann.smith", None);
         renamed.email = Some("ann.smith@x.io".into());
-        let p = plan(&store, &BTreeMap::from([want("a", renamed, None)]));
+        let p = plan(store.into_values(), BTreeMap::from([want("a", renamed, None)]));
         assert_eq!(p.operations.len(), 1);
         let changed: Vec<&str> = p.operations[0]
             .changes()
@@ -317,7 +352,7 @@ mod tests {
                 Some(DeactivationReason::OutOfScope),
             ),
         ]);
-        let p = plan(&store, &desired);
+        let p = plan(store.into_values(), desired);
         assert!(p.operations.is_empty());
         assert_eq!(p.unchanged, 2);
     }

@@ -38,7 +38,6 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     let run_key = uuid::Uuid::new_v4().to_string();
     let run_id = state.begin_run(name, &run_key, "approve", false, &operations, &[])?;
     let report = store.apply(name, &run_key, &operations).await?;
-    let empty = Default::default();
     let counts = Counts {
         deactivated: operations.len() - report.failed.len(),
         failed: report.failed.len(),
@@ -54,8 +53,8 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         },
         counts: counts.clone(),
         requests: 0,
-        snapshot_before: &empty,
-        snapshot_after: &empty,
+        snapshot_writes: &[],
+        snapshot_deletes: &[],
         cursor: None,
         full_read: false,
         held: &[],

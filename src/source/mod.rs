@@ -106,6 +106,17 @@ impl Source {
         }
     }
 
+    /// Whether a read from `cursor` merges partial changes, and so needs the previous
+    /// users in `ReadRequest::snapshot`.
+    pub fn needs_snapshot(&self, cursor: Option<&str>) -> bool {
+        match self {
+            Source::Csv(_) => {
+                let _ = cursor;
+                false
+            }
+        }
+    }
+
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         match self {
             Source::Csv(s) => s.read(req).await,

@@ -67,8 +67,10 @@ pub struct RunCommit<'a> {
     pub outcome: Outcome,
     pub counts: Counts,
     pub requests: u64,
-    pub snapshot_before: &'a Snapshot,
-    pub snapshot_after: &'a Snapshot,
+    /// Snapshot rows to write: `(external_id, user as JSON)`.
+    pub snapshot_writes: &'a [(String, String)],
+    /// Snapshot rows to remove.
+    pub snapshot_deletes: &'a [String],
     /// `Some(cursor)` replaces the stored cursor (`Some(None)` clears it).
     pub cursor: Option<Option<String>>,
     pub full_read: bool,
@@ -172,6 +174,26 @@ impl State {
                     message: format!("snapshot row {directory}/{id} is corrupt: {e}"),
                 })?;
             out.insert(id, user);
+        }
+        Ok(out)
+    }
+
+    /// A digest of each stored user's JSON, to find what a complete listing changed
+    /// without parsing every row.
+    pub fn snapshot_digests(&self, directory: &str) -> Result<BTreeMap<String, u64>, StateError> {
+        use std::hash::{Hash, Hasher};
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT external_id, user FROM snapshot WHERE directory = ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([directory]).map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let id: String = row.get(0).map_err(|e| self.err(e))?;
+            let json = row.get_ref(1).and_then(|v| v.as_str().map_err(Into::into)).map_err(|e| self.err(e))?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            json.hash(&mut h);
+            out.insert(id, h.finish());
         }
         Ok(out)
     }
@@ -317,22 +339,16 @@ impl State {
                     "INSERT INTO snapshot (directory, external_id, user) VALUES (?1, ?2, ?3) ON CONFLICT (directory, external_id) DO UPDATE SET user = excluded.user",
                 )
                 .map_err(e)?;
-            for (id, user) in c.snapshot_after {
-                if c.snapshot_before.get(id) != Some(user) {
-                    let json = serde_json::to_string(user).map_err(|err| StateError::Other {
-                        path: path.clone(),
-                        message: err.to_string(),
-                    })?;
-                    upsert.execute(params![c.directory, id, json]).map_err(e)?;
-                }
+            for (id, json) in c.snapshot_writes {
+                upsert.execute(params![c.directory, id, json]).map_err(e)?;
             }
+        }
+        {
             let mut delete = tx
                 .prepare_cached("DELETE FROM snapshot WHERE directory = ?1 AND external_id = ?2")
                 .map_err(e)?;
-            for id in c.snapshot_before.keys() {
-                if !c.snapshot_after.contains_key(id) {
-                    delete.execute(params![c.directory, id]).map_err(e)?;
-                }
+            for id in c.snapshot_deletes {
+                delete.execute(params![c.directory, id]).map_err(e)?;
             }
         }
         if let Some(cursor) = &c.cursor {

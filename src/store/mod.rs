@@ -53,6 +53,17 @@ impl Store {
         }
     }
 
+    /// Visit every learner of a directory without holding them all in memory.
+    pub async fn for_each_learner(
+        &mut self,
+        directory: &str,
+        visit: &mut dyn FnMut(Learner),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.for_each_learner(directory, visit),
+        }
+    }
+
     /// Apply operations, recording `run_key` so a crashed run can be told apart later.
     pub async fn apply(
         &mut self,

@@ -105,8 +105,20 @@ impl SqliteStore {
     }
 
     pub fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
+        let mut out = BTreeMap::new();
+        self.for_each_learner(directory, &mut |l| {
+            out.insert(l.external_id.clone(), l);
+        })?;
+        Ok(out)
+    }
+
+    pub fn for_each_learner(
+        &mut self,
+        directory: &str,
+        visit: &mut dyn FnMut(Learner),
+    ) -> Result<(), StoreError> {
         let Some(conn) = &self.conn else {
-            return Ok(BTreeMap::new());
+            return Ok(());
         };
         let mut stmt = conn
             .prepare(
@@ -133,12 +145,10 @@ impl SqliteStore {
                 })
             })
             .map_err(|e| self.err(e))?;
-        let mut out = BTreeMap::new();
         for row in rows {
-            let l = row.map_err(|e| self.err(e))?;
-            out.insert(l.external_id.clone(), l);
+            visit(row.map_err(|e| self.err(e))?);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Apply every operation and record the run, all in one transaction.

@@ -1,0 +1,50 @@
+//! Benchmark: a CSV directory of 100,000 learners into the SQLite store.
+//! Measures the initial sync, a no-change re-sync and a 1%-changed re-sync (wall time
+//! and peak RSS of the real release binary). Run: `cargo bench --bench csv_sync`
+//! (`BENCH_LEARNERS=N` for another size).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "bench_support.rs"]
+mod bench_support;
+
+use std::fmt::Write;
+
+/// The generator: `n` realistic rows; `changed_every` > 0 edits every n-th row's department.
+fn generate(n: usize, changed_every: usize) -> String {
+    const DEPTS: [&str; 8] = ["Finance", "Sales", "Engineering", "People", "Legal", "Support", "Marketing", "Operations"];
+    const TITLES: [&str; 5] = ["Analyst", "Manager", "Engineer", "Specialist", "Director"];
+    let mut s = String::with_capacity(n * 160);
+    s.push_str("external_id,user_name,email,given_name,family_name,display_name,department,job_title,employee_id,manager_email,active\n");
+    for i in 0..n {
+        let dept = if changed_every > 0 && i % changed_every == 0 { "Reorganised" } else { DEPTS[i % DEPTS.len()] };
+        let _ = writeln!(
+            s,
+            "{:08x}-7c1e-4f5a-9b7d-{:012x},first{i}.last{i}@contoso.example,first{i}.last{i}@contoso.example,First{i},Last{i},\"Last{i}, First{i}\",{dept},{},{},manager{}@contoso.example,{}",
+            i, i, TITLES[i % TITLES.len()], 100000 + i, i / 10, if i % 53 == 0 { "false" } else { "true" }
+        );
+    }
+    s
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_LEARNERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[sync]\nstate_db = \"state.db\"\nmax_deactivations = 1000000\nmax_deactivation_percent = 100\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
+    )
+    .unwrap();
+    let csv = dir.path().join("hr.csv");
+    std::fs::write(&csv, generate(n, 0)).unwrap();
+    println!("csv_sync: {n} learners, {}", bench_support::machine());
+    let report = |name: &str, m: &bench_support::Measured| {
+        assert_eq!(m.exit, 0, "{name}: {}", m.stdout);
+        println!("{name:<22} wall {:>8.3} s   peak RSS {:>7.1} MB   {}", m.wall.as_secs_f64(), m.peak_rss_mb, m.stdout.trim());
+    };
+    report("initial sync", &bench_support::run(&config, &["sync"], &[]));
+    report("no-change re-sync", &bench_support::run(&config, &["sync"], &[]));
+    std::fs::write(&csv, generate(n, 100)).unwrap();
+    report("1%-changed re-sync", &bench_support::run(&config, &["sync"], &[]));
+}

@@ -33,7 +33,11 @@ pub fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Measured {
     Measured {
         wall,
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
-        exit: if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 },
+        exit: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
     }
 }
@@ -47,6 +51,8 @@ pub fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     format!("{cores} cores, {cpu}")
 }

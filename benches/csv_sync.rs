@@ -12,12 +12,25 @@ use std::fmt::Write;
 
 /// The generator: `n` realistic rows; `changed_every` > 0 edits every n-th row's department.
 fn generate(n: usize, changed_every: usize) -> String {
-    const DEPTS: [&str; 8] = ["Finance", "Sales", "Engineering", "People", "Legal", "Support", "Marketing", "Operations"];
+    const DEPTS: [&str; 8] = [
+        "Finance",
+        "Sales",
+        "Engineering",
+        "People",
+        "Legal",
+        "Support",
+        "Marketing",
+        "Operations",
+    ];
     const TITLES: [&str; 5] = ["Analyst", "Manager", "Engineer", "Specialist", "Director"];
     let mut s = String::with_capacity(n * 160);
     s.push_str("external_id,user_name,email,given_name,family_name,display_name,department,job_title,employee_id,manager_email,active\n");
     for i in 0..n {
-        let dept = if changed_every > 0 && i % changed_every == 0 { "Reorganised" } else { DEPTS[i % DEPTS.len()] };
+        let dept = if changed_every > 0 && i % changed_every == 0 {
+            "Reorganised"
+        } else {
+            DEPTS[i % DEPTS.len()]
+        };
         let _ = writeln!(
             s,
             "{:08x}-7c1e-4f5a-9b7d-{:012x},first{i}.last{i}@contoso.example,first{i}.last{i}@contoso.example,First{i},Last{i},\"Last{i}, First{i}\",{dept},{},{},manager{}@contoso.example,{}",
@@ -28,7 +41,10 @@ fn generate(n: usize, changed_every: usize) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_LEARNERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::var("BENCH_LEARNERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(
@@ -41,10 +57,21 @@ fn main() {
     println!("csv_sync: {n} learners, {}", bench_support::machine());
     let report = |name: &str, m: &bench_support::Measured| {
         assert_eq!(m.exit, 0, "{name}: {}", m.stdout);
-        println!("{name:<22} wall {:>8.3} s   peak RSS {:>7.1} MB   {}", m.wall.as_secs_f64(), m.peak_rss_mb, m.stdout.trim());
+        println!(
+            "{name:<22} wall {:>8.3} s   peak RSS {:>7.1} MB   {}",
+            m.wall.as_secs_f64(),
+            m.peak_rss_mb,
+            m.stdout.trim()
+        );
     };
     report("initial sync", &bench_support::run(&config, &["sync"], &[]));
-    report("no-change re-sync", &bench_support::run(&config, &["sync"], &[]));
+    report(
+        "no-change re-sync",
+        &bench_support::run(&config, &["sync"], &[]),
+    );
     std::fs::write(&csv, generate(n, 100)).unwrap();
-    report("1%-changed re-sync", &bench_support::run(&config, &["sync"], &[]));
+    report(
+        "1%-changed re-sync",
+        &bench_support::run(&config, &["sync"], &[]),
+    );
 }

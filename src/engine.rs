@@ -94,27 +94,13 @@ fn digest(json: &str) -> u64 {
 fn snapshot_digests(snapshot: &Snapshot) -> BTreeMap<String, u64> {
     snapshot
         .iter()
-        .map(|(id, u)| (id.clone(), digest(&serde_json::to_string(u).unwrap_or_default())))
+        .map(|(id, u)| {
+            (
+                id.clone(),
+                digest(&serde_json::to_string(u).unwrap_or_default()),
+            )
+        })
         .collect()
-}
-
-/// Snapshot rows to (re)write, as JSON, and rows to delete.
-type SnapshotChanges = (Vec<(String, String)>, Vec<String>);
-
-fn snapshot_changes(before: &BTreeMap<String, u64>, after: &Snapshot) -> Result<SnapshotChanges, String> {
-    let mut writes = Vec::new();
-    for (id, user) in after {
-        let json = serde_json::to_string(user).map_err(|e| e.to_string())?;
-        if before.get(id) != Some(&digest(&json)) {
-            writes.push((id.clone(), json));
-        }
-    }
-    let deletes = before
-        .keys()
-        .filter(|id| !after.contains_key(*id))
-        .cloned()
-        .collect();
-    Ok((writes, deletes))
 }
 
 /// Per-directory lock, so that a `sync` and a daemon never run one directory at once.
@@ -227,10 +213,18 @@ async fn run_inner(
             let digests = snapshot_digests(&snapshot);
             (snapshot, digests)
         }
-        Some(st) => (Snapshot::new(), st.snapshot_digests(name).map_err(|e| e.to_string())?),
+        Some(st) => (
+            Snapshot::new(),
+            st.snapshot_digests(name).map_err(|e| e.to_string())?,
+        ),
         None => (Snapshot::new(), BTreeMap::new()),
     };
-    let read = source.read(ReadRequest { snapshot: &snapshot, cursor }).await;
+    let read = source
+        .read(ReadRequest {
+            snapshot: &snapshot,
+            cursor,
+        })
+        .await;
     let read = match read {
         Ok(r) => r,
         Err(e) => {
@@ -249,7 +243,14 @@ async fn run_inner(
     let scope = read.scope;
     let next_cursor = read.next_cursor;
     let snapshot_after = merge(snapshot, read.listing);
-    let (snapshot_writes, snapshot_deletes) = snapshot_changes(&digests, &snapshot_after)?;
+    // Stage the snapshot rows that changed (in a temp table, not in memory); they are
+    // committed with the run, after the store applied it.
+    let snapshot_deletes = match state.as_mut().filter(|_| !opts.dry_run) {
+        Some(st) => st
+            .stage_snapshot(name, &digests, &snapshot_after, digest)
+            .map_err(|e| e.to_string())?,
+        None => vec![],
+    };
     drop(digests);
 
     let wanted: BTreeMap<String, Desired> = snapshot_after
@@ -356,7 +357,6 @@ async fn run_inner(
         outcome,
         counts: counts.clone(),
         requests,
-        snapshot_writes: &snapshot_writes,
         snapshot_deletes: &snapshot_deletes,
         cursor: Some(next_cursor),
         full_read,

@@ -329,7 +329,10 @@ mod tests {
         let store = BTreeMap::from([learner("a", fields("ann", None), true)]);
         let mut renamed = fields("ann.smith", None);
         renamed.email = Some("ann.smith@x.io".into());
-        let p = plan(store.into_values(), BTreeMap::from([want("a", renamed, None)]));
+        let p = plan(
+            store.into_values(),
+            BTreeMap::from([want("a", renamed, None)]),
+        );
         assert_eq!(p.operations.len(), 1);
         let changed: Vec<&str> = p.operations[0]
             .changes()

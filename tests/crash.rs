@@ -92,7 +92,11 @@ fn assert_store_matches(env: &Env, dir: &Directory, ever: &BTreeMap<u32, ()>) {
             Some(r) => {
                 assert_eq!(r.active, expected_active, "{key} active");
                 if let Some(p) = dir.get(id) {
-                    assert_eq!(r.department.as_deref(), Some(p.dept.as_str()), "{key} department");
+                    assert_eq!(
+                        r.department.as_deref(),
+                        Some(p.dept.as_str()),
+                        "{key} department"
+                    );
                 }
             }
             None => assert!(!expected_active, "{key} was never created"),
@@ -114,19 +118,35 @@ fn assert_log_replays_to_store(env: &Env) {
                 state.insert(id, true);
             }
             "deactivated" => {
-                assert_eq!(state.insert(id.clone(), false), Some(true), "{id} deactivated while not active")
+                assert_eq!(
+                    state.insert(id.clone(), false),
+                    Some(true),
+                    "{id} deactivated while not active"
+                )
             }
             "reactivated" => {
-                assert_eq!(state.insert(id.clone(), true), Some(false), "{id} reactivated while active")
+                assert_eq!(
+                    state.insert(id.clone(), true),
+                    Some(false),
+                    "{id} reactivated while active"
+                )
             }
             "updated" | "held" => assert!(state.contains_key(&id), "{id} updated before created"),
             other => panic!("unexpected action {other}"),
         }
     }
     let rows = env.learners("learners.db", "hr");
-    assert_eq!(state.len(), rows.len(), "log and store disagree on who exists");
+    assert_eq!(
+        state.len(),
+        rows.len(),
+        "log and store disagree on who exists"
+    );
     for r in rows {
-        assert_eq!(state[&r.external_id], r.active, "log and store disagree on {}", r.external_id);
+        assert_eq!(
+            state[&r.external_id], r.active,
+            "log and store disagree on {}",
+            r.external_id
+        );
     }
 }
 
@@ -135,7 +155,15 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
     let env = setup();
     let n = 20_000u32;
     let mut dir: Directory = (0..n)
-        .map(|i| (i, Person { dept: format!("D{}", i % 7), active: true }))
+        .map(|i| {
+            (
+                i,
+                Person {
+                    dept: format!("D{}", i % 7),
+                    active: true,
+                },
+            )
+        })
         .collect();
     let mut ever: BTreeMap<u32, ()> = dir.keys().map(|k| (*k, ())).collect();
 
@@ -167,7 +195,13 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
         }
     }
     for i in n..n + 500 {
-        dir.insert(i, Person { dept: "New".into(), active: true });
+        dir.insert(
+            i,
+            Person {
+                dept: "New".into(),
+                active: true,
+            },
+        );
         ever.insert(i, ());
     }
     write_csv(&env, &dir);
@@ -177,7 +211,13 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
 
     // Phase 3: the removed come back (reactivations) and another wave of changes.
     for i in (1..n).step_by(50) {
-        dir.insert(i, Person { dept: "Back".into(), active: true });
+        dir.insert(
+            i,
+            Person {
+                dept: "Back".into(),
+                active: true,
+            },
+        );
     }
     for i in (5..n).step_by(13) {
         dir.get_mut(&i).unwrap().dept = "Again".into();
@@ -190,7 +230,11 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
 
     // A settled store: one more run changes nothing.
     let out = env.run(&["sync"]);
-    assert!(stdout(&out).contains("created 0, updated 0, deactivated 0, reactivated 0, held 0"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("created 0, updated 0, deactivated 0, reactivated 0, held 0"),
+        "{}",
+        stdout(&out)
+    );
     eprintln!("killed {kills} runs in flight (of 75 attempts; run length {run_length:?})");
     assert!(kills >= 20, "too few kills landed inside a run: {kills}");
 }
@@ -200,12 +244,21 @@ fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
     for (point, expect_outcome) in [("after-begin", "aborted"), ("after-apply", "interrupted")] {
         let env = setup();
         let dir: Directory = (0..50)
-            .map(|i| (i, Person { dept: "D".into(), active: true }))
+            .map(|i| {
+                (
+                    i,
+                    Person {
+                        dept: "D".into(),
+                        active: true,
+                    },
+                )
+            })
             .collect();
         write_csv(&env, &dir);
         let out = env.run_with(&["sync"], &[("LEARNER_SYNC_FAULT", point)]);
         assert_ne!(code(&out), 0, "{point}: the fault point aborts");
-        let applied = env.path("learners.db").exists() && !env.learners("learners.db", "hr").is_empty();
+        let applied =
+            env.path("learners.db").exists() && !env.learners("learners.db", "hr").is_empty();
         assert_eq!(applied, point == "after-apply", "{point}");
         let out = env.run(&["sync"]);
         assert_eq!(code(&out), 0, "{point}: {}", stderr(&out));
@@ -219,7 +272,9 @@ fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
         assert_log_replays_to_store(&env);
         let conn = rusqlite::Connection::open(env.path("state.db")).unwrap();
         let outcome: String = conn
-            .query_row("SELECT outcome FROM runs ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .query_row("SELECT outcome FROM runs ORDER BY id LIMIT 1", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(outcome, expect_outcome, "{point}");
     }

@@ -53,7 +53,6 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         },
         counts: counts.clone(),
         requests: 0,
-        snapshot_writes: &[],
         snapshot_deletes: &[],
         cursor: None,
         full_read: false,

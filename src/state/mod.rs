@@ -67,8 +67,6 @@ pub struct RunCommit<'a> {
     pub outcome: Outcome,
     pub counts: Counts,
     pub requests: u64,
-    /// Snapshot rows to write: `(external_id, user as JSON)`.
-    pub snapshot_writes: &'a [(String, String)],
     /// Snapshot rows to remove.
     pub snapshot_deletes: &'a [String],
     /// `Some(cursor)` replaces the stored cursor (`Some(None)` clears it).
@@ -178,6 +176,56 @@ impl State {
         Ok(out)
     }
 
+    /// Stage the snapshot rows a run will write: users whose JSON digest differs from
+    /// `before`. Returns the ids to delete. Staged rows live in a temp table of this
+    /// connection until `commit_run` moves them.
+    pub fn stage_snapshot(
+        &mut self,
+        directory: &str,
+        before: &BTreeMap<String, u64>,
+        after: &Snapshot,
+        digest: fn(&str) -> u64,
+    ) -> Result<Vec<String>, StateError> {
+        let path = self.path.clone();
+        let e = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS snapshot_stage (
+                    directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
+                    PRIMARY KEY (directory, external_id))",
+            )
+            .map_err(e)?;
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM temp.snapshot_stage WHERE directory = ?1",
+            [directory],
+        )
+        .map_err(e)?;
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT INTO temp.snapshot_stage (directory, external_id, user) VALUES (?1, ?2, ?3)")
+                .map_err(e)?;
+            for (id, user) in after {
+                let json = serde_json::to_string(user).map_err(|err| StateError::Other {
+                    path: path.clone(),
+                    message: err.to_string(),
+                })?;
+                if before.get(id) != Some(&digest(&json)) {
+                    ins.execute(params![directory, id, json]).map_err(e)?;
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(before
+            .keys()
+            .filter(|id| !after.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
     /// A digest of each stored user's JSON, to find what a complete listing changed
     /// without parsing every row.
     pub fn snapshot_digests(&self, directory: &str) -> Result<BTreeMap<String, u64>, StateError> {
@@ -190,7 +238,10 @@ impl State {
         let mut out = BTreeMap::new();
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let id: String = row.get(0).map_err(|e| self.err(e))?;
-            let json = row.get_ref(1).and_then(|v| v.as_str().map_err(Into::into)).map_err(|e| self.err(e))?;
+            let json = row
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(|e| self.err(e))?;
             let mut h = std::collections::hash_map::DefaultHasher::new();
             json.hash(&mut h);
             out.insert(id, h.finish());
@@ -331,17 +382,29 @@ impl State {
             path: path.clone(),
             source,
         };
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS snapshot_stage (
+                    directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
+                    PRIMARY KEY (directory, external_id))",
+            )
+            .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         let time = now();
         {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO snapshot (directory, external_id, user) VALUES (?1, ?2, ?3) ON CONFLICT (directory, external_id) DO UPDATE SET user = excluded.user",
+                    "INSERT INTO snapshot (directory, external_id, user)
+                     SELECT directory, external_id, user FROM temp.snapshot_stage WHERE directory = ?1
+                     ON CONFLICT (directory, external_id) DO UPDATE SET user = excluded.user",
                 )
                 .map_err(e)?;
-            for (id, json) in c.snapshot_writes {
-                upsert.execute(params![c.directory, id, json]).map_err(e)?;
-            }
+            upsert.execute([c.directory]).map_err(e)?;
+            tx.execute(
+                "DELETE FROM temp.snapshot_stage WHERE directory = ?1",
+                [c.directory],
+            )
+            .map_err(e)?;
         }
         {
             let mut delete = tx

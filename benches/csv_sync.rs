@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "bench_support.rs"]
+#[path = "support/mod.rs"]
 mod bench_support;
 
 use std::fmt::Write;

@@ -191,7 +191,8 @@ impl Planner {
                 fields: want.fields,
                 reason,
             }),
-            _ => (!changes.is_empty()).then(|| Operation::Update {
+            _ if changes.is_empty() => None,
+            _ => Some(Operation::Update {
                 external_id: id,
                 fields: want.fields,
                 changes,

@@ -23,6 +23,8 @@ pub fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Measured {
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    // Reaped below by wait4, which also reports its peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

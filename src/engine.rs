@@ -14,6 +14,7 @@ use crate::config::{Config, DirectoryConfig};
 use crate::guard::{guard, HoldReason, Limits};
 use crate::mapping::{desired, Desired};
 use crate::plan::{ActionKind, Operation, Plan, Planner};
+use crate::progress::Progress;
 use crate::source::{Change, Listing, ReadRequest, Snapshot, Source};
 use crate::state::{Counts, Outcome, RunCommit, State};
 use crate::store::Store;
@@ -24,6 +25,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Ignore the stored cursor and read everything.
     pub full: bool,
+    /// Show a spinner with the current phase when stderr is a terminal.
+    pub progress: bool,
 }
 
 /// What one run did, for the summary line, `--dry-run` output and exit codes.
@@ -219,6 +222,12 @@ async fn run_inner(
         ),
         None => (Snapshot::new(), BTreeMap::new()),
     };
+    let progress = Progress::new(name, opts.progress);
+    progress.phase(if cursor.is_some() {
+        "reading changes"
+    } else {
+        "reading the directory"
+    });
     let read = source
         .read(ReadRequest {
             snapshot: &snapshot,
@@ -317,6 +326,10 @@ async fn run_inner(
     };
 
     let run_key = uuid::Uuid::new_v4().to_string();
+    progress.phase(format!(
+        "applying {} changes",
+        guarded.apply.operations.len()
+    ));
     let run_id = st
         .begin_run(
             name,
@@ -351,6 +364,7 @@ async fn run_inner(
             report.failed.len()
         )
     });
+    progress.phase("committing");
     st.commit_run(RunCommit {
         run_id,
         directory: name,

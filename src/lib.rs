@@ -13,6 +13,7 @@ pub mod logging;
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod source;
 pub mod state;

@@ -410,3 +410,25 @@ fn history_filters_by_directory_user_and_time() {
     let out = env.run(&["history", "--since", "last tuesday"]);
     assert_eq!(code(&out), 2);
 }
+
+#[test]
+fn a_terminal_shows_the_phase_of_a_run_and_a_pipe_does_not() {
+    let env = setup(50, 100);
+    env.write("hr.csv", &csv(1..=2000));
+    let piped = env.run(&["sync"]);
+    assert!(
+        !stderr(&piped).contains("reading the directory"),
+        "{}",
+        stderr(&piped)
+    );
+    env.write("hr.csv", &csv(1..=3000));
+    // `script` gives the binary a pseudo-terminal, as an admin's shell would.
+    let cmd = format!("{} sync --config {}", common::bin(), env.config().display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("hr: reading the directory"), "{screen}");
+    assert!(screen.contains("hr: created 1000"), "{screen}");
+}

@@ -19,7 +19,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
         }
     };
     let result = match cli.command {
-        Command::Sync(args) => sync::run(&config, args).await,
+        Command::Sync(args) => {
+            sync::run(&config, args, cli.log_format == crate::cli::LogFormat::Text).await
+        }
         Command::Check => check::run(&config).await,
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),

@@ -8,7 +8,7 @@ use crate::report::{plan_lines, summary_line};
 use crate::source::Source;
 use crate::state::Outcome;
 
-pub async fn run(config: &Config, args: SyncArgs) -> Result<Exit, CommandError> {
+pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit, CommandError> {
     for name in &args.directories {
         known_directory(config, name)?;
     }
@@ -26,6 +26,7 @@ pub async fn run(config: &Config, args: SyncArgs) -> Result<Exit, CommandError> 
     let opts = RunOptions {
         dry_run: args.dry_run,
         full: args.full,
+        progress,
     };
     let mut exit = Exit::Ok;
     for dir in selected {

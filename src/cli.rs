@@ -45,6 +45,13 @@ pub enum Command {
     History(HistoryArgs),
     /// Apply the deactivations a safety guard held back for a directory
     Approve(ApproveArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the learner-sync(1) man page (roff) to stdout
+    Manpage,
 }
 
 #[derive(Debug, clap::Args)]

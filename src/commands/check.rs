@@ -21,6 +21,7 @@ fn print(subject: &str, lines: &[CheckLine]) -> bool {
 }
 
 pub async fn run(config: &Config) -> Result<Exit, CommandError> {
+    super::configured(config)?;
     println!(
         "ok   config {}: {} directories",
         config.path.display(),

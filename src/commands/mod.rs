@@ -2,6 +2,7 @@
 
 mod approve;
 mod check;
+mod docs;
 mod history;
 mod status;
 mod sync;
@@ -10,6 +11,12 @@ use crate::cli::{Cli, Command, Exit};
 use crate::config::Config;
 
 pub async fn dispatch(cli: Cli) -> Exit {
+    // These describe the program itself and need no config.
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Manpage => return docs::manpage(),
+        _ => {}
+    }
     let path = Config::resolve_path(cli.config.as_deref());
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -26,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
+        Command::Completions { .. } | Command::Manpage => Ok(Exit::Ok),
     };
     match result {
         Ok(exit) => exit,
@@ -55,6 +63,17 @@ where
     fn from(e: E) -> Self {
         CommandError::Failed(e.to_string())
     }
+}
+
+/// A config without any `[[directory]]` (as the package installs it) has nothing to do.
+fn configured(config: &Config) -> Result<(), CommandError> {
+    if config.directories.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "not configured yet: {} has no [[directory]]; add one (see the commented examples in it, or config.example.toml) and run `learner-sync check` again",
+            config.path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Names given with `--directory` must exist in the config.

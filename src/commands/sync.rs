@@ -9,6 +9,7 @@ use crate::source::Source;
 use crate::state::Outcome;
 
 pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit, CommandError> {
+    super::configured(config)?;
     for name in &args.directories {
         known_directory(config, name)?;
     }
@@ -17,12 +18,6 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
         .iter()
         .filter(|d| args.directories.is_empty() || args.directories.contains(&d.name))
         .collect();
-    if selected.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "{} configures no [[directory]]",
-            config.path.display()
-        )));
-    }
     let opts = RunOptions {
         dry_run: args.dry_run,
         full: args.full,

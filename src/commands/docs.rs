@@ -1,0 +1,81 @@
+//! `learner-sync completions SHELL` and `learner-sync manpage`: generated from the clap
+//! definitions, so they never drift from the real arguments.
+
+use std::io::Write;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Exit};
+
+pub fn completions(shell: clap_complete::Shell) -> Exit {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "learner-sync", &mut std::io::stdout());
+    Exit::Ok
+}
+
+/// What clap cannot know: the sections an admin looks for in learner-sync(1).
+const EXTRA: &str = r#".SH "COMMANDS"
+.TP
+\fBsync\fR [\fB\-\-directory\fR NAME]... [\fB\-\-dry\-run\fR] [\fB\-\-full\fR]
+One run for every configured directory (or the named ones), then exit. \fB\-\-dry\-run\fR prints the plan and changes nothing; \fB\-\-full\fR ignores delta cursors.
+.TP
+\fBcheck\fR
+Verify config, credentials, permissions and store reachability, one line each, with a hint on failure.
+.TP
+\fBstatus\fR [\fB\-\-json\fR]
+Last run per directory, next run, consecutive failures, held deactivations.
+.TP
+\fBhistory\fR [\fB\-\-directory\fR NAME] [\fB\-\-user\fR TEXT] [\fB\-\-since\fR TIME] [\fB\-\-limit\fR N] [\fB\-\-json\fR]
+The action log, newest first.
+.TP
+\fBapprove\fR NAME
+Apply the deactivations a safety guard held back for directory NAME.
+.SH "EXIT STATUS"
+.TP
+\fB0\fR
+Every directory synced.
+.TP
+\fB2\fR
+Bad usage or config (the message names the file, line and key).
+.TP
+\fB3\fR
+At least one directory failed (source, auth or store error); the others still ran.
+.TP
+\fB4\fR
+A safety guard held deactivations back; everything else was applied. A failure outranks a held guard.
+.SH "ENVIRONMENT"
+.TP
+\fBLEARNER_SYNC_CONFIG\fR
+Config file when \fB\-\-config\fR is not given.
+.TP
+\fBLEARNER_SYNC_LOG\fR
+Log filter, e.g. \fBdebug\fR.
+.SH "FILES"
+.TP
+\fI/etc/learner\-sync/config.toml\fR
+The configuration (see the commented example shipped with the package).
+.TP
+\fI/var/lib/learner\-sync/\fR
+State DB and the embedded SQLite learner store.
+"#;
+
+pub fn manpage() -> Exit {
+    let mut out = Vec::new();
+    let man = clap_mangen::Man::new(Cli::command());
+    let rendered = man
+        .render_title(&mut out)
+        .and_then(|_| man.render_name_section(&mut out))
+        .and_then(|_| man.render_synopsis_section(&mut out))
+        .and_then(|_| man.render_description_section(&mut out))
+        .and_then(|_| man.render_options_section(&mut out))
+        .and_then(|_| out.write_all(EXTRA.as_bytes()))
+        .and_then(|_| man.render_version_section(&mut out));
+    if let Err(e) = rendered {
+        eprintln!("learner-sync: cannot render the man page: {e}");
+        return Exit::Failed;
+    }
+    match std::io::stdout().write_all(&out) {
+        Ok(()) => Exit::Ok,
+        Err(_) => Exit::Failed,
+    }
+}

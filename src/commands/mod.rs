@@ -25,6 +25,9 @@ pub async fn dispatch(cli: Cli) -> Exit {
             return Exit::Usage;
         }
     };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let result = match cli.command {
         Command::Sync(args) => {
             sync::run(&config, args, cli.log_format == crate::cli::LogFormat::Text).await

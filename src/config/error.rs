@@ -68,7 +68,8 @@ impl Locator<'_> {
         let text = self.text.lines().nth(line.saturating_sub(1)).unwrap_or("");
         let own = text
             .split_once('=')
-            .map(|(k, _)| k.trim().trim_matches('"').to_string());
+            .map(|(k, _)| k.trim().trim_matches('"').to_string())
+            .filter(|k| !k.is_empty());
         match (self.section_at(line), own) {
             (Some(section), Some(k)) => format!("{section}.{k}"),
             (None, Some(k)) => k,

@@ -825,3 +825,57 @@ fn is_loopback(url: &reqwest::Url) -> bool {
         None => false,
     }
 }
+
+impl Config {
+    /// Files holding secrets: the config itself, secret files and certificate keys.
+    fn sensitive_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = vec![("config".to_string(), self.path.clone())];
+        if let StoreConfig::Scim {
+            token: SecretRef::File(p),
+            ..
+        } = &self.store
+        {
+            out.push(("store.token".to_string(), p.clone()));
+        }
+        for d in &self.directories {
+            match &d.kind {
+                DirectoryKind::Entra(e) => match &e.credential {
+                    EntraCredential::Secret(SecretRef::File(p)) => {
+                        out.push((format!("{}.client_secret", d.name), p.clone()))
+                    }
+                    EntraCredential::Certificate { key_file, .. } => {
+                        out.push((format!("{}.certificate.key_file", d.name), key_file.clone()))
+                    }
+                    EntraCredential::Secret(SecretRef::Env(_)) => {}
+                },
+                DirectoryKind::Google(g) => {
+                    if let SecretRef::File(p) = &g.service_account_key {
+                        out.push((format!("{}.service_account_key", d.name), p.clone()));
+                    }
+                }
+                DirectoryKind::Csv { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// Warnings about how the config is kept: files with secrets that other users
+    /// of the machine can read.
+    pub fn warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        self.sensitive_files()
+            .into_iter()
+            .filter_map(|(what, path)| {
+                let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+                (mode & 0o007 != 0).then(|| {
+                    format!(
+                        "{what}: {} is readable by other users (mode {:04o}); run `chmod o-rwx {}`",
+                        path.display(),
+                        mode & 0o7777,
+                        path.display()
+                    )
+                })
+            })
+            .collect()
+    }
+}

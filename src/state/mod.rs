@@ -79,6 +79,10 @@ pub struct RunCommit<'a> {
     pub error: Option<String>,
 }
 
+/// How long a writer waits for another (a concurrent run, a reader of the store)
+/// before the run fails with "database is locked".
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -97,8 +101,7 @@ impl State {
             source,
         };
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
+        conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
         migrations::migrations()

@@ -80,8 +80,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
+        conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
         // WAL lets the training platform read while a sync writes; FULL makes a
         // committed run survive power loss, which the state DB relies on.
         conn.pragma_update(None, "journal_mode", "WAL")

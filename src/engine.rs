@@ -310,19 +310,20 @@ async fn run_inner(
     };
     let hold_reason_text = guarded.hold_reason.as_ref().map(|r| r.to_string());
 
+    let finish = |outcome, counts, error, guarded: crate::guard::Guarded| RunReport {
+        directory: name.to_string(),
+        outcome,
+        counts,
+        duration: started.elapsed(),
+        requests,
+        applied: guarded.apply.operations,
+        held: guarded.held,
+        hold_reason: guarded.hold_reason,
+        full_read,
+        error,
+    };
     let Some(st) = state.as_mut().filter(|_| !opts.dry_run) else {
-        return Ok(RunReport {
-            directory: name.to_string(),
-            outcome,
-            counts,
-            duration: started.elapsed(),
-            requests,
-            applied: guarded.apply.operations,
-            held: guarded.held,
-            hold_reason: guarded.hold_reason,
-            full_read,
-            error: None,
-        });
+        return Ok(finish(outcome, counts, None, guarded));
     };
 
     let run_key = uuid::Uuid::new_v4().to_string();
@@ -380,16 +381,5 @@ async fn run_inner(
         error: error.clone(),
     })
     .map_err(|e| e.to_string())?;
-    Ok(RunReport {
-        directory: name.to_string(),
-        outcome,
-        counts,
-        duration: started.elapsed(),
-        requests,
-        applied: guarded.apply.operations,
-        held: guarded.held,
-        hold_reason: guarded.hold_reason,
-        full_read,
-        error,
-    })
+    Ok(finish(outcome, counts, error, guarded))
 }

@@ -51,19 +51,12 @@ impl CsvSource {
     }
 }
 
-const ALLOWED: [&str; 11] = [
-    "external_id",
-    "user_name",
-    "email",
-    "given_name",
-    "family_name",
-    "display_name",
-    "department",
-    "job_title",
-    "employee_id",
-    "manager_email",
-    "active",
-];
+/// The columns a file may have: identity, the learner columns, and `active`.
+fn allowed_columns() -> impl Iterator<Item = &'static str> {
+    std::iter::once("external_id")
+        .chain(FIELD_NAMES)
+        .chain(std::iter::once("active"))
+}
 
 /// Read and validate the whole file.
 pub fn read_file(path: &std::path::Path) -> Result<Vec<DirectoryUser>, SourceError> {
@@ -93,12 +86,12 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
     let mut column: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, name) in headers.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
-        let Some(known) = ALLOWED.iter().find(|a| **a == name) else {
+        let Some(known) = allowed_columns().find(|a| *a == name) else {
             return Err(bad(
                 1,
                 format!(
                     "unknown column `{name}` (expected some of: {})",
-                    ALLOWED.join(", ")
+                    allowed_columns().collect::<Vec<_>>().join(", ")
                 ),
             ));
         };

@@ -110,6 +110,13 @@ impl State {
                 path: path.to_path_buf(),
                 message: format!("migration failed: {e}"),
             })?;
+        // Where a run stages its snapshot rows until it commits (see `stage_snapshot`).
+        conn.execute_batch(
+            "CREATE TEMP TABLE snapshot_stage (
+                directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
+                PRIMARY KEY (directory, external_id))",
+        )
+        .map_err(err)?;
         Ok(State {
             conn,
             path: path.to_path_buf(),
@@ -194,13 +201,6 @@ impl State {
             path: path.clone(),
             source,
         };
-        self.conn
-            .execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS snapshot_stage (
-                    directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
-                    PRIMARY KEY (directory, external_id))",
-            )
-            .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "DELETE FROM temp.snapshot_stage WHERE directory = ?1",
@@ -385,13 +385,6 @@ impl State {
             path: path.clone(),
             source,
         };
-        self.conn
-            .execute_batch(
-                "CREATE TEMP TABLE IF NOT EXISTS snapshot_stage (
-                    directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
-                    PRIMARY KEY (directory, external_id))",
-            )
-            .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         let time = now();
         {

@@ -375,8 +375,8 @@ fn resolve_managers_changes(
             }),
         }
     }
-    let manager_moved = changed.values().len() > 0;
-    if manager_moved {
+    // Reports of a changed or removed manager need their manager_email refreshed.
+    if !changed.is_empty() {
         for (id, u) in snapshot {
             if changed.contains_key(id) || !u.extra.contains_key(MANAGER_ID) {
                 continue;

@@ -4,6 +4,7 @@
 //! changes since a cursor; the engine merges either into the snapshot.
 
 pub mod csv;
+pub mod entra;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,12 +94,14 @@ impl SourceError {
 /// A source of any configured kind.
 pub enum Source {
     Csv(csv::CsvSource),
+    Entra(Box<entra::EntraSource>),
 }
 
 impl Source {
     pub fn for_directory(dir: &DirectoryConfig) -> Result<Source, SourceError> {
         match &dir.kind {
             DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
+            DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(cfg)?))),
             other => Err(SourceError::Other(format!(
                 "directories of kind `{}` are not supported by this build yet",
                 other.name()
@@ -110,16 +113,16 @@ impl Source {
     /// users in `ReadRequest::snapshot`.
     pub fn needs_snapshot(&self, cursor: Option<&str>) -> bool {
         match self {
-            Source::Csv(_) => {
-                let _ = cursor;
-                false
-            }
+            Source::Csv(_) => false,
+            // A delta round merges partial updates; a full round lists everyone.
+            Source::Entra(_) => cursor.is_some(),
         }
     }
 
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         match self {
             Source::Csv(s) => s.read(req).await,
+            Source::Entra(s) => s.read(req).await,
         }
     }
 
@@ -127,6 +130,7 @@ impl Source {
     pub async fn check(&mut self) -> Vec<crate::check::CheckLine> {
         match self {
             Source::Csv(s) => s.check().await,
+            Source::Entra(s) => s.check().await,
         }
     }
 }

@@ -1,0 +1,176 @@
+//! Benchmark of the `entra` source: the release binary against the mock Graph
+//! (tests/support/graph_mock.rs) with a tenant of 100,000 users, 999 per page.
+//!
+//! `cargo bench --bench entra` prints, per scenario: wall time, the binary's peak
+//! RSS and the Graph requests it made. Scenarios: initial sync, a no-change delta
+//! run, a delta run with 1,000 changes, and a full re-read with a per-page latency
+//! (default 200 ms; `ENTRA_BENCH_LATENCY_MS`) compared with the floor pages x latency.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/graph_mock.rs"]
+mod graph_mock;
+
+use std::time::{Duration, Instant};
+
+use graph_mock::GraphMock;
+use serde_json::json;
+
+const USERS: usize = 100_000;
+const PAGE: usize = 999;
+const SECRET: &str = "bench-secret";
+
+struct Measured {
+    wall: Duration,
+    peak_rss_kib: i64,
+    requests: usize,
+    pages: usize,
+    exit: i32,
+}
+
+fn run(dir: &std::path::Path, mock: &GraphMock, args: &[&str]) -> Measured {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_learner-sync"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("BENCH_SECRET", SECRET)
+        .env_remove("LEARNER_SYNC_FAULT")
+        .stdout(std::process::Stdio::null());
+    measure(mock, cmd)
+}
+
+fn measure(mock: &GraphMock, mut cmd: std::process::Command) -> Measured {
+    mock.clear_log();
+    let started = Instant::now();
+    // Reaped below with wait4, which also gives this child's own peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn");
+    // getrusage(RUSAGE_CHILDREN) would keep the max over all children; wait4 is per child.
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let wall = started.elapsed();
+    let log = mock.log();
+    let requests = log.iter().filter(|l| l.starts_with("GET ")).count();
+    let pages = log
+        .iter()
+        .filter(|l| l.starts_with("GET /v1.0/users/delta"))
+        .count();
+    Measured {
+        wall,
+        peak_rss_kib: usage.ru_maxrss,
+        requests,
+        pages,
+        exit: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+    }
+}
+
+fn report(name: &str, m: &Measured) {
+    println!(
+        "{name:<28} wall {:>8.3} s   peak RSS {:>7.1} MiB   requests {:>4}   delta pages {:>4}   exit {}",
+        m.wall.as_secs_f64(),
+        m.peak_rss_kib as f64 / 1024.0,
+        m.requests,
+        m.pages,
+        m.exit
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful: keep it quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("entra bench: run with `cargo bench --bench entra`");
+        return;
+    }
+    let latency_ms: u64 = std::env::var("ENTRA_BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mock = GraphMock::start(SECRET);
+    {
+        let mut s = mock.state();
+        s.page_size = PAGE;
+        for i in 0..USERS {
+            let id = format!("{i:08x}-0000-4000-8000-000000000000");
+            let mut u = graph_mock::user(
+                &id,
+                &format!("user{i}@contoso.test"),
+                &format!("Given{i}"),
+                &format!("Family{i}"),
+            );
+            u["department"] = json!(format!("Dept{}", i % 50));
+            u["employeeId"] = json!(format!("E{i:06}"));
+            s.users.insert(id.clone(), u.clone());
+            s.changes.push(u);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = mock.base();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            r#"[sync]
+state_db = "state.db"
+max_deactivation_percent = 100
+
+[store]
+kind = "sqlite"
+path = "learners.db"
+
+[[directory]]
+name = "bench"
+kind = "entra"
+tenant_id = "tenant-1"
+client_id = "client-1"
+client_secret = {{ env = "BENCH_SECRET" }}
+authority_url = "{base}"
+graph_url = "{base}/v1.0"
+"#
+        ),
+    )
+    .expect("config");
+
+    println!(
+        "entra bench: {USERS} users, {PAGE} per page, mock Graph on {base}, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let initial = run(dir.path(), &mock, &["sync"]);
+    report("initial sync", &initial);
+
+    let no_change = run(dir.path(), &mock, &["sync"]);
+    report("no-change delta run", &no_change);
+
+    for i in 0..1_000 {
+        let id = format!("{:08x}-0000-4000-8000-000000000000", i * 97);
+        mock.update(&id, json!({"department": format!("Moved{i}")}));
+    }
+    let changed = run(dir.path(), &mock, &["sync"]);
+    report("1,000-change delta run", &changed);
+
+    // Side by side: Microsoft's Python SDK walking the same delta round (no latency).
+    if let Ok(python) = std::env::var("ENTRA_BENCH_PYTHON") {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/entra_msgraph_baseline.py"
+        );
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg(script).arg(format!("{base}/v1.0"));
+        let py = measure(&mock, cmd);
+        report("msgraph-sdk (Python) round", &py);
+    }
+
+    mock.state().latency = Duration::from_millis(latency_ms);
+    let slow = run(dir.path(), &mock, &["sync", "--full"]);
+    report(&format!("full re-read, {latency_ms} ms/page"), &slow);
+    let floor = slow.pages as f64 * latency_ms as f64 / 1000.0;
+    println!(
+        "latency mode: {} pages x {latency_ms} ms = floor {floor:.2} s; wall / floor = {:.3}",
+        slow.pages,
+        slow.wall.as_secs_f64() / floor
+    );
+}

@@ -1,0 +1,282 @@
+//! App-only tokens from the Microsoft identity platform (client credentials grant),
+//! with a client secret or a certificate-signed client assertion, cached until shortly
+//! before they expire.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sha2::{Digest, Sha256};
+
+use crate::config::{EntraConfig, EntraCredential, Secret};
+
+/// Renew a cached token this long before Entra says it expires.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// How long a client assertion is valid (Entra wants "a few minutes").
+const ASSERTION_LIFETIME: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The identity platform refused the credentials (`invalid_client`, ...).
+    #[error("token request refused: {code}: {description}")]
+    Refused { code: String, description: String },
+    #[error("cannot reach the token endpoint {url}: {detail}")]
+    Transport { url: String, detail: String },
+    #[error("unexpected answer from the token endpoint ({status}): {detail}")]
+    Unexpected { status: u16, detail: String },
+    #[error("{0}")]
+    Credential(String),
+}
+
+impl AuthError {
+    /// What an admin should do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            AuthError::Refused { code, description } => {
+                if code == "invalid_client" && description.contains("AADSTS7000215") {
+                    "the client secret is wrong: copy the secret's Value (not its ID) from Certificates & secrets".into()
+                } else if code == "invalid_client" && description.contains("AADSTS7000222") {
+                    "the client secret has expired: create a new one under Certificates & secrets"
+                        .into()
+                } else if code == "invalid_client" {
+                    "check client_id and the secret or certificate uploaded under Certificates & secrets".into()
+                } else if code == "unauthorized_client" || description.contains("AADSTS700016") {
+                    "the app registration was not found in this tenant: check tenant_id and client_id".into()
+                } else if description.contains("AADSTS90002") {
+                    "the tenant was not found: check tenant_id and cloud".into()
+                } else {
+                    "check tenant_id, client_id and the credential".into()
+                }
+            }
+            AuthError::Transport { .. } => {
+                "check the network path to the authority (proxy, firewall, authority_url)".into()
+            }
+            AuthError::Unexpected { .. } => "check authority_url".into(),
+            AuthError::Credential(_) => "fix the certificate files named in the config".into(),
+        }
+    }
+}
+
+enum Credential {
+    Secret(Secret),
+    Certificate {
+        key: EncodingKey,
+        /// base64url SHA-256 of the certificate's DER (`x5t#S256`).
+        thumbprint: String,
+    },
+}
+
+/// Gets and caches app-only tokens for one tenant and app.
+pub struct TokenProvider {
+    http: reqwest::Client,
+    token_url: reqwest::Url,
+    client_id: String,
+    scope: String,
+    credential: Credential,
+    cached: Option<(Secret, Instant)>,
+}
+
+impl TokenProvider {
+    pub fn new(http: reqwest::Client, cfg: &EntraConfig) -> Result<Self, AuthError> {
+        let credential = match &cfg.credential {
+            EntraCredential::Secret(r) => Credential::Secret(
+                r.resolve()
+                    .map_err(|e| AuthError::Credential(format!("client_secret: {e}")))?,
+            ),
+            EntraCredential::Certificate {
+                cert_file,
+                key_file,
+            } => {
+                let cert = std::fs::read_to_string(cert_file).map_err(|e| {
+                    AuthError::Credential(format!("cannot read {}: {e}", cert_file.display()))
+                })?;
+                let der = cert_der(&cert).ok_or_else(|| {
+                    AuthError::Credential(format!(
+                        "{} holds no PEM CERTIFICATE block",
+                        cert_file.display()
+                    ))
+                })?;
+                let key_pem = std::fs::read(key_file).map_err(|e| {
+                    AuthError::Credential(format!("cannot read {}: {e}", key_file.display()))
+                })?;
+                let key = EncodingKey::from_rsa_pem(&key_pem).map_err(|e| {
+                    AuthError::Credential(format!(
+                        "{} is not an RSA private key in PEM: {e}",
+                        key_file.display()
+                    ))
+                })?;
+                Credential::Certificate {
+                    key,
+                    thumbprint: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(Sha256::digest(&der)),
+                }
+            }
+        };
+        Ok(TokenProvider {
+            http,
+            token_url: token_url(&cfg.authority_url, &cfg.tenant_id),
+            client_id: cfg.client_id.clone(),
+            scope: graph_scope(&cfg.graph_url),
+            credential,
+            cached: None,
+        })
+    }
+
+    /// A valid token, from the cache unless it is missing or about to expire.
+    pub async fn token(&mut self) -> Result<Secret, AuthError> {
+        if let Some((token, renew_at)) = &self.cached {
+            if Instant::now() < *renew_at {
+                return Ok(token.clone());
+            }
+        }
+        let (token, lifetime) = self.request().await?;
+        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
+        self.cached = Some((token.clone(), renew_at));
+        Ok(token)
+    }
+
+    /// Forget the cached token (after a 401).
+    pub fn invalidate(&mut self) {
+        self.cached = None;
+    }
+
+    async fn request(&self) -> Result<(Secret, Duration), AuthError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            ("client_id", self.client_id.clone()),
+            ("scope", self.scope.clone()),
+        ];
+        match &self.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose().to_string())),
+            Credential::Certificate { key, thumbprint } => {
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", self.assertion(key, thumbprint)?));
+            }
+        }
+        let shown = self.token_url.to_string();
+        let resp = self
+            .http
+            .post(self.token_url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| AuthError::Transport {
+                url: shown.clone(),
+                detail: e.without_url().to_string(),
+            })?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| AuthError::Transport {
+            url: shown,
+            detail: e.without_url().to_string(),
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|_| AuthError::Unexpected {
+                status: status.as_u16(),
+                detail: "the body is not JSON".into(),
+            })?;
+        if !status.is_success() {
+            let text = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            return match text("error") {
+                Some(code) => Err(AuthError::Refused {
+                    code,
+                    // The first line carries the AADSTS code and reason; the rest is trace ids.
+                    description: text("error_description")
+                        .map(|d| d.lines().next().unwrap_or_default().to_string())
+                        .unwrap_or_default(),
+                }),
+                None => Err(AuthError::Unexpected {
+                    status: status.as_u16(),
+                    detail: "no `error` in the body".into(),
+                }),
+            };
+        }
+        let token = json
+            .get("access_token")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| AuthError::Unexpected {
+                status: status.as_u16(),
+                detail: "no access_token in the body".into(),
+            })?;
+        let expires_in = json
+            .get("expires_in")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(3599);
+        Ok((
+            Secret::new(token.to_string()),
+            Duration::from_secs(expires_in),
+        ))
+    }
+
+    /// A client assertion: PS256 with `x5t#S256`, as the current Entra docs describe.
+    fn assertion(&self, key: &EncodingKey, thumbprint: &str) -> Result<String, AuthError> {
+        let mut header = Header::new(Algorithm::PS256);
+        header.x5t_s256 = Some(thumbprint.to_string());
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "aud": self.token_url.as_str(),
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "nbf": now,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+        });
+        jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|e| AuthError::Credential(format!("cannot sign the client assertion: {e}")))
+    }
+}
+
+/// `{authority}/{tenant}/oauth2/v2.0/token`, keeping any path prefix of the authority.
+pub fn token_url(authority: &reqwest::Url, tenant: &str) -> reqwest::Url {
+    let mut url = authority.clone();
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty()
+            .extend([tenant, "oauth2", "v2.0", "token"]);
+    }
+    url
+}
+
+/// `{graph root}/.default`: the Graph root is the graph URL without its version path.
+pub fn graph_scope(graph: &reqwest::Url) -> String {
+    let origin = graph.origin().ascii_serialization();
+    format!("{origin}/.default")
+}
+
+/// The DER bytes of the first `CERTIFICATE` block of a PEM file.
+fn cert_der(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
+    let b64: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_url_keeps_the_authority_path_prefix() {
+        let a = reqwest::Url::parse("http://127.0.0.1:9/login/").unwrap();
+        assert_eq!(
+            token_url(&a, "t1").as_str(),
+            "http://127.0.0.1:9/login/t1/oauth2/v2.0/token"
+        );
+        let a = reqwest::Url::parse("https://login.microsoftonline.us").unwrap();
+        assert_eq!(
+            token_url(&a, "t1").as_str(),
+            "https://login.microsoftonline.us/t1/oauth2/v2.0/token"
+        );
+    }
+
+    #[test]
+    fn scope_is_the_graph_root_without_the_version() {
+        let g = reqwest::Url::parse("https://dod-graph.microsoft.us/v1.0").unwrap();
+        assert_eq!(graph_scope(&g), "https://dod-graph.microsoft.us/.default");
+    }
+}

@@ -1,0 +1,293 @@
+//! A small Microsoft Graph client: authenticated GETs of JSON pages, retries on
+//! throttling (honouring `Retry-After`, decimals included) and server errors with
+//! jittered exponential backoff, and Graph's error bodies turned into typed errors.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
+
+use super::auth::{AuthError, TokenProvider};
+use crate::config::Secret;
+
+/// Attempts per request before a throttled or failing endpoint fails the run.
+const MAX_ATTEMPTS: usize = 6;
+/// The longest `Retry-After` we wait for; longer ones fail the run (the next run retries).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("Graph answered {status} {code} for {path}: {message}")]
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        path: String,
+    },
+    #[error("reading {path} failed: {detail}")]
+    Transport { path: String, detail: String },
+    #[error("Graph sent a malformed page for {path}: {detail}")]
+    Malformed { path: String, detail: String },
+}
+
+impl GraphError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GraphError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            GraphError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// An expired or reset delta token: the caller starts a fresh delta round.
+    pub fn needs_resync(&self) -> bool {
+        self.status() == Some(410)
+            || matches!(self.code(), Some("syncStateNotFound" | "resyncRequired"))
+    }
+}
+
+/// One page of a Graph collection.
+#[derive(Debug, Default, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub value: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "@odata.nextLink")]
+    pub next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    pub delta_link: Option<String>,
+}
+
+/// The Graph client of one directory.
+pub struct Graph {
+    http: reqwest::Client,
+    tokens: TokenProvider,
+    /// Graph root with version, e.g. `https://graph.microsoft.com/v1.0`.
+    pub base: reqwest::Url,
+    requests: Arc<AtomicU64>,
+}
+
+impl Graph {
+    pub fn new(http: reqwest::Client, tokens: TokenProvider, base: reqwest::Url) -> Self {
+        Graph {
+            http,
+            tokens,
+            base,
+            requests: Arc::default(),
+        }
+    }
+
+    /// Requests made so far (token requests excluded).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// `{base}/{path}` with the query pairs given.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend(path.split('/'));
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    pub async fn token(&mut self) -> Result<Secret, AuthError> {
+        self.tokens.token().await
+    }
+
+    /// A fetcher that can run on another task (to prefetch the next page).
+    pub fn fetcher(&self, token: Secret) -> Fetcher {
+        Fetcher {
+            http: self.http.clone(),
+            token,
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// GET one page, renewing the token once if Graph says it is no longer valid.
+    pub async fn page(&mut self, url: &str) -> Result<Page, GraphError> {
+        let token = self.tokens.token().await?;
+        match self.fetcher(token).page(url).await {
+            Err(GraphError::Status { status: 401, .. }) => {
+                self.tokens.invalidate();
+                let token = self.tokens.token().await?;
+                self.fetcher(token).page(url).await
+            }
+            other => other,
+        }
+    }
+
+    /// Every item of a paged collection (following `@odata.nextLink`).
+    pub async fn collect(
+        &mut self,
+        url: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, GraphError> {
+        let mut items = Vec::new();
+        let mut next = Some(url.to_string());
+        while let Some(url) = next {
+            let page = self.page(&url).await?;
+            items.extend(page.value);
+            next = page.next_link;
+        }
+        Ok(items)
+    }
+}
+
+/// What a spawned page fetch needs: a client, a token and the request counter.
+#[derive(Clone)]
+pub struct Fetcher {
+    http: reqwest::Client,
+    token: Secret,
+    requests: Arc<AtomicU64>,
+}
+
+impl Fetcher {
+    /// GET a JSON page, retrying throttling and server errors.
+    pub async fn page(&self, url: &str) -> Result<Page, GraphError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| GraphError::Malformed {
+            path: url.chars().take(80).collect(),
+            detail: format!("bad link: {e}"),
+        })?;
+        let path = parsed.path().to_string();
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(32))
+            .with_max_times(MAX_ATTEMPTS - 1)
+            .with_jitter()
+            .build();
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .http
+                .get(parsed.clone())
+                .bearer_auth(self.token.expose())
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| GraphError::Transport {
+                    path: path.clone(),
+                    detail: error_chain(&e.without_url()),
+                })?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = resp.bytes().await.map_err(|e| GraphError::Transport {
+                path: path.clone(),
+                detail: error_chain(&e.without_url()),
+            })?;
+            if (200..300).contains(&status) {
+                return serde_json::from_slice(&body).map_err(|e| GraphError::Malformed {
+                    path,
+                    detail: e.to_string(),
+                });
+            }
+            let err = status_error(status, &body, &path);
+            if matches!(status, 429 | 500 | 502 | 503 | 504) {
+                let wait = match (retry_after, backoff.next()) {
+                    (_, None) => return Err(err),
+                    (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
+                    (Some(_), Some(_)) => return Err(err),
+                    (None, Some(delay)) => delay,
+                };
+                tracing::info!(
+                    status,
+                    path,
+                    wait_ms = wait.as_millis() as u64,
+                    "Graph asked us to wait; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+fn status_error(status: u16, body: &[u8], path: &str) -> GraphError {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let (code, message) = match serde_json::from_slice::<Body>(body) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(body).chars().take(200).collect(),
+        ),
+    };
+    GraphError::Status {
+        status,
+        code,
+        message,
+        path: path.to_string(),
+    }
+}
+
+/// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_whole_and_decimal_seconds() {
+        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_retry_after("2.128"),
+            Some(Duration::from_millis(2128))
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn expired_and_reset_tokens_ask_for_a_resync() {
+        let e = |status, code: &str| GraphError::Status {
+            status,
+            code: code.into(),
+            message: String::new(),
+            path: String::new(),
+        };
+        assert!(e(400, "syncStateNotFound").needs_resync());
+        assert!(e(400, "resyncRequired").needs_resync());
+        assert!(e(410, "").needs_resync());
+        assert!(!e(400, "Request_UnsupportedQuery").needs_resync());
+    }
+}

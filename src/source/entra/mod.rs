@@ -1,0 +1,456 @@
+//! The `entra` source: users from Microsoft Graph through delta queries.
+//!
+//! A full read walks `/users/delta` with our `$select` and keeps the final deltaLink
+//! as the cursor; later reads call only that link and merge the (possibly partial)
+//! changes into the snapshot. An expired or reset delta token falls back to a fresh
+//! round, read as complete. The manager's email comes from `manager@delta` (the
+//! manager's id, tracked by the delta query itself) resolved against the users we
+//! already hold, so it costs no extra request.
+
+pub mod auth;
+pub mod graph;
+pub mod scope;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use self::auth::TokenProvider;
+use self::graph::{Graph, GraphError, Page};
+use crate::check::CheckLine;
+use crate::config::{EntraConfig, EntraCredential, EntraScope};
+use crate::model::{AccountState, DirectoryUser, LearnerFields};
+use crate::source::{Change, Listing, ReadRequest, Snapshot, SourceError, SourceRead};
+
+/// The properties a delta round selects: every mapped field, state, type and manager.
+pub const SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,department,jobTitle,employeeId,accountEnabled,userType,manager";
+
+/// Keys of `DirectoryUser::extra` this source keeps between runs.
+const MAIL: &str = "mail";
+const USER_TYPE: &str = "userType";
+const MANAGER_ID: &str = "managerId";
+
+pub struct EntraSource {
+    cfg: EntraConfig,
+    graph: Graph,
+}
+
+impl EntraSource {
+    pub fn new(cfg: &EntraConfig) -> Result<Self, SourceError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(180))
+            .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SourceError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let tokens = TokenProvider::new(http.clone(), cfg)
+            .map_err(|e| SourceError::Other(format!("{e}; {}", e.hint())))?;
+        Ok(EntraSource {
+            cfg: cfg.clone(),
+            graph: Graph::new(http, tokens, cfg.graph_url.clone()),
+        })
+    }
+
+    pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
+        let before = self.graph.requests();
+        let (listing, delta_link) = match req.cursor {
+            None => self.full_round().await?,
+            Some(link) => match self.changes_since(link, req.snapshot).await {
+                Ok(read) => read,
+                Err(e) if e.needs_resync() => {
+                    tracing::warn!(
+                        tenant = %self.cfg.tenant_id,
+                        error = %e,
+                        "the delta token expired or was reset; reading everything again"
+                    );
+                    self.full_round().await?
+                }
+                Err(e) => return Err(users_error(e)),
+            },
+        };
+        let scope = scope::resolve(&mut self.graph, &self.cfg.scope)
+            .await
+            .map_err(|e| SourceError::Other(e.to_string()))?;
+        Ok(SourceRead {
+            listing,
+            scope,
+            next_cursor: Some(delta_link),
+            requests: self.graph.requests() - before,
+        })
+    }
+
+    /// A fresh delta round: every user, returned as a complete listing.
+    async fn full_round(&mut self) -> Result<(Listing, String), SourceError> {
+        let first = self.graph.url("users/delta", &[("$select", SELECT)]);
+        let mut users: BTreeMap<String, DirectoryUser> = BTreeMap::new();
+        let delta_link = walk(&mut self.graph, first.to_string(), |page| {
+            for item in page {
+                let Some(id) = item_id(&item) else { continue };
+                if item.contains_key("@removed") {
+                    users.remove(&id);
+                    continue;
+                }
+                // A duplicate later in the round updates what we got earlier.
+                let mut user = users.remove(&id).unwrap_or_else(|| blank(&id));
+                apply(&mut user, &item);
+                users.insert(id, user);
+            }
+        })
+        .await
+        .map_err(users_error)?;
+        resolve_managers_all(&mut users);
+        Ok((Listing::Complete(users.into_values().collect()), delta_link))
+    }
+
+    /// What changed since `link`, each changed user merged with the snapshot.
+    async fn changes_since(
+        &mut self,
+        link: &str,
+        snapshot: &Snapshot,
+    ) -> Result<(Listing, String), GraphError> {
+        let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
+        let delta_link = walk(&mut self.graph, link.to_string(), |page| {
+            for item in page {
+                let Some(id) = item_id(&item) else { continue };
+                if item.contains_key("@removed") {
+                    changed.insert(id, None);
+                    continue;
+                }
+                let mut user = match changed.get(&id) {
+                    Some(Some(u)) => u.clone(),
+                    Some(None) => blank(&id),
+                    None => snapshot.get(&id).cloned().unwrap_or_else(|| blank(&id)),
+                };
+                apply(&mut user, &item);
+                changed.insert(id, Some(user));
+            }
+        })
+        .await?;
+        Ok((
+            Listing::Changes(resolve_managers_changes(snapshot, changed)),
+            delta_link,
+        ))
+    }
+
+    pub async fn check(&mut self) -> Vec<CheckLine> {
+        let mut lines = Vec::new();
+        let how = match self.cfg.credential {
+            EntraCredential::Secret(_) => "client secret",
+            EntraCredential::Certificate { .. } => "certificate",
+        };
+        if let Err(e) = self.graph.token().await {
+            lines.push(CheckLine::failed(
+                format!(
+                    "cannot get a token for app {} ({how}): {e}",
+                    self.cfg.client_id
+                ),
+                e.hint(),
+            ));
+            return lines;
+        }
+        lines.push(CheckLine::ok(format!(
+            "got a token for app {} in tenant {} ({how})",
+            self.cfg.client_id, self.cfg.tenant_id
+        )));
+        let url = self.graph.url(
+            "users",
+            &[("$select", "id,userPrincipalName"), ("$top", "1")],
+        );
+        match self.graph.page(url.as_str()).await {
+            Ok(_) => lines.push(CheckLine::ok("read users (User.Read.All)")),
+            Err(e) => {
+                let hint = if e.status() == Some(403) {
+                    "add the Microsoft Graph application permission User.Read.All to the app registration and grant admin consent".to_string()
+                } else {
+                    "check graph_url and the network path to Graph".to_string()
+                };
+                lines.push(CheckLine::failed(format!("cannot read users: {e}"), hint));
+                return lines;
+            }
+        }
+        if self.cfg.scope != EntraScope::All {
+            let permission = match self.cfg.scope {
+                EntraScope::App(_) => "Application.Read.All and GroupMember.Read.All",
+                _ => "GroupMember.Read.All",
+            };
+            match scope::resolve(&mut self.graph, &self.cfg.scope).await {
+                Ok(crate::source::Scope::Only(ids)) => lines.push(CheckLine::ok(format!(
+                    "read the scope: {} users ({permission})",
+                    ids.len()
+                ))),
+                Ok(crate::source::Scope::All) => {}
+                Err(e) => {
+                    let hint = match e.source.status() {
+                        Some(403) => format!("add the Microsoft Graph application permission {permission} and grant admin consent"),
+                        Some(404) => "check the object ids in `scope`".to_string(),
+                        _ => "check graph_url and the network path to Graph".to_string(),
+                    };
+                    lines.push(CheckLine::failed(
+                        format!("cannot read the scope: {e}"),
+                        hint,
+                    ));
+                }
+            }
+        }
+        lines
+    }
+}
+
+/// Follow a delta round from `first` to its deltaLink, handing each page's items to
+/// `on_page`. The next page is fetched while the current one is processed.
+async fn walk(
+    graph: &mut Graph,
+    first: String,
+    mut on_page: impl FnMut(Vec<Map<String, Value>>),
+) -> Result<String, GraphError> {
+    let mut url = first;
+    let mut pending = spawn_fetch(graph, url.clone()).await?;
+    loop {
+        let page = match pending.await {
+            Ok(Err(GraphError::Status { status: 401, .. })) => graph.page(&url).await?,
+            Ok(page) => page?,
+            Err(e) => {
+                return Err(GraphError::Transport {
+                    path: "users/delta".into(),
+                    detail: format!("page fetch stopped: {e}"),
+                })
+            }
+        };
+        match (page.next_link, page.delta_link) {
+            (Some(next), _) => {
+                url = next;
+                pending = spawn_fetch(graph, url.clone()).await?;
+                on_page(page.value);
+            }
+            (None, Some(delta)) => {
+                on_page(page.value);
+                return Ok(delta);
+            }
+            (None, None) => {
+                return Err(GraphError::Malformed {
+                    path: "users/delta".into(),
+                    detail: "a page with neither @odata.nextLink nor @odata.deltaLink".into(),
+                })
+            }
+        }
+    }
+}
+
+async fn spawn_fetch(
+    graph: &mut Graph,
+    url: String,
+) -> Result<tokio::task::JoinHandle<Result<Page, GraphError>>, GraphError> {
+    let token = graph.token().await?;
+    let fetcher = graph.fetcher(token);
+    Ok(tokio::spawn(async move { fetcher.page(&url).await }))
+}
+
+/// Turn a failed users read into the directory's error, naming the permission it needs.
+fn users_error(e: GraphError) -> SourceError {
+    let hint = match e.status() {
+        Some(403) => {
+            "; grant the Microsoft Graph application permission User.Read.All and admin consent"
+        }
+        Some(401) => "; the token was refused: check the app registration and its credential",
+        _ => "",
+    };
+    SourceError::Other(format!("{e}{hint}"))
+}
+
+fn item_id(item: &Map<String, Value>) -> Option<String> {
+    item.get("id").and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn blank(id: &str) -> DirectoryUser {
+    DirectoryUser {
+        external_id: id.to_string(),
+        fields: LearnerFields::default(),
+        state: AccountState::Enabled,
+        guest: false,
+        extra: BTreeMap::new(),
+    }
+}
+
+/// Merge one delta item into a user: a property present with a value sets it,
+/// present as `null` clears it, absent leaves it as it was.
+pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    for (key, value) in item {
+        let f = &mut user.fields;
+        match key.as_str() {
+            "userPrincipalName" => f.user_name = text(value).unwrap_or_default(),
+            "givenName" => f.given_name = text(value),
+            "surname" => f.family_name = text(value),
+            "displayName" => f.display_name = text(value),
+            "department" => f.department = text(value),
+            "jobTitle" => f.job_title = text(value),
+            "employeeId" => f.employee_id = text(value),
+            "mail" => set_extra(&mut user.extra, MAIL, text(value)),
+            "accountEnabled" => {
+                user.state = if value.as_bool() == Some(false) {
+                    AccountState::Disabled
+                } else {
+                    AccountState::Enabled
+                }
+            }
+            "userType" => {
+                user.guest = value
+                    .as_str()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("guest"));
+                set_extra(&mut user.extra, USER_TYPE, text(value));
+            }
+            "manager@delta" => {
+                // The current manager is the entry not marked removed; none left = no manager.
+                let manager = value.as_array().and_then(|links| {
+                    links
+                        .iter()
+                        .filter(|l| l.get("@removed").is_none())
+                        .find_map(|l| l.get("id").and_then(|v| v.as_str()))
+                        .map(str::to_string)
+                });
+                set_extra(&mut user.extra, MANAGER_ID, manager);
+            }
+            _ => {}
+        }
+    }
+    let mail = user.extra.get(MAIL).filter(|m| !m.trim().is_empty());
+    user.fields.email = mail
+        .cloned()
+        .or_else(|| Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty()));
+}
+
+fn set_extra(extra: &mut BTreeMap<String, String>, key: &str, value: Option<String>) {
+    match value {
+        Some(v) => {
+            extra.insert(key.to_string(), v);
+        }
+        None => {
+            extra.remove(key);
+        }
+    }
+}
+
+fn manager_email(
+    user: &DirectoryUser,
+    email_of: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    user.extra.get(MANAGER_ID).and_then(|id| email_of(id))
+}
+
+/// Fill `manager_email` of every user from the manager's own email.
+fn resolve_managers_all(users: &mut BTreeMap<String, DirectoryUser>) {
+    let emails: BTreeMap<String, Option<String>> = users
+        .iter()
+        .map(|(id, u)| (id.clone(), u.fields.email.clone()))
+        .collect();
+    for user in users.values_mut() {
+        user.fields.manager_email = manager_email(user, |id| emails.get(id).cloned().flatten());
+    }
+}
+
+/// The changes to return: every changed user with its manager's email resolved, and
+/// every unchanged user whose manager's email changed (or whose manager was removed).
+fn resolve_managers_changes(
+    snapshot: &Snapshot,
+    changed: BTreeMap<String, Option<DirectoryUser>>,
+) -> Vec<Change> {
+    let email_of = |id: &str| -> Option<String> {
+        match changed.get(id) {
+            Some(Some(u)) => u.fields.email.clone(),
+            Some(None) => None,
+            None => snapshot.get(id).and_then(|u| u.fields.email.clone()),
+        }
+    };
+    let mut out = Vec::new();
+    for (id, user) in &changed {
+        match user {
+            Some(u) => {
+                let mut u = u.clone();
+                u.fields.manager_email = manager_email(&u, email_of);
+                out.push(Change::Upsert(Box::new(u)));
+            }
+            None => out.push(Change::Removed {
+                external_id: id.clone(),
+            }),
+        }
+    }
+    // Reports of a changed or removed manager need their manager_email refreshed.
+    if !changed.is_empty() {
+        for (id, u) in snapshot {
+            if changed.contains_key(id) || !u.extra.contains_key(MANAGER_ID) {
+                continue;
+            }
+            let now = manager_email(u, email_of);
+            if now != u.fields.manager_email {
+                let mut u = u.clone();
+                u.fields.manager_email = now;
+                out.push(Change::Upsert(Box::new(u)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn absent_properties_stay_and_null_clears() {
+        let mut u = blank("1");
+        apply(
+            &mut u,
+            &obj(
+                json!({"id":"1","userPrincipalName":"ada@x","mail":"ada@mail","department":"Ops","jobTitle":"Eng"}),
+            ),
+        );
+        apply(
+            &mut u,
+            &obj(json!({"id":"1","department":null,"accountEnabled":false})),
+        );
+        assert_eq!(u.fields.job_title.as_deref(), Some("Eng"));
+        assert_eq!(u.fields.department, None);
+        assert_eq!(u.fields.email.as_deref(), Some("ada@mail"));
+        assert_eq!(u.state, AccountState::Disabled);
+        apply(&mut u, &obj(json!({"id":"1","mail":null})));
+        assert_eq!(
+            u.fields.email.as_deref(),
+            Some("ada@x"),
+            "falls back to the UPN"
+        );
+    }
+
+    #[test]
+    fn a_managers_new_email_updates_their_reports() {
+        let mut boss = blank("b");
+        apply(&mut boss, &obj(json!({"userPrincipalName":"boss@x"})));
+        let mut report = blank("r");
+        apply(
+            &mut report,
+            &obj(json!({"userPrincipalName":"r@x","manager@delta":[{"id":"b"}]})),
+        );
+        report.fields.manager_email = Some("boss@x".into());
+        let snapshot: Snapshot = [("b".to_string(), boss.clone()), ("r".to_string(), report)]
+            .into_iter()
+            .collect();
+        apply(&mut boss, &obj(json!({"mail":"chief@x"})));
+        let changes = resolve_managers_changes(&snapshot, [("b".to_string(), Some(boss))].into());
+        let emails: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert(u) => Some((u.external_id.clone(), u.fields.manager_email.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            emails,
+            vec![("b".into(), None), ("r".into(), Some("chief@x".into()))]
+        );
+    }
+}

@@ -1,0 +1,638 @@
+//! A stateful mock of the Microsoft identity platform token endpoint and the parts
+//! of Microsoft Graph the `entra` source uses, on 127.0.0.1, behaving as
+//! shared/docs/api-notes.md describes: `$skiptoken` paging, deltaLinks with
+//! `$deltatoken`, `@removed` items, partial updates, duplicates, expired (400
+//! `syncStateNotFound`) and reset (410 + `Location`) tokens, 429 + `Retry-After`,
+//! transitive group members, app role assignments, `invalid_client`, 403.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+/// How the mock breaks one page of a delta walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A 200 whose body is cut-off JSON.
+    Malformed,
+    /// The connection drops halfway through the body.
+    Drop,
+}
+
+/// The certificate the mock trusts for client assertions.
+pub struct TrustedCert {
+    pub public_key_pem: String,
+    /// base64url SHA-256 of the certificate DER.
+    pub thumbprint: String,
+}
+
+pub struct MockState {
+    pub tenant: String,
+    pub client_id: String,
+    pub secret: String,
+    pub cert: Option<TrustedCert>,
+    /// The tenant's users now: full objects (Graph property names), by id.
+    pub users: BTreeMap<String, Value>,
+    /// Manager id per user id (served as `manager@delta`).
+    pub managers: BTreeMap<String, String>,
+    /// Soft-deleted users, restorable.
+    pub deleted: BTreeMap<String, Value>,
+    /// Every change, in order; a deltatoken is an index into it.
+    pub changes: Vec<Value>,
+    /// Items appended to a fresh round (duplicates, `@removed` in the first round).
+    pub first_round_extra: Vec<Value>,
+    pub page_size: usize,
+    /// The next deltaLink call answers 400 syncStateNotFound (token expired).
+    pub expire_next: bool,
+    /// The next deltaLink call answers 410 Gone.
+    pub reset_next: bool,
+    /// The next N Graph GETs answer 429 with `Retry-After: {retry_after}`.
+    pub throttle_next: u32,
+    pub retry_after: String,
+    /// Break page N (0 = the first page) of every delta walk.
+    pub fault: Option<(usize, Fault)>,
+    /// Path prefixes (after /v1.0) answering 403 Authorization_RequestDenied.
+    pub forbidden: Vec<String>,
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Service principal id -> (principalId, principalType).
+    pub app_assignments: BTreeMap<String, Vec<(String, String)>>,
+    /// Added to every Graph response.
+    pub latency: Duration,
+    /// `METHOD path?query` of every request, percent-decoded, in order.
+    pub log: Vec<String>,
+    pub tokens_issued: u32,
+    pub base: String,
+}
+
+pub struct GraphMock {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<MockState>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl GraphMock {
+    pub fn start(secret: &str) -> GraphMock {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(MockState {
+            tenant: "tenant-1".into(),
+            client_id: "client-1".into(),
+            secret: secret.into(),
+            cert: None,
+            users: BTreeMap::new(),
+            managers: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+            changes: Vec::new(),
+            first_round_extra: Vec::new(),
+            page_size: 2,
+            expire_next: false,
+            reset_next: false,
+            throttle_next: 0,
+            retry_after: "0.2".into(),
+            fault: None,
+            forbidden: Vec::new(),
+            groups: BTreeMap::new(),
+            app_assignments: BTreeMap::new(),
+            latency: Duration::ZERO,
+            log: Vec::new(),
+            tokens_issued: 0,
+            base: format!("http://{addr}"),
+        }));
+        let shared = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new().fallback(
+                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                        let state = shared.clone();
+                        async move { handle(state, method, uri, headers, body).await }
+                    },
+                );
+                axum::serve(listener, app).await.expect("serve");
+            });
+        });
+        GraphMock {
+            addr,
+            state,
+            _thread: thread,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, MockState> {
+        self.state.lock().expect("mock state")
+    }
+
+    /// A new user (or a full re-send of one).
+    pub fn add_user(&self, user: Value) {
+        let mut s = self.state();
+        let id = user["id"].as_str().expect("id").to_string();
+        s.users.insert(id, user.clone());
+        s.changes.push(user);
+    }
+
+    /// A partial update: only the given properties come in the next delta.
+    pub fn update(&self, id: &str, props: Value) {
+        let mut s = self.state();
+        let user = s.users.get_mut(id).expect("known user");
+        let mut item = Map::new();
+        item.insert("id".into(), json!(id));
+        for (k, v) in props.as_object().expect("object") {
+            user[k] = v.clone();
+            item.insert(k.clone(), v.clone());
+        }
+        s.changes.push(Value::Object(item));
+    }
+
+    pub fn set_manager(&self, id: &str, manager: &str) {
+        let mut s = self.state();
+        s.managers.insert(id.into(), manager.into());
+        s.changes
+            .push(json!({"id": id, "manager@delta": [{"@odata.type":"#microsoft.graph.user","id": manager}]}));
+    }
+
+    /// Soft-delete (`changed`) or permanently delete (`deleted`).
+    pub fn remove(&self, id: &str, reason: &str) {
+        let mut s = self.state();
+        if let Some(u) = s.users.remove(id) {
+            if reason == "changed" {
+                s.deleted.insert(id.into(), u);
+            }
+        }
+        s.changes
+            .push(json!({"id": id, "@removed": {"reason": reason}}));
+    }
+
+    /// Restore a soft-deleted user: it comes back as a normal item.
+    pub fn restore(&self, id: &str) {
+        let mut s = self.state();
+        let u = s.deleted.remove(id).expect("soft-deleted user");
+        s.users.insert(id.into(), u.clone());
+        let full = s.full_item(&u);
+        s.changes.push(full);
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.state().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.state().log.clear();
+    }
+}
+
+/// A Graph user object with the mapped properties.
+pub fn user(id: &str, upn: &str, given: &str, family: &str) -> Value {
+    json!({
+        "id": id,
+        "userPrincipalName": upn,
+        "mail": upn,
+        "givenName": given,
+        "surname": family,
+        "displayName": format!("{given} {family}"),
+        "department": "Sales",
+        "jobTitle": "Rep",
+        "employeeId": null,
+        "accountEnabled": true,
+        "userType": "Member",
+    })
+}
+
+impl MockState {
+    fn full_item(&self, user: &Value) -> Value {
+        let mut u = user.clone();
+        let id = u["id"].as_str().unwrap_or_default().to_string();
+        if let Some(m) = self.managers.get(&id) {
+            u["manager@delta"] = json!([{"@odata.type":"#microsoft.graph.user","id": m}]);
+        }
+        u
+    }
+
+    fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+        (
+            status,
+            [("content-type", "application/json")],
+            json!({"error":{"code":code,"message":message,"innerError":{"request-id":"00000000-0000-0000-0000-000000000000","date":"2026-01-01T00:00:00"}}}).to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn query_pairs(uri: &Uri) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn handle(
+    state: Arc<Mutex<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (response, latency) = {
+        let mut s = state.lock().expect("mock state");
+        let q = query_pairs(&uri);
+        let shown_query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let shown = if shown_query.is_empty() {
+            format!("{method} {}", uri.path())
+        } else {
+            format!("{method} {}?{}", uri.path(), shown_query.join("&"))
+        };
+        s.log.push(shown);
+        if method == Method::POST && uri.path().ends_with("/oauth2/v2.0/token") {
+            (token(&mut s, &uri, &body), Duration::ZERO)
+        } else {
+            (graph(&mut s, &uri, &headers, &q), s.latency)
+        }
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    response
+}
+
+fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    let refuse = |code: &str, description: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [("content-type", "application/json")],
+            json!({"error": code, "error_description": format!("{description}\r\nTrace ID: 0\r\nCorrelation ID: 0"), "error_codes":[7000215]}).to_string(),
+        )
+            .into_response()
+    };
+    if uri.path() != format!("/{}/oauth2/v2.0/token", s.tenant) {
+        return refuse("invalid_request", "AADSTS90002: Tenant not found.");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials")
+        || form.get("scope") != Some(&format!("{}/.default", s.base))
+    {
+        return refuse("invalid_request", "AADSTS900144: bad grant_type or scope");
+    }
+    if form.get("client_id") != Some(&s.client_id) {
+        return refuse(
+            "unauthorized_client",
+            "AADSTS700016: Application not found in the directory.",
+        );
+    }
+    let ok = if let Some(secret) = form.get("client_secret") {
+        *secret == s.secret
+    } else if let Some(assertion) = form.get("client_assertion") {
+        form.get("client_assertion_type").map(String::as_str)
+            == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            && verify_assertion(s, assertion, &format!("{}{}", s.base, uri.path()))
+    } else {
+        false
+    };
+    if !ok {
+        return refuse(
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        );
+    }
+    s.tokens_issued += 1;
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        json!({"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token": format!("mock-token-{}", s.tokens_issued)}).to_string(),
+    )
+        .into_response()
+}
+
+/// A PS256 assertion signed by the trusted key, `x5t#S256` of the trusted certificate,
+/// and the claims Entra checks.
+fn verify_assertion(s: &MockState, assertion: &str, token_url: &str) -> bool {
+    let Some(cert) = &s.cert else { return false };
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+        return false;
+    };
+    if header.alg != jsonwebtoken::Algorithm::PS256
+        || header.x5t_s256.as_deref() != Some(cert.thumbprint.as_str())
+    {
+        return false;
+    }
+    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(cert.public_key_pem.as_bytes()) else {
+        return false;
+    };
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::PS256);
+    v.set_audience(&[token_url]);
+    v.set_issuer(&[s.client_id.as_str()]);
+    v.sub = Some(s.client_id.clone());
+    v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    v.validate_nbf = true;
+    match jsonwebtoken::decode::<Value>(assertion, &key, &v) {
+        Ok(data) => {
+            data.claims
+                .get("jti")
+                .and_then(|j| j.as_str())
+                .is_some_and(|j| !j.is_empty())
+                && data.claims.get("iat").is_some()
+        }
+        Err(_) => false,
+    }
+}
+
+fn graph(
+    s: &mut MockState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    q: &BTreeMap<String, String>,
+) -> Response {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer mock-token-"));
+    if !authorized {
+        return MockState::graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        );
+    }
+    if s.throttle_next > 0 {
+        s.throttle_next -= 1;
+        let mut r = MockState::graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests.",
+        );
+        if let Ok(v) = s.retry_after.parse() {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    let Some(path) = uri.path().strip_prefix("/v1.0/") else {
+        return MockState::graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "no such path",
+        );
+    };
+    if s.forbidden.iter().any(|p| path.starts_with(p.as_str())) {
+        return MockState::graph_error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    match segs.as_slice() {
+        ["users", "delta"] => delta(s, q),
+        ["users"] => {
+            let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
+            let value: Vec<Value> = s.users.values().take(top).cloned().collect();
+            ok_json(json!({ "value": value }))
+        }
+        ["groups", id, "transitiveMembers", "microsoft.graph.user"] => {
+            let Some(members) = s.groups.get(*id).cloned() else {
+                return MockState::graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    "Resource does not exist.",
+                );
+            };
+            let items = members
+                .into_iter()
+                .map(|m| json!({"@odata.type":"#microsoft.graph.user","id": m}))
+                .collect();
+            paged(s, uri.path(), q, items)
+        }
+        ["servicePrincipals", id, "appRoleAssignedTo"] => {
+            let Some(assigned) = s.app_assignments.get(*id).cloned() else {
+                return MockState::graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    "Resource does not exist.",
+                );
+            };
+            let items = assigned
+                .into_iter()
+                .map(|(p, t)| json!({"principalId": p, "principalType": t, "resourceId": id}))
+                .collect();
+            paged(s, uri.path(), q, items)
+        }
+        _ => MockState::graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "unsupported",
+        ),
+    }
+}
+
+fn ok_json(v: Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// A plain collection paged with `$skiptoken` (an offset here; opaque to clients).
+fn paged(s: &MockState, path: &str, q: &BTreeMap<String, String>, items: Vec<Value>) -> Response {
+    let top: usize = q
+        .get("$top")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(100)
+        .min(999);
+    let top = top.min(s.page_size.max(1));
+    let offset: usize = q
+        .get("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = items.iter().skip(offset).take(top).cloned().collect();
+    let mut body = json!({ "value": page });
+    if offset + top < items.len() {
+        let mut next = url::Url::parse(&format!("{}{}", s.base, path)).expect("url");
+        for (k, v) in q {
+            if k != "$skiptoken" {
+                next.query_pairs_mut().append_pair(k, v);
+            }
+        }
+        next.query_pairs_mut()
+            .append_pair("$skiptoken", &(offset + top).to_string());
+        body["@odata.nextLink"] = json!(next.to_string());
+    }
+    ok_json(body)
+}
+
+fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
+    if q.contains_key("$top") || q.contains_key("$expand") || q.contains_key("$orderby") {
+        return MockState::graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "Unsupported query option for delta.",
+        );
+    }
+    // Skip tokens encode (round start, round end, offset, select) here; clients treat them as opaque.
+    let (kind, from, to, offset, select) = if let Some(skip) = q.get("$skiptoken") {
+        let parts: Vec<&str> = skip.splitn(5, '.').collect();
+        let [kind, from, to, offset, select] = parts.as_slice() else {
+            return MockState::graph_error(
+                StatusCode::BAD_REQUEST,
+                "Request_BadRequest",
+                "bad skiptoken",
+            );
+        };
+        (
+            kind.to_string(),
+            from.parse().unwrap_or(0),
+            to.parse().unwrap_or(0),
+            offset.parse().unwrap_or(0),
+            select.to_string(),
+        )
+    } else if let Some(token) = q.get("$deltatoken") {
+        let Some((n, select)) = token.split_once('.') else {
+            return MockState::graph_error(
+                StatusCode::BAD_REQUEST,
+                "syncStateNotFound",
+                "The sync state is invalid or not found.",
+            );
+        };
+        let n: usize = n.parse().unwrap_or(0);
+        if s.reset_next {
+            s.reset_next = false;
+            let mut r = MockState::graph_error(
+                StatusCode::GONE,
+                "resyncRequired",
+                "Resync required. Replace any local cached data with a full sync.",
+            );
+            if let Ok(v) = format!("{}/v1.0/users/delta?$deltatoken=", s.base).parse() {
+                r.headers_mut().insert("location", v);
+            }
+            return r;
+        }
+        if s.expire_next {
+            s.expire_next = false;
+            return MockState::graph_error(
+                StatusCode::BAD_REQUEST,
+                "syncStateNotFound",
+                "The sync state generation is not found. Please restart the sync.",
+            );
+        }
+        ("d".to_string(), n, s.changes.len(), 0, select.to_string())
+    } else {
+        let select = q.get("$select").cloned().unwrap_or_default();
+        ("f".to_string(), 0, s.changes.len(), 0, select)
+    };
+    let wanted: BTreeSet<&str> = select.split(',').filter(|p| !p.is_empty()).collect();
+    let project = |item: &Value| -> Value {
+        let Some(obj) = item.as_object() else {
+            return item.clone();
+        };
+        if wanted.is_empty() || obj.contains_key("@removed") {
+            return item.clone();
+        }
+        let mut out = Map::new();
+        for (k, v) in obj {
+            let name = k.strip_suffix("@delta").unwrap_or(k);
+            if k == "id" || wanted.contains(name) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    let page_index = offset / s.page_size.max(1);
+    let total;
+    let page: Vec<Value> = if kind == "f" {
+        total = s.users.len() + s.first_round_extra.len();
+        let users = s.users.values().map(|u| s.full_item(u));
+        users
+            .chain(s.first_round_extra.iter().cloned())
+            .skip(offset)
+            .take(s.page_size)
+            .map(|u| project(&u))
+            .collect()
+    } else {
+        total = to.saturating_sub(from);
+        s.changes[from.min(to)..to]
+            .iter()
+            .skip(offset)
+            .take(s.page_size)
+            .map(project)
+            .collect()
+    };
+    let mut body = json!({
+        "@odata.context": format!("{}/v1.0/$metadata#users", s.base),
+        "value": page,
+    });
+    let next = offset + s.page_size;
+    if next < total {
+        let mut link = url::Url::parse(&format!("{}/v1.0/users/delta", s.base)).expect("url");
+        link.query_pairs_mut()
+            .append_pair("$skiptoken", &format!("{kind}.{from}.{to}.{next}.{select}"));
+        body["@odata.nextLink"] = json!(link.to_string());
+    } else {
+        let mut link = url::Url::parse(&format!("{}/v1.0/users/delta", s.base)).expect("url");
+        link.query_pairs_mut()
+            .append_pair("$deltatoken", &format!("{to}.{select}"));
+        body["@odata.deltaLink"] = json!(link.to_string());
+    }
+    match s.fault {
+        Some((n, Fault::Malformed)) if n == page_index => {
+            let text = body.to_string();
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                text[..text.len() / 2].to_string(),
+            )
+                .into_response()
+        }
+        Some((n, Fault::Drop)) if n == page_index => {
+            let text = body.to_string();
+            let half = Bytes::from(text[..text.len() / 2].to_string());
+            let stream = futures_stream(half);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("content-length", text.len().to_string())
+                .body(Body::from_stream(stream))
+                .expect("response")
+        }
+        _ => ok_json(body),
+    }
+}
+
+/// A body that sends half the page, then fails: the connection drops mid-body.
+fn futures_stream(
+    half: Bytes,
+) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    struct Half(Option<Bytes>, bool);
+    impl futures_core::Stream for Half {
+        type Item = Result<Bytes, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if let Some(b) = self.0.take() {
+                return std::task::Poll::Ready(Some(Ok(b)));
+            }
+            if !self.1 {
+                self.1 = true;
+                return std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "mock drops the connection",
+                ))));
+            }
+            std::task::Poll::Ready(None)
+        }
+    }
+    Half(Some(half), false)
+}

@@ -66,6 +66,8 @@ pub struct MockState {
     pub latency: Duration,
     /// `METHOD path?query` of every request, percent-decoded, in order.
     pub log: Vec<String>,
+    /// When each request of `log` arrived.
+    pub arrived: Vec<std::time::Instant>,
     pub tokens_issued: u32,
     pub base: String,
 }
@@ -102,6 +104,7 @@ impl GraphMock {
             app_assignments: BTreeMap::new(),
             latency: Duration::ZERO,
             log: Vec::new(),
+            arrived: Vec::new(),
             tokens_issued: 0,
             base: format!("http://{addr}"),
         }));
@@ -192,7 +195,9 @@ impl GraphMock {
     }
 
     pub fn clear_log(&self) {
-        self.state().log.clear();
+        let mut s = self.state();
+        s.log.clear();
+        s.arrived.clear();
     }
 }
 
@@ -256,6 +261,7 @@ async fn handle(
             format!("{method} {}?{}", uri.path(), shown_query.join("&"))
         };
         s.log.push(shown);
+        s.arrived.push(std::time::Instant::now());
         if method == Method::POST && uri.path().ends_with("/oauth2/v2.0/token") {
             (token(&mut s, &uri, &body), Duration::ZERO)
         } else {
@@ -394,7 +400,10 @@ fn graph(
     }
     let segs: Vec<&str> = path.split('/').collect();
     match segs.as_slice() {
-        ["users", "delta"] => delta(s, q),
+        // SDKs call the function by its qualified name, with or without parentheses.
+        ["users", "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()"] => {
+            delta(s, q)
+        }
         ["users"] => {
             let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
             let value: Vec<Value> = s.users.values().take(top).cloned().collect();
@@ -553,12 +562,12 @@ fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
     let total;
     let page: Vec<Value> = if kind == "f" {
         total = s.users.len() + s.first_round_extra.len();
-        let users = s.users.values().map(|u| s.full_item(u));
-        users
-            .chain(s.first_round_extra.iter().cloned())
+        s.users
+            .values()
+            .chain(s.first_round_extra.iter())
             .skip(offset)
             .take(s.page_size)
-            .map(|u| project(&u))
+            .map(|u| project(&s.full_item(u)))
             .collect()
     } else {
         total = to.saturating_sub(from);

@@ -35,6 +35,10 @@ fn run(dir: &std::path::Path, mock: &GraphMock, args: &[&str]) -> Measured {
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("BENCH_SECRET", SECRET)
+        .env(
+            "LEARNER_SYNC_LOG",
+            "info,learner_sync::source::entra=debug,rusqlite_migration=warn",
+        )
         .env_remove("LEARNER_SYNC_FAULT")
         .stdout(std::process::Stdio::null());
     measure(mock, cmd)

@@ -54,6 +54,7 @@ impl EntraSource {
 
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let before = self.graph.requests();
+        let started = std::time::Instant::now();
         let (listing, delta_link) = match req.cursor {
             None => self.full_round().await?,
             Some(link) => match self.changes_since(link, req.snapshot).await {
@@ -72,11 +73,18 @@ impl EntraSource {
         let scope = scope::resolve(&mut self.graph, &self.cfg.scope)
             .await
             .map_err(|e| SourceError::Other(e.to_string()))?;
+        let requests = self.graph.requests() - before;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            requests,
+            complete = matches!(listing, Listing::Complete(_)),
+            "read Entra users"
+        );
         Ok(SourceRead {
             listing,
             scope,
             next_cursor: Some(delta_link),
-            requests: self.graph.requests() - before,
+            requests,
         })
     }
 

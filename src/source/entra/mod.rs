@@ -26,9 +26,11 @@ use crate::source::{Change, Listing, ReadRequest, Snapshot, SourceError, SourceR
 /// The properties a delta round selects: every mapped field, state, type and manager.
 pub const SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,department,jobTitle,employeeId,accountEnabled,userType,manager";
 
-/// Keys of `DirectoryUser::extra` this source keeps between runs.
-const MAIL: &str = "mail";
-const USER_TYPE: &str = "userType";
+/// Keys of `DirectoryUser::extra` this source keeps between runs. Only users who need
+/// them carry them (an empty map allocates nothing, and the snapshot holds 100,000s).
+/// `emailFromUpn`: the user has no `mail`, so the email follows the UPN.
+const EMAIL_FROM_UPN: &str = "emailFromUpn";
+/// The manager's object id (from `manager@delta`), resolved to `manager_email`.
 const MANAGER_ID: &str = "managerId";
 
 pub struct EntraSource {
@@ -294,7 +296,15 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
             "department" => f.department = text(value),
             "jobTitle" => f.job_title = text(value),
             "employeeId" => f.employee_id = text(value),
-            "mail" => set_extra(&mut user.extra, MAIL, text(value)),
+            "mail" => match text(value).filter(|m| !m.trim().is_empty()) {
+                Some(mail) => {
+                    f.email = Some(mail);
+                    user.extra.remove(EMAIL_FROM_UPN);
+                }
+                None => {
+                    f.email = None;
+                }
+            },
             "accountEnabled" => {
                 user.state = if value.as_bool() == Some(false) {
                     AccountState::Disabled
@@ -306,7 +316,6 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
                 user.guest = value
                     .as_str()
                     .is_some_and(|t| t.eq_ignore_ascii_case("guest"));
-                set_extra(&mut user.extra, USER_TYPE, text(value));
             }
             "manager@delta" => {
                 // The current manager is the entry not marked removed; none left = no manager.
@@ -322,10 +331,12 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
             _ => {}
         }
     }
-    let mail = user.extra.get(MAIL).filter(|m| !m.trim().is_empty());
-    user.fields.email = mail
-        .cloned()
-        .or_else(|| Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty()));
+    // No mail (cleared, or never set): the email is the UPN, and follows it from now on.
+    if user.fields.email.is_none() || user.extra.contains_key(EMAIL_FROM_UPN) {
+        user.extra
+            .insert(EMAIL_FROM_UPN.to_string(), "true".to_string());
+        user.fields.email = Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty());
+    }
 }
 
 fn set_extra(extra: &mut BTreeMap<String, String>, key: &str, value: Option<String>) {
@@ -432,6 +443,26 @@ mod tests {
             Some("ada@x"),
             "falls back to the UPN"
         );
+        apply(
+            &mut u,
+            &obj(json!({"id":"1","userPrincipalName":"ada.l@x"})),
+        );
+        assert_eq!(
+            u.fields.email.as_deref(),
+            Some("ada.l@x"),
+            "follows the UPN"
+        );
+        apply(&mut u, &obj(json!({"id":"1","mail":"ada@mail"})));
+        apply(
+            &mut u,
+            &obj(json!({"id":"1","userPrincipalName":"ada.m@x"})),
+        );
+        assert_eq!(
+            u.fields.email.as_deref(),
+            Some("ada@mail"),
+            "mail wins again"
+        );
+        assert!(u.extra.is_empty(), "a user with mail carries no extra");
     }
 
     #[test]

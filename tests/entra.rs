@@ -428,6 +428,29 @@ fn throttling_honours_decimal_retry_after_then_succeeds() {
 }
 
 #[test]
+fn tokens_close_to_expiry_are_renewed_before_use() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    // A token that expires within the renewal margin (5 minutes) is never reused.
+    mock.state().token_lifetime = 240;
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    let pages = delta_calls(&mock).len() as u32;
+    assert!(mock.state().tokens_issued >= pages, "renewed for each page");
+}
+
+#[test]
+fn a_rejected_token_is_renewed_once_and_the_read_goes_on() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    mock.state().revoked_up_to = 1;
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(mock.state().tokens_issued, 2);
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
 fn wrong_secret_fails_with_exit_3_and_a_clear_message_without_the_secret() {
     let mock = GraphMock::start("the-real-secret");
     tenant(&mock);

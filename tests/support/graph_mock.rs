@@ -69,6 +69,10 @@ pub struct MockState {
     /// When each request of `log` arrived.
     pub arrived: Vec<std::time::Instant>,
     pub tokens_issued: u32,
+    /// `expires_in` of issued tokens, in seconds.
+    pub token_lifetime: u64,
+    /// Graph answers 401 to tokens numbered up to this (revoked or expired early).
+    pub revoked_up_to: u32,
     pub base: String,
 }
 
@@ -106,6 +110,8 @@ impl GraphMock {
             log: Vec::new(),
             arrived: Vec::new(),
             tokens_issued: 0,
+            token_lifetime: 3599,
+            revoked_up_to: 0,
             base: format!("http://{addr}"),
         }));
         let shared = state.clone();
@@ -317,7 +323,7 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
     (
         StatusCode::OK,
         [("content-type", "application/json")],
-        json!({"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token": format!("mock-token-{}", s.tokens_issued)}).to_string(),
+        json!({"token_type":"Bearer","expires_in":s.token_lifetime,"ext_expires_in":s.token_lifetime,"access_token": format!("mock-token-{}", s.tokens_issued)}).to_string(),
     )
         .into_response()
 }
@@ -364,7 +370,8 @@ fn graph(
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer mock-token-"));
+        .and_then(|v| v.strip_prefix("Bearer mock-token-"))
+        .is_some_and(|n| n.parse::<u32>().map_or(true, |n| n > s.revoked_up_to));
     if !authorized {
         return MockState::graph_error(
             StatusCode::UNAUTHORIZED,

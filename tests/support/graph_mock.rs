@@ -294,7 +294,7 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
         return refuse("invalid_request", "AADSTS90002: Tenant not found.");
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope") != Some(&format!("{}/.default", s.base))
+        || form.get("scope").map(String::as_str) != Some("https://graph.microsoft.com/.default")
     {
         return refuse("invalid_request", "AADSTS900144: bad grant_type or scope");
     }

@@ -218,7 +218,10 @@ async fn walk(
     let mut pending = spawn_fetch(graph, url.clone()).await?;
     loop {
         let page = match pending.await {
-            Ok(Err(GraphError::Status { status: 401, .. })) => graph.page(&url).await?,
+            Ok(Err(GraphError::Status { status: 401, .. })) => {
+                graph.invalidate_token();
+                graph.page(&url).await?
+            }
             Ok(page) => page?,
             Err(e) => {
                 return Err(GraphError::Transport {

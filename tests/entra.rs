@@ -698,6 +698,57 @@ fn run_killed_after_apply_converges_on_the_next_run() {
 }
 
 #[test]
+fn run_killed_mid_listing_converges_on_the_next_run() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    let link = cursor(&env);
+    mock.update("u1", json!({"department": "Research"}));
+    mock.remove("u2", "deleted");
+    mock.add_user(user("u5", "eve@contoso.test", "Eve", "New"));
+    {
+        let mut s = mock.state();
+        s.page_size = 1;
+        s.latency = Duration::from_millis(300);
+    }
+    mock.clear_log();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["sync", "--config"])
+        .arg(env.config())
+        .env("CONTOSO_SECRET", SECRET)
+        .env_remove("LEARNER_SYNC_FAULT")
+        .current_dir(env.path(""))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delta_calls(&mock).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(cursor(&env), link, "a killed run never advances the cursor");
+
+    mock.state().latency = Duration::ZERO;
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(
+        active(&env),
+        vec![
+            ("u1".into(), true),
+            ("u2".into(), false),
+            ("u3".into(), true),
+            ("u5".into(), true)
+        ]
+    );
+    assert_eq!(
+        column(&env, "u1", "department").as_deref(),
+        Some("Research")
+    );
+}
+
+#[test]
 fn certificate_credential_signs_a_ps256_assertion_the_login_accepts() {
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
     use sha2::Digest;

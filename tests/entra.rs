@@ -428,6 +428,35 @@ fn throttling_honours_decimal_retry_after_then_succeeds() {
 }
 
 #[test]
+fn service_unavailable_with_retry_after_is_retried() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    {
+        let mut s = mock.state();
+        s.throttle_next = 1;
+        s.throttle_status = 503;
+        s.retry_after = "0.1".into();
+    }
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
+fn national_cloud_asks_for_a_token_for_its_own_graph_root() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    mock.state().expected_scope = "https://graph.microsoft.us/.default".into();
+    let env = env_for(
+        &mock,
+        "client_secret = { env = \"CONTOSO_SECRET\" }\ncloud = \"usgov\"",
+        "",
+    );
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
 fn tokens_close_to_expiry_are_renewed_before_use() {
     let mock = GraphMock::start(SECRET);
     tenant(&mock);

@@ -55,6 +55,10 @@ pub struct MockState {
     /// The next N Graph GETs answer 429 with `Retry-After: {retry_after}`.
     pub throttle_next: u32,
     pub retry_after: String,
+    /// The status of those answers: 429, or 503/504 (which may carry `Retry-After` too).
+    pub throttle_status: u16,
+    /// The token `scope` the login expects (the national cloud's Graph root).
+    pub expected_scope: String,
     /// Break page N (0 = the first page) of every delta walk.
     pub fault: Option<(usize, Fault)>,
     /// Path prefixes (after /v1.0) answering 403 Authorization_RequestDenied.
@@ -102,6 +106,8 @@ impl GraphMock {
             reset_next: false,
             throttle_next: 0,
             retry_after: "0.2".into(),
+            throttle_status: 429,
+            expected_scope: "https://graph.microsoft.com/.default".into(),
             fault: None,
             forbidden: Vec::new(),
             groups: BTreeMap::new(),
@@ -294,7 +300,7 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
         return refuse("invalid_request", "AADSTS90002: Tenant not found.");
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope").map(String::as_str) != Some("https://graph.microsoft.com/.default")
+        || form.get("scope") != Some(&s.expected_scope)
     {
         return refuse("invalid_request", "AADSTS900144: bad grant_type or scope");
     }
@@ -381,11 +387,9 @@ fn graph(
     }
     if s.throttle_next > 0 {
         s.throttle_next -= 1;
-        let mut r = MockState::graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "Too many requests.",
-        );
+        let status =
+            StatusCode::from_u16(s.throttle_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let mut r = MockState::graph_error(status, "TooManyRequests", "Too many requests.");
         if let Ok(v) = s.retry_after.parse() {
             r.headers_mut().insert("retry-after", v);
         }

@@ -2,8 +2,9 @@
 /users/delta round of the same mock Graph. Usage: python entra_msgraph_baseline.py BASE
 where BASE is the mock's Graph root (http://127.0.0.1:PORT/v1.0). Prints users, pages, seconds.
 
-The mock accepts any `Bearer mock-token-*`; azure-identity refuses http authorities, so
-the token is set on the HTTP client instead of going through a credential."""
+The mock accepts any `Bearer mock-token-*`; the token is set on the HTTP client (with
+kiota's anonymous auth provider) so that azure-identity and its https-only authority
+handling stay out of the measurement."""
 
 import asyncio
 import sys

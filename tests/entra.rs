@@ -428,6 +428,58 @@ fn throttling_honours_decimal_retry_after_then_succeeds() {
 }
 
 #[test]
+fn service_unavailable_with_retry_after_is_retried() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    {
+        let mut s = mock.state();
+        s.throttle_next = 1;
+        s.throttle_status = 503;
+        s.retry_after = "0.1".into();
+    }
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
+fn national_cloud_asks_for_a_token_for_its_own_graph_root() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    mock.state().expected_scope = "https://graph.microsoft.us/.default".into();
+    let env = env_for(
+        &mock,
+        "client_secret = { env = \"CONTOSO_SECRET\" }\ncloud = \"usgov\"",
+        "",
+    );
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
+fn tokens_close_to_expiry_are_renewed_before_use() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    // A token that expires within the renewal margin (5 minutes) is never reused.
+    mock.state().token_lifetime = 240;
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    let pages = delta_calls(&mock).len() as u32;
+    assert!(mock.state().tokens_issued >= pages, "renewed for each page");
+}
+
+#[test]
+fn a_rejected_token_is_renewed_once_and_the_read_goes_on() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    mock.state().revoked_up_to = 1;
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(mock.state().tokens_issued, 2);
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
 fn wrong_secret_fails_with_exit_3_and_a_clear_message_without_the_secret() {
     let mock = GraphMock::start("the-real-secret");
     tenant(&mock);
@@ -672,6 +724,57 @@ fn run_killed_after_apply_converges_on_the_next_run() {
     let out = sync(&env, &[]);
     assert_ok(&out);
     assert!(last_actions(&env).len() <= 3);
+}
+
+#[test]
+fn run_killed_mid_listing_converges_on_the_next_run() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    let link = cursor(&env);
+    mock.update("u1", json!({"department": "Research"}));
+    mock.remove("u2", "deleted");
+    mock.add_user(user("u5", "eve@contoso.test", "Eve", "New"));
+    {
+        let mut s = mock.state();
+        s.page_size = 1;
+        s.latency = Duration::from_millis(300);
+    }
+    mock.clear_log();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["sync", "--config"])
+        .arg(env.config())
+        .env("CONTOSO_SECRET", SECRET)
+        .env_remove("LEARNER_SYNC_FAULT")
+        .current_dir(env.path(""))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delta_calls(&mock).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(cursor(&env), link, "a killed run never advances the cursor");
+
+    mock.state().latency = Duration::ZERO;
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(
+        active(&env),
+        vec![
+            ("u1".into(), true),
+            ("u2".into(), false),
+            ("u3".into(), true),
+            ("u5".into(), true)
+        ]
+    );
+    assert_eq!(
+        column(&env, "u1", "department").as_deref(),
+        Some("Research")
+    );
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub struct MockState {
     /// The next N Graph GETs answer 429 with `Retry-After: {retry_after}`.
     pub throttle_next: u32,
     pub retry_after: String,
+    /// The status of those answers: 429, or 503/504 (which may carry `Retry-After` too).
+    pub throttle_status: u16,
+    /// The token `scope` the login expects (the national cloud's Graph root).
+    pub expected_scope: String,
     /// Break page N (0 = the first page) of every delta walk.
     pub fault: Option<(usize, Fault)>,
     /// Path prefixes (after /v1.0) answering 403 Authorization_RequestDenied.
@@ -66,7 +70,13 @@ pub struct MockState {
     pub latency: Duration,
     /// `METHOD path?query` of every request, percent-decoded, in order.
     pub log: Vec<String>,
+    /// When each request of `log` arrived.
+    pub arrived: Vec<std::time::Instant>,
     pub tokens_issued: u32,
+    /// `expires_in` of issued tokens, in seconds.
+    pub token_lifetime: u64,
+    /// Graph answers 401 to tokens numbered up to this (revoked or expired early).
+    pub revoked_up_to: u32,
     pub base: String,
 }
 
@@ -96,13 +106,18 @@ impl GraphMock {
             reset_next: false,
             throttle_next: 0,
             retry_after: "0.2".into(),
+            throttle_status: 429,
+            expected_scope: "https://graph.microsoft.com/.default".into(),
             fault: None,
             forbidden: Vec::new(),
             groups: BTreeMap::new(),
             app_assignments: BTreeMap::new(),
             latency: Duration::ZERO,
             log: Vec::new(),
+            arrived: Vec::new(),
             tokens_issued: 0,
+            token_lifetime: 3599,
+            revoked_up_to: 0,
             base: format!("http://{addr}"),
         }));
         let shared = state.clone();
@@ -192,7 +207,9 @@ impl GraphMock {
     }
 
     pub fn clear_log(&self) {
-        self.state().log.clear();
+        let mut s = self.state();
+        s.log.clear();
+        s.arrived.clear();
     }
 }
 
@@ -256,6 +273,7 @@ async fn handle(
             format!("{method} {}?{}", uri.path(), shown_query.join("&"))
         };
         s.log.push(shown);
+        s.arrived.push(std::time::Instant::now());
         if method == Method::POST && uri.path().ends_with("/oauth2/v2.0/token") {
             (token(&mut s, &uri, &body), Duration::ZERO)
         } else {
@@ -282,7 +300,7 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
         return refuse("invalid_request", "AADSTS90002: Tenant not found.");
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
-        || form.get("scope") != Some(&format!("{}/.default", s.base))
+        || form.get("scope") != Some(&s.expected_scope)
     {
         return refuse("invalid_request", "AADSTS900144: bad grant_type or scope");
     }
@@ -311,7 +329,7 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
     (
         StatusCode::OK,
         [("content-type", "application/json")],
-        json!({"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token": format!("mock-token-{}", s.tokens_issued)}).to_string(),
+        json!({"token_type":"Bearer","expires_in":s.token_lifetime,"ext_expires_in":s.token_lifetime,"access_token": format!("mock-token-{}", s.tokens_issued)}).to_string(),
     )
         .into_response()
 }
@@ -358,7 +376,8 @@ fn graph(
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer mock-token-"));
+        .and_then(|v| v.strip_prefix("Bearer mock-token-"))
+        .is_some_and(|n| n.parse::<u32>().map_or(true, |n| n > s.revoked_up_to));
     if !authorized {
         return MockState::graph_error(
             StatusCode::UNAUTHORIZED,
@@ -368,11 +387,9 @@ fn graph(
     }
     if s.throttle_next > 0 {
         s.throttle_next -= 1;
-        let mut r = MockState::graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "Too many requests.",
-        );
+        let status =
+            StatusCode::from_u16(s.throttle_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let mut r = MockState::graph_error(status, "TooManyRequests", "Too many requests.");
         if let Ok(v) = s.retry_after.parse() {
             r.headers_mut().insert("retry-after", v);
         }
@@ -394,7 +411,10 @@ fn graph(
     }
     let segs: Vec<&str> = path.split('/').collect();
     match segs.as_slice() {
-        ["users", "delta"] => delta(s, q),
+        // SDKs call the function by its qualified name, with or without parentheses.
+        ["users", "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()"] => {
+            delta(s, q)
+        }
         ["users"] => {
             let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
             let value: Vec<Value> = s.users.values().take(top).cloned().collect();
@@ -553,12 +573,12 @@ fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
     let total;
     let page: Vec<Value> = if kind == "f" {
         total = s.users.len() + s.first_round_extra.len();
-        let users = s.users.values().map(|u| s.full_item(u));
-        users
-            .chain(s.first_round_extra.iter().cloned())
+        s.users
+            .values()
+            .chain(s.first_round_extra.iter())
             .skip(offset)
             .take(s.page_size)
-            .map(|u| project(&u))
+            .map(|u| project(&s.full_item(u)))
             .collect()
     } else {
         total = to.saturating_sub(from);

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 
-use crate::config::{EntraConfig, EntraCredential, Secret};
+use crate::config::{Cloud, EntraConfig, EntraCredential, Secret};
 
 /// Renew a cached token this long before Entra says it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
@@ -116,7 +116,7 @@ impl TokenProvider {
             http,
             token_url: token_url(&cfg.authority_url, &cfg.tenant_id),
             client_id: cfg.client_id.clone(),
-            scope: graph_scope(&cfg.graph_url),
+            scope: graph_scope(cfg.cloud),
             credential,
             cached: None,
         })
@@ -239,10 +239,11 @@ pub fn token_url(authority: &reqwest::Url, tenant: &str) -> reqwest::Url {
     url
 }
 
-/// `{graph root}/.default`: the Graph root is the graph URL without its version path.
-pub fn graph_scope(graph: &reqwest::Url) -> String {
-    let origin = graph.origin().ascii_serialization();
-    format!("{origin}/.default")
+/// `{graph root}/.default` of the national cloud. Tokens are for Graph itself, so a
+/// `graph_url` override (a proxy, a test server) does not change the scope.
+pub fn graph_scope(cloud: Cloud) -> String {
+    let (_, graph) = cloud.endpoints();
+    format!("{}/.default", graph.trim_end_matches("/v1.0"))
 }
 
 /// The DER bytes of the first `CERTIFICATE` block of a PEM file.
@@ -275,8 +276,18 @@ mod tests {
     }
 
     #[test]
-    fn scope_is_the_graph_root_without_the_version() {
-        let g = reqwest::Url::parse("https://dod-graph.microsoft.us/v1.0").unwrap();
-        assert_eq!(graph_scope(&g), "https://dod-graph.microsoft.us/.default");
+    fn scope_is_the_clouds_graph_root_without_the_version() {
+        assert_eq!(
+            graph_scope(Cloud::Dod),
+            "https://dod-graph.microsoft.us/.default"
+        );
+        assert_eq!(
+            graph_scope(Cloud::China),
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        assert_eq!(
+            graph_scope(Cloud::Global),
+            "https://graph.microsoft.com/.default"
+        );
     }
 }

@@ -107,6 +107,11 @@ impl Graph {
         self.tokens.token().await
     }
 
+    /// Forget the cached token (Graph answered 401 to it).
+    pub fn invalidate_token(&mut self) {
+        self.tokens.invalidate();
+    }
+
     /// A fetcher that can run on another task (to prefetch the next page).
     pub fn fetcher(&self, token: Secret) -> Fetcher {
         Fetcher {
@@ -121,7 +126,7 @@ impl Graph {
         let token = self.tokens.token().await?;
         match self.fetcher(token).page(url).await {
             Err(GraphError::Status { status: 401, .. }) => {
-                self.tokens.invalidate();
+                self.invalidate_token();
                 let token = self.tokens.token().await?;
                 self.fetcher(token).page(url).await
             }

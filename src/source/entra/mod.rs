@@ -26,9 +26,11 @@ use crate::source::{Change, Listing, ReadRequest, Snapshot, SourceError, SourceR
 /// The properties a delta round selects: every mapped field, state, type and manager.
 pub const SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,department,jobTitle,employeeId,accountEnabled,userType,manager";
 
-/// Keys of `DirectoryUser::extra` this source keeps between runs.
-const MAIL: &str = "mail";
-const USER_TYPE: &str = "userType";
+/// Keys of `DirectoryUser::extra` this source keeps between runs. Only users who need
+/// them carry them (an empty map allocates nothing, and the snapshot holds 100,000s).
+/// `emailFromUpn`: the user has no `mail`, so the email follows the UPN.
+const EMAIL_FROM_UPN: &str = "emailFromUpn";
+/// The manager's object id (from `manager@delta`), resolved to `manager_email`.
 const MANAGER_ID: &str = "managerId";
 
 pub struct EntraSource {
@@ -54,6 +56,7 @@ impl EntraSource {
 
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let before = self.graph.requests();
+        let started = std::time::Instant::now();
         let (listing, delta_link) = match req.cursor {
             None => self.full_round().await?,
             Some(link) => match self.changes_since(link, req.snapshot).await {
@@ -72,11 +75,18 @@ impl EntraSource {
         let scope = scope::resolve(&mut self.graph, &self.cfg.scope)
             .await
             .map_err(|e| SourceError::Other(e.to_string()))?;
+        let requests = self.graph.requests() - before;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            requests,
+            complete = matches!(listing, Listing::Complete(_)),
+            "read Entra users"
+        );
         Ok(SourceRead {
             listing,
             scope,
             next_cursor: Some(delta_link),
-            requests: self.graph.requests() - before,
+            requests,
         })
     }
 
@@ -208,7 +218,10 @@ async fn walk(
     let mut pending = spawn_fetch(graph, url.clone()).await?;
     loop {
         let page = match pending.await {
-            Ok(Err(GraphError::Status { status: 401, .. })) => graph.page(&url).await?,
+            Ok(Err(GraphError::Status { status: 401, .. })) => {
+                graph.invalidate_token();
+                graph.page(&url).await?
+            }
             Ok(page) => page?,
             Err(e) => {
                 return Err(GraphError::Transport {
@@ -286,7 +299,15 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
             "department" => f.department = text(value),
             "jobTitle" => f.job_title = text(value),
             "employeeId" => f.employee_id = text(value),
-            "mail" => set_extra(&mut user.extra, MAIL, text(value)),
+            "mail" => match text(value).filter(|m| !m.trim().is_empty()) {
+                Some(mail) => {
+                    f.email = Some(mail);
+                    user.extra.remove(EMAIL_FROM_UPN);
+                }
+                None => {
+                    f.email = None;
+                }
+            },
             "accountEnabled" => {
                 user.state = if value.as_bool() == Some(false) {
                     AccountState::Disabled
@@ -298,7 +319,6 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
                 user.guest = value
                     .as_str()
                     .is_some_and(|t| t.eq_ignore_ascii_case("guest"));
-                set_extra(&mut user.extra, USER_TYPE, text(value));
             }
             "manager@delta" => {
                 // The current manager is the entry not marked removed; none left = no manager.
@@ -314,10 +334,12 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
             _ => {}
         }
     }
-    let mail = user.extra.get(MAIL).filter(|m| !m.trim().is_empty());
-    user.fields.email = mail
-        .cloned()
-        .or_else(|| Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty()));
+    // No mail (cleared, or never set): the email is the UPN, and follows it from now on.
+    if user.fields.email.is_none() || user.extra.contains_key(EMAIL_FROM_UPN) {
+        user.extra
+            .insert(EMAIL_FROM_UPN.to_string(), "true".to_string());
+        user.fields.email = Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty());
+    }
 }
 
 fn set_extra(extra: &mut BTreeMap<String, String>, key: &str, value: Option<String>) {
@@ -424,6 +446,26 @@ mod tests {
             Some("ada@x"),
             "falls back to the UPN"
         );
+        apply(
+            &mut u,
+            &obj(json!({"id":"1","userPrincipalName":"ada.l@x"})),
+        );
+        assert_eq!(
+            u.fields.email.as_deref(),
+            Some("ada.l@x"),
+            "follows the UPN"
+        );
+        apply(&mut u, &obj(json!({"id":"1","mail":"ada@mail"})));
+        apply(
+            &mut u,
+            &obj(json!({"id":"1","userPrincipalName":"ada.m@x"})),
+        );
+        assert_eq!(
+            u.fields.email.as_deref(),
+            Some("ada@mail"),
+            "mail wins again"
+        );
+        assert!(u.extra.is_empty(), "a user with mail carries no extra");
     }
 
     #[test]

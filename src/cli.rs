@@ -39,6 +39,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Verify config, credentials, permissions and store reachability
     Check,
+    /// Run every directory on its schedule until SIGTERM (SIGHUP reloads the config)
+    Daemon,
     /// Show the last run per directory, the next run and held deactivations
     Status(StatusArgs),
     /// Show the action log: who was created, updated, deactivated, when and why

@@ -2,6 +2,7 @@
 
 mod approve;
 mod check;
+mod daemon;
 mod history;
 mod status;
 mod sync;
@@ -21,6 +22,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
     let result = match cli.command {
         Command::Sync(args) => sync::run(&config, args).await,
         Command::Check => check::run(&config).await,
+        Command::Daemon => daemon::run(config, path).await,
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,

@@ -139,5 +139,9 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(commands::dispatch(cli)).into()
+    let exit = runtime.block_on(commands::dispatch(cli));
+    // A daemon run abandoned at shutdown may still hold a blocking thread; the
+    // stores are crash-safe, so the process does not wait on it for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    exit.into()
 }

@@ -25,6 +25,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
+        Daemon::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, envs: &[(&str, &str)]) -> Daemon {
         let log = env.path("daemon.log");
         let child = Command::new(bin())
             .arg("daemon")
@@ -37,6 +41,7 @@ impl Daemon {
             .current_dir(env.dir.path())
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"))
+            .envs(envs.iter().copied())
             .spawn()
             .expect("start daemon");
         Daemon { child, log }
@@ -74,8 +79,13 @@ impl Daemon {
 
     /// SIGTERM, then wait for the exit; returns the exit code and how long it took.
     fn terminate(&mut self) -> (Option<i32>, Duration) {
-        let asked = Instant::now();
         self.signal(libc::SIGTERM);
+        self.terminate_wait()
+    }
+
+    /// Wait for the exit after a SIGTERM was sent.
+    fn terminate_wait(&mut self) -> (Option<i32>, Duration) {
+        let asked = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (status.code(), asked.elapsed());
@@ -499,5 +509,50 @@ fn healthz_and_metrics_report_learners_runs_and_a_failing_directory() {
     });
     assert!(daemon.running());
     let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+}
+
+#[test]
+fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let env = Env::new();
+    env.write("config.toml", &config("every 1s", "", &["a"]));
+    env.write("a.csv", &csv(&[("a1", "A", true)]));
+    let socket_path = env.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut daemon = Daemon::start_with(
+        &env,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut heard: Vec<String> = vec![];
+    let receive_until = |heard: &mut Vec<String>, what: &str| {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while !heard.iter().any(|m| m.lines().any(|l| l == what)) {
+            assert!(start.elapsed() < PATIENCE, "no {what} in {heard:?}");
+            if let Ok(n) = socket.recv(&mut buf) {
+                heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    receive_until(&mut heard, "READY=1");
+    receive_until(&mut heard, "WATCHDOG=1");
+    daemon.signal(libc::SIGTERM);
+    receive_until(&mut heard, "STOPPING=1");
+    let ready = heard
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("ready");
+    let stopping = heard
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .expect("stopping");
+    assert!(ready < stopping, "{heard:?}");
+    let (code, _) = daemon.terminate_wait();
     assert_eq!(code, Some(0), "log:\n{}", daemon.log());
 }

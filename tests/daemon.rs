@@ -556,3 +556,34 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
     let (code, _) = daemon.terminate_wait();
     assert_eq!(code, Some(0), "log:\n{}", daemon.log());
 }
+
+#[test]
+fn status_next_run_follows_the_schedule_and_the_failure_backoff() {
+    let env = Env::new();
+    env.write("config.toml", &config("every 1h", "", &["ok", "broken"]));
+    env.write("ok.csv", &csv(&[("o1", "A", true)]));
+    for _ in 0..2 {
+        let out = env.run(&["sync"]);
+        assert_eq!(common::code(&out), 3, "{}", common::stderr(&out));
+    }
+    let out = env.run(&["status", "--json"]);
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+    let gap = |name: &str| {
+        let d = status
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|d| d["directory"] == name)
+            .expect("directory");
+        let t = |v: &serde_json::Value| {
+            chrono::DateTime::parse_from_rfc3339(v.as_str().expect("time")).expect("RFC 3339")
+        };
+        (t(&d["next_run"]) - t(&d["last_run"]["finished_at"])).num_seconds()
+    };
+    // Healthy: one period after the last run (to the second).
+    assert!((3599..=3600).contains(&gap("ok")), "{status}");
+    // Two failures in a row: it waits one period more before the next tick.
+    assert_eq!(status[1]["consecutive_failures"], 2);
+    assert!((7199..=7200).contains(&gap("broken")), "{status}");
+}

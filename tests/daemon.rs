@@ -587,3 +587,52 @@ fn status_next_run_follows_the_schedule_and_the_failure_backoff() {
     assert_eq!(status[1]["consecutive_failures"], 2);
     assert!((7199..=7200).contains(&gap("broken")), "{status}");
 }
+
+#[test]
+fn a_hung_directory_times_out_without_stopping_the_others_or_the_shutdown() {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &config("every 1s", "run_timeout = \"2s\"", &["hung", "ok"]),
+    );
+    // Reading a FIFO nobody writes to blocks forever, outside any await point.
+    let fifo = std::ffi::CString::new(env.path("hung.csv").to_str().expect("utf-8")).expect("path");
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    env.write("ok.csv", &csv(&[("o1", "A", true)]));
+    let mut daemon = Daemon::start(&env);
+    let db = env.path("learners.db");
+    wait_for("directory ok to sync", || {
+        (try_learners(&db, "ok")?.len() == 1).then_some(())
+    });
+
+    // The hung run times out and is recorded as failed...
+    let status = wait_for("a recorded timeout of `hung`", || {
+        let out = env.run(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).ok()?;
+        let hung = status
+            .as_array()?
+            .iter()
+            .find(|d| d["directory"] == "hung")?;
+        (hung["consecutive_failures"].as_u64()? >= 1).then(|| hung.clone())
+    });
+    assert!(
+        status["last_run"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out after 2s"),
+        "{status}"
+    );
+    // ...while `ok` keeps syncing.
+    replace(
+        &env,
+        "ok.csv",
+        &csv(&[("o1", "A", true), ("o2", "A", true)]),
+    );
+    wait_for("directory ok to keep syncing", || {
+        (try_learners(&db, "ok")?.len() == 2).then_some(())
+    });
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}

@@ -60,6 +60,10 @@ pub trait Runner: Send + Sync + 'static {
     fn consecutive_failures(&self, _config: &Config, _directory: &str) -> u32 {
         0
     }
+
+    /// A run exceeded `sync.run_timeout`: record the failure. Called once per timed-out
+    /// run, whether or not the run stopped when asked.
+    fn timed_out(&self, _config: &Config, _directory: &str, _error: &str, _after: Duration) {}
 }
 
 /// Knobs of the scheduler that are not in the config file.
@@ -130,6 +134,8 @@ struct Shared {
     stopping: watch::Receiver<bool>,
     /// True once the grace period is over: in-flight runs are asked to stop.
     abandon: watch::Receiver<bool>,
+    /// How long a run asked to stop may take to do so before it is left behind.
+    abandon_wait: Duration,
 }
 
 /// Run every directory of the (reloadable) config on its schedule until `shutdown`.
@@ -159,6 +165,7 @@ pub async fn run(
         generation: generation_rx,
         stopping: stopping_rx,
         abandon: abandon_rx,
+        abandon_wait: opts.abandon_wait,
     };
     let mut tasks: JoinSet<String> = JoinSet::new();
     let mut running: BTreeSet<String> = BTreeSet::new();
@@ -276,9 +283,18 @@ async fn directory_loop(name: &str, mut s: Shared) {
         let result = tokio::select! {
             r = &mut run => r,
             _ = tokio::time::sleep(generation.config.sync.run_timeout) => {
-                tracing::error!(directory = name, timeout_seconds = generation.config.sync.run_timeout.as_secs(), "run timed out; stopping it");
+                let limit = generation.config.sync.run_timeout;
+                let error = format!("run timed out after {}s", limit.as_secs());
+                tracing::error!(directory = name, timeout_seconds = limit.as_secs(), "run timed out; stopping it");
                 let _ = stop_tx.send(Stop::TimedOut);
-                run.await
+                // A run stuck outside an await point (a blocking read) cannot be
+                // interrupted: leave it behind so the schedule goes on. Its directory
+                // lock keeps the next run from overlapping it.
+                if tokio::time::timeout(s.abandon_wait, &mut run).await.is_err() {
+                    tracing::warn!(directory = name, "the timed-out run did not stop; leaving it behind");
+                }
+                s.runner.timed_out(&generation.config, name, &error, limit);
+                RunResult::Failed(error)
             }
             _ = until_true(&mut s.abandon) => {
                 let _ = stop_tx.send(Stop::Shutdown);

@@ -2,7 +2,7 @@
 //! work is synchronous), with metrics and a failed run recorded on timeout.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -44,6 +44,20 @@ impl Runner for EngineRunner {
         })
     }
 
+    fn timed_out(&self, config: &Config, directory: &str, error: &str, after: Duration) {
+        record_failure(config, directory, error);
+        self.metrics.observe_run(&RunObservation {
+            directory,
+            outcome: Outcome::Failed,
+            counts: &Counts::default(),
+            requests: 0,
+            duration_seconds: after.as_secs_f64(),
+            learners: None,
+            held: None,
+            finished_at_unix: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+        });
+    }
+
     fn consecutive_failures(&self, config: &Config, directory: &str) -> u32 {
         match State::open_read_only(&config.sync.state_db) {
             Ok(Some(st)) => st.consecutive_failures(directory).unwrap_or(0),
@@ -79,11 +93,8 @@ async fn run_once(
     };
     let report = match finished {
         Ok(report) => report,
-        Err(Stop::TimedOut) => {
-            let error = format!("run timed out after {}s", config.sync.run_timeout.as_secs());
-            record_failure(config, name, &error);
-            failed_report(name, started, error)
-        }
+        // The scheduler records the timeout (`Runner::timed_out`).
+        Err(Stop::TimedOut) => return RunResult::Failed("timed out".to_string()),
         Err(_) => {
             tracing::warn!(
                 directory = name,

@@ -19,6 +19,9 @@ struct FakeRunner {
     max_in_flight_per_directory: AtomicUsize,
     total_in_flight: AtomicUsize,
     max_total_in_flight: AtomicUsize,
+    /// Runs hang outside any await point the stop signal could reach.
+    ignores_stop: std::sync::atomic::AtomicBool,
+    timeouts: Mutex<Vec<(String, f64)>>,
 }
 
 impl FakeRunner {
@@ -32,6 +35,8 @@ impl FakeRunner {
             max_in_flight_per_directory: AtomicUsize::new(0),
             total_in_flight: AtomicUsize::new(0),
             max_total_in_flight: AtomicUsize::new(0),
+            ignores_stop: std::sync::atomic::AtomicBool::new(false),
+            timeouts: Mutex::new(vec![]),
         })
     }
 
@@ -63,6 +68,13 @@ impl Runner for Arc<FakeRunner> {
                 me.max_in_flight_per_directory
                     .fetch_max(*n, Ordering::SeqCst);
             }
+            if me.ignores_stop.load(Ordering::SeqCst) {
+                me.runs
+                    .lock()
+                    .unwrap()
+                    .push((directory.clone(), start, f64::NAN));
+                std::future::pending::<()>().await;
+            }
             let total = me.total_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             me.max_total_in_flight.fetch_max(total, Ordering::SeqCst);
             let stopped = tokio::select! {
@@ -88,6 +100,14 @@ impl Runner for Arc<FakeRunner> {
                     .unwrap_or(RunResult::Ok),
             }
         })
+    }
+
+    fn timed_out(&self, _config: &Config, directory: &str, _error: &str, _after: Duration) {
+        let at = self.base.elapsed().as_secs_f64();
+        self.timeouts
+            .lock()
+            .unwrap()
+            .push((directory.to_string(), at));
     }
 }
 
@@ -310,4 +330,33 @@ async fn a_reloaded_config_adds_a_directory_and_its_schedule_applies_from_the_ne
     assert_eq!(runner.starts("a"), vec![0.0, 10.0, 20.0, 21.0, 28.0]);
     // b starts at once when the reload adds it, then every 7s from then.
     assert_eq!(runner.starts("b"), vec![15.0, 22.0, 29.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_stuck_outside_await_points_is_left_behind_and_the_schedule_goes_on() {
+    let runner = FakeRunner::new(Duration::ZERO);
+    runner.ignores_stop.store(true, Ordering::SeqCst);
+    let (opts, health) = options(false);
+    let cfg = config(&two_dirs("schedule = \"every 10s\"\nrun_timeout = \"15s\""));
+    let begun = Instant::now();
+    run_for(cfg, runner.clone(), opts, 75).await;
+    // Timed out at 15, left behind 5s later (20), next tick 30; again at 45/50, then
+    // the backoff of the second failure skips to 70.
+    assert_eq!(runner.starts("a"), vec![0.0, 30.0, 70.0]);
+    let a_timeouts: Vec<f64> = runner
+        .timeouts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.0 == "a")
+        .map(|t| t.1)
+        .collect();
+    assert_eq!(a_timeouts, vec![20.0, 50.0]);
+    // Stopping still takes bounded time: grace (10s) + abandon wait (5s) after 75.
+    assert_eq!(begun.elapsed(), Duration::from_secs(90));
+    assert_eq!(
+        health.report().failing.len(),
+        0,
+        "2 failures are not more than 2"
+    );
 }

@@ -636,3 +636,32 @@ fn a_hung_directory_times_out_without_stopping_the_others_or_the_shutdown() {
     assert_eq!(code, Some(0), "log:\n{}", daemon.log());
     assert!(took < Duration::from_secs(60), "took {took:?}");
 }
+
+#[test]
+fn parallel_first_runs_on_a_fresh_database_all_succeed() {
+    let env = Env::new();
+    let names = ["d1", "d2", "d3", "d4"];
+    env.write(
+        "config.toml",
+        &config("every 1h", "concurrency = 4", &names),
+    );
+    for n in names {
+        env.write(&format!("{n}.csv"), &csv(&[(n, "A", true)]));
+    }
+    let mut daemon = Daemon::start(&env);
+    let db = env.path("learners.db");
+    for n in names {
+        wait_for("every directory's first run", || {
+            (try_learners(&db, n)?.len() == 1).then_some(())
+        });
+    }
+    let out = env.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+    for d in status.as_array().expect("array") {
+        assert_eq!(d["last_run"]["outcome"], "ok", "{d}");
+        assert_eq!(d["consecutive_failures"], 0, "{d}");
+    }
+    assert!(!daemon.log().contains("run failed"), "{}", daemon.log());
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}

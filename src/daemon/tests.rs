@@ -221,6 +221,12 @@ async fn jitter_delays_ticks_by_at_most_a_tenth_of_the_period() {
         let tick = 10.0 * k as f64;
         assert!(*s >= tick && *s <= tick + 1.0, "run {k} at {s}: {starts:?}");
     }
+    // And it does spread: 9 draws of 0..=1000ms all landing on the tick would be
+    // a one-in-10^27 event.
+    assert!(
+        starts.iter().skip(1).any(|s| s.fract() != 0.0),
+        "{starts:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

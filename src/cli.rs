@@ -39,6 +39,8 @@ pub enum Command {
     Sync(SyncArgs),
     /// Verify config, credentials, permissions and store reachability
     Check,
+    /// Run every directory on its schedule until SIGTERM (SIGHUP reloads the config)
+    Daemon,
     /// Show the last run per directory, the next run and held deactivations
     Status(StatusArgs),
     /// Show the action log: who was created, updated, deactivated, when and why
@@ -144,5 +146,9 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(commands::dispatch(cli)).into()
+    let exit = runtime.block_on(commands::dispatch(cli));
+    // A daemon run abandoned at shutdown may still hold a blocking thread; the
+    // stores are crash-safe, so the process does not wait on it for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    exit.into()
 }

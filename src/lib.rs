@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod faults;
 pub mod guard;

@@ -22,6 +22,9 @@ One run for every configured directory (or the named ones), then exit. \fB\-\-dr
 \fBcheck\fR
 Verify config, credentials, permissions and store reachability, one line each, with a hint on failure.
 .TP
+\fBdaemon\fR
+Run every directory on its schedule until SIGTERM or SIGINT; SIGHUP reloads the config (a bad one is logged and the old one kept). Serves /healthz and /metrics when \fB[daemon] listen\fR is set; speaks the systemd notify protocol.
+.TP
 \fBstatus\fR [\fB\-\-json\fR]
 Last run per directory, next run, consecutive failures, held deactivations.
 .TP

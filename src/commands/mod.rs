@@ -2,6 +2,7 @@
 
 mod approve;
 mod check;
+mod daemon;
 mod docs;
 mod history;
 mod status;
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
             sync::run(&config, args, cli.log_format == crate::cli::LogFormat::Text).await
         }
         Command::Check => check::run(&config).await,
+        Command::Daemon => daemon::run(config, path).await,
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,

@@ -35,7 +35,17 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
         let next_run = match last_run.as_ref().and_then(|r| r.finished_at.as_deref()) {
             Some(t) => chrono::DateTime::parse_from_rfc3339(t)
                 .ok()
-                .and_then(|t| schedule.next_after(t.with_timezone(&chrono::Utc)))
+                .and_then(|t| {
+                    // What the daemon would do: next tick, after the failure backoff.
+                    let t = t.with_timezone(&chrono::Utc);
+                    crate::daemon::schedule::next_run(
+                        schedule,
+                        t,
+                        t,
+                        failures,
+                        std::time::Duration::ZERO,
+                    )
+                })
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             None => Some("at daemon start".to_string()),
         };

@@ -1,0 +1,148 @@
+//! `learner-sync daemon`: the scheduler plus signals, systemd notifications and the
+//! `/healthz` + `/metrics` listener.
+//!
+//! SIGTERM/SIGINT stop (runs in flight get a grace period, then stop at an await
+//! point, never inside a store transaction); SIGHUP re-reads the config file: a
+//! valid one applies from each directory's next tick, an invalid one is logged and
+//! the running config stays.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use super::CommandError;
+use crate::cli::Exit;
+use crate::config::Config;
+use crate::daemon::http::{self, Health};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::{self as scheduler, EngineRunner, Options};
+
+/// `/healthz` default when the config has no `[daemon]` table.
+const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Create and migrate the state DB and the store once, before directories run in
+/// parallel: two first runs migrating the same new SQLite file at once would race.
+async fn prepare_databases(config: &Config) {
+    if let Err(e) = crate::state::State::open(&config.sync.state_db) {
+        tracing::warn!(error = %e, "cannot prepare the state DB; runs will report it");
+    }
+    if matches!(config.store, crate::config::StoreConfig::Sqlite { .. }) {
+        if let Err(e) = crate::store::Store::open(&config.store, false).await {
+            tracing::warn!(error = %e, "cannot prepare the learner store; runs will report it");
+        }
+    }
+}
+
+pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
+    if config.directories.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "{} configures no [[directory]]",
+            config.path.display()
+        )));
+    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+
+    let unhealthy_after = |c: &Config| {
+        c.daemon
+            .as_ref()
+            .map(|d| d.unhealthy_after)
+            .unwrap_or(DEFAULT_UNHEALTHY_AFTER)
+    };
+    let listen = config.daemon.as_ref().and_then(|d| d.listen);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(unhealthy_after(&config)));
+    let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+    let server = match listen {
+        Some(addr) => {
+            let stop = async move {
+                let _ = http_stop_rx.wait_for(|s| *s).await;
+            };
+            let (local, server) = http::serve(addr, health.clone(), metrics.clone(), stop)
+                .await
+                .map_err(|e| CommandError::Failed(format!("cannot listen on {addr}: {e}")))?;
+            tracing::info!(address = %local, "serving /healthz and /metrics");
+            Some(tokio::spawn(server))
+        }
+        None => None,
+    };
+
+    prepare_databases(&config).await;
+    let directories = config.directories.len();
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let reload_health = health.clone();
+    let reloader = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match Config::load(&path) {
+                Ok(next) => {
+                    if next.daemon.as_ref().and_then(|d| d.listen) != listen {
+                        tracing::warn!(
+                            "daemon.listen changed: it takes effect at the next restart"
+                        );
+                    }
+                    prepare_databases(&next).await;
+                    reload_health.set_unhealthy_after(unhealthy_after(&next));
+                    tracing::info!(
+                        config = %path.display(),
+                        directories = next.directories.len(),
+                        "config reloaded; it applies from each directory's next tick"
+                    );
+                    config_tx.send_replace(Arc::new(next));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload failed; the running config stays in effect");
+                }
+            }
+        }
+    });
+
+    let mut opts = Options::new(health.clone(), metrics.clone());
+    if let Some(every) = sd_notify::watchdog_enabled() {
+        // Pinged from the scheduler's own loop, so a stuck scheduler stops the pings.
+        opts.heartbeat = Some((every / 2, Box::new(|| notify(&[NotifyState::Watchdog]))));
+    }
+    let shutdown = async move {
+        let which = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = which,
+            "stopping: no new runs; runs in progress get a grace period"
+        );
+        notify(&[NotifyState::Stopping]);
+    };
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("scheduling directories"),
+    ]);
+    tracing::info!(directories, "daemon started");
+    let runner = Arc::new(EngineRunner {
+        metrics: metrics.clone(),
+    });
+    scheduler::run(config_rx, runner, opts, shutdown).await;
+
+    reloader.abort();
+    let _ = http_stop_tx.send(true);
+    if let Some(server) = server {
+        if tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the HTTP listener did not stop in time");
+        }
+    }
+    tracing::info!("daemon stopped");
+    Ok(Exit::Ok)
+}

@@ -37,6 +37,8 @@ pub struct RunReport {
     pub counts: Counts,
     pub duration: Duration,
     pub requests: u64,
+    /// Requests the source repeated after throttling or a server error.
+    pub retries: u64,
     /// The operations applied (or, in a dry run, that would be).
     pub applied: Vec<Operation>,
     pub held: Vec<Operation>,
@@ -53,6 +55,7 @@ impl RunReport {
             counts: Counts::default(),
             duration: started.elapsed(),
             requests,
+            retries: 0,
             applied: vec![],
             held: vec![],
             hold_reason: None,
@@ -228,12 +231,14 @@ async fn run_inner(
     } else {
         "reading the directory"
     });
+    let retries_before = source.retries();
     let read = source
         .read(ReadRequest {
             snapshot: &snapshot,
             cursor,
         })
         .await;
+    let retries = source.retries() - retries_before;
     let read = match read {
         Ok(r) => r,
         Err(e) => {
@@ -243,7 +248,9 @@ async fn run_inner(
                 st.record_failed_run(name, &key, 0, &error)
                     .map_err(|e| e.to_string())?;
             }
-            return Ok(RunReport::failed(name, started, 0, error));
+            let mut report = RunReport::failed(name, started, 0, error);
+            report.retries = retries;
+            return Ok(report);
         }
     };
     let full_read = matches!(read.listing, Listing::Complete(_));
@@ -316,6 +323,7 @@ async fn run_inner(
         counts,
         duration: started.elapsed(),
         requests,
+        retries,
         applied: guarded.apply.operations,
         held: guarded.held,
         hold_reason: guarded.hold_reason,

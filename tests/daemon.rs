@@ -665,3 +665,50 @@ fn parallel_first_runs_on_a_fresh_database_all_succeed() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn the_grafana_dashboard_and_alert_rules_use_only_metrics_the_daemon_serves() {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &format!(
+            "{}\n[daemon]\nlisten = \"127.0.0.1:0\"\n",
+            config("every 1h", "", &["x"])
+        ),
+    );
+    env.write("x.csv", &csv(&[("x1", "A", true)]));
+    let daemon = Daemon::start(&env);
+    let port = daemon.port();
+    let body = wait_for("a finished run in /metrics", || {
+        let (_, body) = get(port, "/metrics");
+        body.contains("learner_sync_runs_total{").then_some(body)
+    });
+    let served: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for file in [
+        "contrib/grafana/learner-sync.json",
+        "contrib/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(file).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("learner_sync_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert((file, name));
+        }
+    }
+    assert!(used.len() >= 8, "{used:?}");
+    for (file, name) in &used {
+        assert!(
+            served.contains(name),
+            "{file} uses {name}, which /metrics does not serve:\n{body}"
+        );
+    }
+}

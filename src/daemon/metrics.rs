@@ -51,6 +51,8 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     held: Family<DirectoryLabel, Gauge>,
     source_requests: Family<DirectoryLabel, Counter>,
+    source_retries: Family<DirectoryLabel, Counter>,
+    schedule_period: Family<DirectoryLabel, Gauge<f64, AtomicU64>>,
     consecutive_failures: Family<DirectoryLabel, Gauge>,
     run_duration: HistogramFamily,
 }
@@ -61,6 +63,10 @@ pub struct RunObservation<'a> {
     pub outcome: Outcome,
     pub counts: &'a Counts,
     pub requests: u64,
+    /// Requests the source repeated after throttling or a server error.
+    pub retries: u64,
+    /// Seconds between two scheduled runs of the directory, when known.
+    pub schedule_period_seconds: Option<f64>,
     pub duration_seconds: f64,
     /// `(active, inactive)` learners in the store after the run, when known.
     pub learners: Option<(u64, u64)>,
@@ -114,6 +120,19 @@ impl Metrics {
             "Requests made to the directory's source",
             source_requests.clone(),
         );
+        let source_retries = Family::<DirectoryLabel, Counter>::default();
+        registry.register(
+            "source_retries",
+            "Requests to the directory's source repeated after throttling or a server error",
+            source_retries.clone(),
+        );
+        let schedule_period = Family::<DirectoryLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "schedule_period",
+            "Time between two scheduled runs of the directory",
+            Unit::Seconds,
+            schedule_period.clone(),
+        );
         let consecutive_failures = Family::<DirectoryLabel, Gauge>::default();
         registry.register(
             "consecutive_failures",
@@ -135,6 +154,8 @@ impl Metrics {
             actions,
             held,
             source_requests,
+            source_retries,
+            schedule_period,
             consecutive_failures,
             run_duration,
         }
@@ -172,6 +193,10 @@ impl Metrics {
                 .inc_by(n as u64);
         }
         self.source_requests.get_or_create(&dir).inc_by(o.requests);
+        self.source_retries.get_or_create(&dir).inc_by(o.retries);
+        if let Some(period) = o.schedule_period_seconds {
+            self.schedule_period.get_or_create(&dir).set(period);
+        }
         self.run_duration
             .get_or_create(&dir)
             .observe(o.duration_seconds);
@@ -226,6 +251,8 @@ mod tests {
             outcome: Outcome::Ok,
             counts: &counts,
             requests: 1,
+            retries: 2,
+            schedule_period_seconds: Some(2400.0),
             duration_seconds: 0.5,
             learners: Some((3, 0)),
             held: Some(0),
@@ -242,5 +269,7 @@ mod tests {
             assert!(s.contains("directory=\"hr\""), "{s}");
         }
         assert!(text.contains("learner_sync_runs_total{directory=\"hr\",outcome=\"ok\"} 1"));
+        assert!(text.contains("learner_sync_source_retries_total{directory=\"hr\"} 2"));
+        assert!(text.contains("learner_sync_schedule_period_seconds{directory=\"hr\"} 2400"));
     }
 }

@@ -51,6 +51,8 @@ impl Runner for EngineRunner {
             outcome: Outcome::Failed,
             counts: &Counts::default(),
             requests: 0,
+            retries: 0,
+            schedule_period_seconds: schedule_period(config, directory),
             duration_seconds: after.as_secs_f64(),
             learners: None,
             held: None,
@@ -115,6 +117,8 @@ async fn run_once(
         outcome: report.outcome,
         counts: &report.counts,
         requests: report.requests,
+        retries: report.retries,
+        schedule_period_seconds: schedule_period(config, name),
         duration_seconds: report.duration.as_secs_f64(),
         learners,
         held,
@@ -154,6 +158,7 @@ fn failed_report(name: &str, started: Instant, error: String) -> crate::engine::
         counts: Counts::default(),
         duration: started.elapsed(),
         requests: 0,
+        retries: 0,
         applied: vec![],
         held: vec![],
         hold_reason: None,
@@ -179,4 +184,16 @@ async fn learner_counts(config: &Config, name: &str) -> Option<(u64, u64)> {
     let learners = store.load(name).await.ok()?;
     let active = learners.values().filter(|l| l.active).count() as u64;
     Some((active, learners.len() as u64 - active))
+}
+
+/// Seconds between two runs of a directory on its schedule (for cron, the gap between
+/// its next two times), so that alerts can say "no success for three periods".
+fn schedule_period(config: &Config, directory: &str) -> Option<f64> {
+    let schedule = config
+        .directory(directory)
+        .and_then(|d| d.schedule.as_ref())
+        .unwrap_or(&config.sync.schedule);
+    let first = schedule.next_after(chrono::Utc::now())?;
+    let second = schedule.next_after(first)?;
+    Some((second - first).num_milliseconds() as f64 / 1000.0)
 }

@@ -119,6 +119,14 @@ impl Source {
         }
     }
 
+    /// Requests repeated after throttling or a server error, over this source's life.
+    pub fn retries(&self) -> u64 {
+        match self {
+            Source::Csv(_) => 0,
+            Source::Entra(s) => s.retries(),
+        }
+    }
+
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         match self {
             Source::Csv(s) => s.read(req).await,

@@ -74,6 +74,7 @@ pub struct Graph {
     /// Graph root with version, e.g. `https://graph.microsoft.com/v1.0`.
     pub base: reqwest::Url,
     requests: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
 }
 
 impl Graph {
@@ -83,12 +84,18 @@ impl Graph {
             tokens,
             base,
             requests: Arc::default(),
+            retries: Arc::default(),
         }
     }
 
     /// Requests made so far (token requests excluded).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests that were repeats after throttling or a server error.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// `{base}/{path}` with the query pairs given.
@@ -118,6 +125,7 @@ impl Graph {
             http: self.http.clone(),
             token,
             requests: self.requests.clone(),
+            retries: self.retries.clone(),
         }
     }
 
@@ -156,6 +164,7 @@ pub struct Fetcher {
     http: reqwest::Client,
     token: Secret,
     requests: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
 }
 
 impl Fetcher {
@@ -215,6 +224,7 @@ impl Fetcher {
                     wait_ms = wait.as_millis() as u64,
                     "Graph asked us to wait; retrying"
                 );
+                self.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(wait).await;
                 continue;
             }

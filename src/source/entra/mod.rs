@@ -54,6 +54,11 @@ impl EntraSource {
         })
     }
 
+    /// Retried requests so far, over the life of this source.
+    pub fn retries(&self) -> u64 {
+        self.graph.retries()
+    }
+
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let before = self.graph.requests();
         let started = std::time::Instant::now();

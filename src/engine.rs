@@ -6,7 +6,7 @@
 //! one (the store tells whether the operations landed), and because the plan diffs
 //! against the store itself, re-running converges on the right learners.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use crate::guard::{guard, HoldReason, Limits};
 use crate::mapping::{desired, Desired};
 use crate::plan::{ActionKind, Operation, Plan, Planner};
 use crate::progress::Progress;
-use crate::source::{Change, Listing, ReadRequest, Snapshot, Source};
-use crate::state::{Counts, Outcome, RunCommit, State};
+use crate::source::{Change, Listing, PreviousUsers, ReadRequest, Scope, Snapshot, Source};
+use crate::state::{Counts, Outcome, RunCommit, SnapshotReader, State};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,19 +211,18 @@ async fn run_inner(
         .unwrap_or(true);
     let use_cursor = !opts.full && !resync_due;
     let cursor = if use_cursor { cursor.as_deref() } else { None };
-    // Only a source that merges partial changes needs the previous users themselves;
-    // for the rest a digest per user is enough to tell what to rewrite.
-    let (snapshot, digests) = match &state {
-        Some(st) if source.needs_snapshot(cursor) => {
-            let snapshot = st.load_snapshot(name).map_err(|e| e.to_string())?;
-            let digests = snapshot_digests(&snapshot);
-            (snapshot, digests)
+    // A source that merges partial changes looks up the previous users it needs in the
+    // state DB, one by one; nobody else needs them.
+    let reader = match (&state, source.needs_snapshot(cursor)) {
+        (Some(_), true) => {
+            SnapshotReader::open(&config.sync.state_db, name).map_err(|e| e.to_string())?
         }
-        Some(st) => (
-            Snapshot::new(),
-            st.snapshot_digests(name).map_err(|e| e.to_string())?,
-        ),
-        None => (Snapshot::new(), BTreeMap::new()),
+        _ => None,
+    };
+    let no_previous = Snapshot::new();
+    let previous: &dyn PreviousUsers = match &reader {
+        Some(r) => r,
+        None => &no_previous,
     };
     let progress = Progress::new(name, opts.progress);
     progress.phase(if cursor.is_some() {
@@ -234,15 +233,19 @@ async fn run_inner(
     let retries_before = source.retries();
     let read = source
         .read(ReadRequest {
-            snapshot: &snapshot,
+            snapshot: previous,
             cursor,
         })
         .await;
     let retries = source.retries() - retries_before;
+    let read: Result<_, String> = match (read, reader.as_ref().and_then(|r| r.error())) {
+        (Ok(r), None) => Ok(r),
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(_), Some(e)) => Err(e),
+    };
     let read = match read {
         Ok(r) => r,
-        Err(e) => {
-            let error = e.to_string();
+        Err(error) => {
             if let (Some(st), false) = (state.as_mut(), opts.dry_run) {
                 let key = uuid::Uuid::new_v4().to_string();
                 st.record_failed_run(name, &key, 0, &error)
@@ -253,21 +256,76 @@ async fn run_inner(
             return Ok(report);
         }
     };
+    drop(reader);
     let full_read = matches!(read.listing, Listing::Complete(_));
     let empty_read = matches!(&read.listing, Listing::Complete(u) if u.is_empty());
     let requests = read.requests;
     let scope = read.scope;
     let next_cursor = read.next_cursor;
-    let snapshot_after = merge(snapshot, read.listing);
-    // Stage the snapshot rows that changed (in a temp table, not in memory); they are
-    // committed with the run, after the store applied it.
-    let snapshot_deletes = match state.as_mut().filter(|_| !opts.dry_run) {
-        Some(st) => st
-            .stage_snapshot(name, &digests, &snapshot_after, digest)
-            .map_err(|e| e.to_string())?,
-        None => vec![],
+
+    // What the directory says now, the snapshot rows to stage (in a temp table, until the
+    // run commits) and, on a delta run, the only learners that can have changed.
+    // A scoped delta run merges into the whole previous snapshot.
+    let mut scoped_previous = match (&read.listing, &scope, &state) {
+        (Listing::Changes(_), Scope::Only(_), Some(st)) => {
+            Some(st.load_snapshot(name).map_err(|e| e.to_string())?)
+        }
+        _ => None,
     };
-    drop(digests);
+    let writable = state.as_mut().filter(|_| !opts.dry_run);
+    let (snapshot_after, snapshot_deletes, only) = match read.listing {
+        Listing::Complete(users) => {
+            let after: Snapshot = users
+                .into_iter()
+                .map(|u| (u.external_id.clone(), u))
+                .collect();
+            let deletes = match writable {
+                Some(st) => {
+                    let before = st.snapshot_digests(name).map_err(|e| e.to_string())?;
+                    st.stage_snapshot(name, &before, &after, digest)
+                        .map_err(|e| e.to_string())?
+                }
+                None => vec![],
+            };
+            (after, deletes, None)
+        }
+        Listing::Changes(changes) if scope == Scope::All => {
+            // Only the users in the delta can change: plan just them.
+            let mut upserts = Snapshot::new();
+            let mut removed = Vec::new();
+            for change in changes {
+                match change {
+                    Change::Upsert(u) => {
+                        upserts.insert(u.external_id.clone(), *u);
+                    }
+                    Change::Removed { external_id } => {
+                        upserts.remove(&external_id);
+                        removed.push(external_id);
+                    }
+                }
+            }
+            removed.retain(|id| !upserts.contains_key(id));
+            if let Some(st) = writable {
+                st.stage_snapshot(name, &BTreeMap::new(), &upserts, digest)
+                    .map_err(|e| e.to_string())?;
+            }
+            let only: BTreeSet<String> = upserts.keys().chain(&removed).cloned().collect();
+            (upserts, removed, Some(only))
+        }
+        changes => {
+            // Scoped: a membership change can move anyone, so evaluate everyone.
+            let previous = scoped_previous.take().unwrap_or_default();
+            let before = snapshot_digests(&previous);
+            let after = merge(previous, changes);
+            let deletes = match writable {
+                Some(st) => st
+                    .stage_snapshot(name, &before, &after, digest)
+                    .map_err(|e| e.to_string())?,
+                None => vec![],
+            };
+            (after, deletes, None)
+        }
+    };
 
     let wanted: BTreeMap<String, Desired> = snapshot_after
         .into_iter()
@@ -277,12 +335,26 @@ async fn run_inner(
         })
         .collect();
     let mut planner = Planner::new(wanted);
-    store
-        .for_each_learner(name, &mut |l| planner.visit(l))
-        .await
-        .map_err(|e| e.to_string())?;
-    let active = planner.active_before();
-    let full_plan: Plan = planner.finish();
+    let visit = &mut |l| planner.visit(l);
+    let (active, untouched) = match &only {
+        None => {
+            store
+                .for_each_learner(name, visit)
+                .await
+                .map_err(|e| e.to_string())?;
+            (planner.active_before(), 0)
+        }
+        Some(ids) => {
+            store
+                .learners_by_id(name, ids, visit)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (total, active) = store.counts(name).await.map_err(|e| e.to_string())?;
+            (active, total.saturating_sub(planner.visited()))
+        }
+    };
+    let mut full_plan: Plan = planner.finish();
+    full_plan.unchanged += untouched;
     let limits = Limits {
         max_deactivations: config.sync.max_deactivations,
         max_deactivation_percent: config.sync.max_deactivation_percent,

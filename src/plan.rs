@@ -145,6 +145,7 @@ pub struct Planner {
     desired: BTreeMap<String, Desired>,
     out: Plan,
     active: usize,
+    visited: usize,
 }
 
 impl Planner {
@@ -153,6 +154,7 @@ impl Planner {
             desired,
             out: Plan::default(),
             active: 0,
+            visited: 0,
         }
     }
 
@@ -161,8 +163,14 @@ impl Planner {
         self.active
     }
 
+    /// How many store learners were visited.
+    pub fn visited(&self) -> usize {
+        self.visited
+    }
+
     /// Compare one learner of the store with what the directory says about it.
     pub fn visit(&mut self, l: Learner) {
+        self.visited += 1;
         self.active += usize::from(l.active);
         let Some(want) = self.desired.remove(&l.external_id) else {
             if l.active {

@@ -55,6 +55,12 @@ impl Locator<'_> {
                 None => field,
             })
             .unwrap_or_else(|| self.key_at(line));
+        // A line too broken to name a key (`[`, `=`) still gets a non-empty one.
+        let key = if key.trim_matches('.').is_empty() {
+            "(top level)".to_string()
+        } else {
+            key
+        };
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line,

@@ -58,9 +58,30 @@ impl Scope {
     }
 }
 
+/// The users a directory had at the last run, for sources that merge partial changes.
+/// The engine backs it with the state DB, so a run that changed little reads little.
+pub trait PreviousUsers: Sync {
+    fn get(&self, external_id: &str) -> Option<DirectoryUser>;
+    /// Every previous user: a full scan, for when a change can affect others.
+    fn for_each(&self, visit: &mut dyn FnMut(DirectoryUser));
+}
+
+impl PreviousUsers for Snapshot {
+    fn get(&self, external_id: &str) -> Option<DirectoryUser> {
+        BTreeMap::get(self, external_id).cloned()
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(DirectoryUser)) {
+        for u in self.values() {
+            visit(u.clone());
+        }
+    }
+}
+
 /// What the engine hands a source for one read.
 pub struct ReadRequest<'a> {
-    pub snapshot: &'a Snapshot,
+    /// Only filled when `Source::needs_snapshot` said so.
+    pub snapshot: &'a dyn PreviousUsers,
     /// The stored cursor, unless the run is a full read.
     pub cursor: Option<&'a str>,
 }

@@ -3,6 +3,9 @@
 
 mod migrations;
 pub mod query;
+mod snapshot_reader;
+
+pub use snapshot_reader::SnapshotReader;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -64,6 +64,25 @@ impl Store {
         }
     }
 
+    /// Visit the learners of a directory with these external ids (those the store has).
+    pub async fn learners_by_id(
+        &mut self,
+        directory: &str,
+        ids: &std::collections::BTreeSet<String>,
+        visit: &mut dyn FnMut(Learner),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.learners_by_id(directory, ids, visit),
+        }
+    }
+
+    /// `(learners, active learners)` of a directory.
+    pub async fn counts(&mut self, directory: &str) -> Result<(usize, usize), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.counts(directory),
+        }
+    }
+
     /// Apply operations, recording `run_key` so a crashed run can be told apart later.
     pub async fn apply(
         &mut self,

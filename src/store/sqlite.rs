@@ -46,6 +46,26 @@ CREATE TABLE learner_sync_runs (
     )])
 }
 
+const LEARNER_COLUMNS: &str = "external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active";
+
+fn learner_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Learner> {
+    Ok(Learner {
+        external_id: r.get(0)?,
+        fields: LearnerFields {
+            user_name: r.get(1)?,
+            email: r.get(2)?,
+            given_name: r.get(3)?,
+            family_name: r.get(4)?,
+            display_name: r.get(5)?,
+            department: r.get(6)?,
+            job_title: r.get(7)?,
+            employee_id: r.get(8)?,
+            manager_email: r.get(9)?,
+        },
+        active: r.get::<_, i64>(10)? == 1,
+    })
+}
+
 pub struct SqliteStore {
     conn: Option<Connection>,
     path: PathBuf,
@@ -120,34 +140,54 @@ impl SqliteStore {
             return Ok(());
         };
         let mut stmt = conn
-            .prepare(
-                "SELECT external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
-                 FROM learners WHERE directory = ?1",
-            )
+            .prepare(&format!(
+                "SELECT {LEARNER_COLUMNS} FROM learners WHERE directory = ?1"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([directory], |r| {
-                Ok(Learner {
-                    external_id: r.get(0)?,
-                    fields: LearnerFields {
-                        user_name: r.get(1)?,
-                        email: r.get(2)?,
-                        given_name: r.get(3)?,
-                        family_name: r.get(4)?,
-                        display_name: r.get(5)?,
-                        department: r.get(6)?,
-                        job_title: r.get(7)?,
-                        employee_id: r.get(8)?,
-                        manager_email: r.get(9)?,
-                    },
-                    active: r.get::<_, i64>(10)? == 1,
-                })
-            })
+            .query_map([directory], learner_from_row)
             .map_err(|e| self.err(e))?;
         for row in rows {
             visit(row.map_err(|e| self.err(e))?);
         }
         Ok(())
+    }
+
+    pub fn learners_by_id(
+        &mut self,
+        directory: &str,
+        ids: &std::collections::BTreeSet<String>,
+        visit: &mut dyn FnMut(Learner),
+    ) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {LEARNER_COLUMNS} FROM learners WHERE directory = ?1 AND external_id = ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        for id in ids {
+            let mut rows = stmt
+                .query_map(params![directory, id], learner_from_row)
+                .map_err(|e| self.err(e))?;
+            if let Some(row) = rows.next() {
+                visit(row.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn counts(&mut self, directory: &str) -> Result<(usize, usize), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok((0, 0));
+        };
+        conn.query_row(
+            "SELECT count(*), coalesce(sum(active), 0) FROM learners WHERE directory = ?1",
+            [directory],
+            |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+        )
+        .map_err(|e| self.err(e))
     }
 
     /// Apply every operation and record the run, all in one transaction.

@@ -21,7 +21,7 @@ use self::graph::{Graph, GraphError, Page};
 use crate::check::CheckLine;
 use crate::config::{EntraConfig, EntraCredential, EntraScope};
 use crate::model::{AccountState, DirectoryUser, LearnerFields};
-use crate::source::{Change, Listing, ReadRequest, Snapshot, SourceError, SourceRead};
+use crate::source::{Change, Listing, PreviousUsers, ReadRequest, SourceError, SourceRead};
 
 /// The properties a delta round selects: every mapped field, state, type and manager.
 pub const SELECT: &str = "id,userPrincipalName,mail,givenName,surname,displayName,department,jobTitle,employeeId,accountEnabled,userType,manager";
@@ -122,7 +122,7 @@ impl EntraSource {
     async fn changes_since(
         &mut self,
         link: &str,
-        snapshot: &Snapshot,
+        snapshot: &dyn PreviousUsers,
     ) -> Result<(Listing, String), GraphError> {
         let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
         let delta_link = walk(&mut self.graph, link.to_string(), |page| {
@@ -135,7 +135,7 @@ impl EntraSource {
                 let mut user = match changed.get(&id) {
                     Some(Some(u)) => u.clone(),
                     Some(None) => blank(&id),
-                    None => snapshot.get(&id).cloned().unwrap_or_else(|| blank(&id)),
+                    None => snapshot.get(&id).unwrap_or_else(|| blank(&id)),
                 };
                 apply(&mut user, &item);
                 changed.insert(id, Some(user));
@@ -379,14 +379,35 @@ fn resolve_managers_all(users: &mut BTreeMap<String, DirectoryUser>) {
 /// The changes to return: every changed user with its manager's email resolved, and
 /// every unchanged user whose manager's email changed (or whose manager was removed).
 fn resolve_managers_changes(
-    snapshot: &Snapshot,
+    snapshot: &dyn PreviousUsers,
     changed: BTreeMap<String, Option<DirectoryUser>>,
 ) -> Vec<Change> {
+    // A changed (or removed) user may be someone's manager: one pass over the previous
+    // users collects the emails managers need and who reports to whom. Nothing changed,
+    // nothing to read.
+    let mut emails: std::collections::HashMap<String, Option<String>> = Default::default();
+    // (report, their manager's id, the manager email they have now)
+    let mut reports: Vec<(String, String, Option<String>)> = Vec::new();
+    if !changed.is_empty() {
+        snapshot.for_each(&mut |u| {
+            if changed.contains_key(&u.external_id) {
+                return;
+            }
+            if let Some(manager) = u.extra.get(MANAGER_ID) {
+                reports.push((
+                    u.external_id.clone(),
+                    manager.clone(),
+                    u.fields.manager_email.clone(),
+                ));
+            }
+            emails.insert(u.external_id, u.fields.email);
+        });
+    }
     let email_of = |id: &str| -> Option<String> {
         match changed.get(id) {
             Some(Some(u)) => u.fields.email.clone(),
             Some(None) => None,
-            None => snapshot.get(id).and_then(|u| u.fields.email.clone()),
+            None => emails.get(id).cloned().flatten(),
         }
     };
     let mut out = Vec::new();
@@ -403,17 +424,14 @@ fn resolve_managers_changes(
         }
     }
     // Reports of a changed or removed manager need their manager_email refreshed.
-    if !changed.is_empty() {
-        for (id, u) in snapshot {
-            if changed.contains_key(id) || !u.extra.contains_key(MANAGER_ID) {
-                continue;
-            }
-            let now = manager_email(u, email_of);
-            if now != u.fields.manager_email {
-                let mut u = u.clone();
-                u.fields.manager_email = now;
-                out.push(Change::Upsert(Box::new(u)));
-            }
+    for (id, manager, before) in reports {
+        let now = email_of(&manager);
+        if now == before {
+            continue;
+        }
+        if let Some(mut u) = snapshot.get(&id) {
+            u.fields.manager_email = now;
+            out.push(Change::Upsert(Box::new(u)));
         }
     }
     out
@@ -483,9 +501,10 @@ mod tests {
             &obj(json!({"userPrincipalName":"r@x","manager@delta":[{"id":"b"}]})),
         );
         report.fields.manager_email = Some("boss@x".into());
-        let snapshot: Snapshot = [("b".to_string(), boss.clone()), ("r".to_string(), report)]
-            .into_iter()
-            .collect();
+        let snapshot: crate::source::Snapshot =
+            [("b".to_string(), boss.clone()), ("r".to_string(), report)]
+                .into_iter()
+                .collect();
         apply(&mut boss, &obj(json!({"mail":"chief@x"})));
         let changes = resolve_managers_changes(&snapshot, [("b".to_string(), Some(boss))].into());
         let emails: Vec<_> = changes

@@ -93,3 +93,37 @@ fn a_full_disk_mid_run_fails_clearly_and_the_next_run_completes() {
         "each create logged once"
     );
 }
+
+#[test]
+fn syncs_started_together_on_fresh_files_all_succeed() {
+    // Six processes create and migrate the same new state DB and store at once.
+    let env = Env::new();
+    let mut config = String::from(
+        "[sync]\nstate_db = \"state.db\"\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n",
+    );
+    for d in 0..6 {
+        config.push_str(&format!(
+            "[[directory]]\nname = \"d{d}\"\nkind = \"csv\"\npath = \"hr.csv\"\n"
+        ));
+    }
+    env.write("config.toml", &config);
+    write_rows(&env, 50);
+    let spawned: Vec<_> = (0..6)
+        .map(|d| {
+            Command::new(common::bin())
+                .args(["sync", "--directory", &format!("d{d}"), "--config"])
+                .arg(env.config())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in spawned {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    }
+    for d in 0..6 {
+        assert_eq!(env.learners("learners.db", &format!("d{d}")).len(), 50);
+    }
+}

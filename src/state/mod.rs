@@ -86,6 +86,26 @@ pub struct RunCommit<'a> {
 /// before the run fails with "database is locked".
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Migrate to the latest schema. Two processes opening a new file at once both see
+/// version 0 and race; the loser's transaction rolls back, and a second look finds the
+/// schema already there.
+pub fn migrate(
+    migrations: &rusqlite_migration::Migrations<'_>,
+    conn: &mut Connection,
+) -> Result<(), rusqlite_migration::Error> {
+    let mut attempt = 0;
+    loop {
+        match migrations.to_latest(conn) {
+            Ok(()) => return Ok(()),
+            Err(_) if attempt < 4 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -107,12 +127,10 @@ impl State {
         conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        migrations::migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| StateError::Other {
-                path: path.to_path_buf(),
-                message: format!("migration failed: {e}"),
-            })?;
+        migrate(&migrations::migrations(), &mut conn).map_err(|e| StateError::Other {
+            path: path.to_path_buf(),
+            message: format!("migration failed: {e}"),
+        })?;
         // Where a run stages its snapshot rows until it commits (see `stage_snapshot`).
         conn.execute_batch(
             "CREATE TEMP TABLE snapshot_stage (

@@ -107,8 +107,7 @@ impl SqliteStore {
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
-        migrations()
-            .to_latest(&mut conn)
+        crate::state::migrate(&migrations(), &mut conn)
             .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
         Ok(SqliteStore {
             conn: Some(conn),

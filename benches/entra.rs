@@ -9,6 +9,8 @@
 
 #[path = "../tests/support/graph_mock.rs"]
 mod graph_mock;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -44,18 +46,18 @@ fn run(dir: &std::path::Path, mock: &GraphMock, args: &[&str]) -> Measured {
     measure(mock, cmd)
 }
 
-fn measure(mock: &GraphMock, mut cmd: std::process::Command) -> Measured {
+fn measure(mock: &GraphMock, cmd: std::process::Command) -> Measured {
     mock.clear_log();
     let started = Instant::now();
-    // Reaped below with wait4, which also gives this child's own peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().expect("spawn");
-    // getrusage(RUSAGE_CHILDREN) would keep the max over all children; wait4 is per child.
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
+    // Through a small intermediate process: this one holds the mock tenant, and a child
+    // forked from it would be charged with its memory (see support::act_as_measurer_if_asked).
+    let out = std::env::temp_dir().join(format!("entra-bench-{}.rss", std::process::id()));
+    let status = support::through_measurer(&cmd, &out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("spawn");
+    assert!(status.success(), "measurer");
+    let (peak_rss_kib, exit) = support::measured(&out);
     let wall = started.elapsed();
     let (log, arrived) = {
         let s = mock.state();
@@ -78,15 +80,11 @@ fn measure(mock: &GraphMock, mut cmd: std::process::Command) -> Measured {
         .count();
     Measured {
         wall,
-        peak_rss_kib: usage.ru_maxrss,
+        peak_rss_kib,
         requests,
         pages,
         listing_span,
-        exit: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
+        exit,
     }
 }
 
@@ -102,6 +100,7 @@ fn report(name: &str, m: &Measured) {
 }
 
 fn main() {
+    support::act_as_measurer_if_asked();
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful: keep it quick there.
     if !std::env::args().any(|a| a == "--bench") {
         println!("entra bench: run with `cargo bench --bench entra`");

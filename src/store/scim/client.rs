@@ -15,6 +15,8 @@ use crate::config::Secret;
 
 /// Attempts per request before a throttled or failing provider fails the run.
 const MAX_ATTEMPTS: usize = 6;
+/// The first backoff delay when the provider gives no `Retry-After`.
+const MIN_DELAY: Duration = Duration::from_millis(500);
 /// The longest `Retry-After` we wait for; longer ones fail the run (the next run retries).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
@@ -86,8 +88,6 @@ pub struct ScimClient {
     base: reqwest::Url,
     token: Secret,
     requests: Arc<AtomicU64>,
-    /// The shortest backoff delay (tests shorten it).
-    min_delay: Duration,
 }
 
 impl ScimClient {
@@ -98,17 +98,11 @@ impl ScimClient {
             .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let min_delay = std::env::var("LEARNER_SYNC_SCIM_MIN_BACKOFF_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_millis(500));
         Ok(ScimClient {
             http,
             base,
             token,
             requests: Arc::default(),
-            min_delay,
         })
     }
 
@@ -150,7 +144,7 @@ impl ScimClient {
         let url = self.url(path, query);
         let shown = format!("/{}", path.trim_start_matches('/'));
         let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
+            .with_min_delay(MIN_DELAY)
             .with_max_delay(Duration::from_secs(30))
             .with_max_times(MAX_ATTEMPTS - 1)
             .with_jitter()

@@ -471,10 +471,16 @@ async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Option<String>,
         filter_eq("externalId", ext),
         filter_eq("userName", user_name),
     ] {
-        let found = ctx
+        let found = match ctx
             .client
             .get("Users", &[("filter", filter.as_str()), ("startIndex", "1")])
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            // A provider that cannot filter on this attribute (`invalidFilter`): try the next.
+            Err(e) if e.status() == Some(400) => continue,
+            Err(e) => return Err(e),
+        };
         let first = found
             .get("Resources")
             .and_then(Value::as_array)

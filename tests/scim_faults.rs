@@ -327,3 +327,30 @@ fn the_token_never_appears_in_output_logs_state_db_or_mirror() {
     assert!(env.path("state/state.db.scim-mirror.db").exists());
     assert!(files >= 2);
 }
+
+#[test]
+fn the_manager_is_sent_as_a_reference_to_the_managers_scim_id() {
+    let mock = ScimMock::start(TOKEN);
+    let env = setup(&mock.base(), "");
+    // E3's manager (E4) comes later in the file: it is linked in a second pass.
+    env.write(
+        "hr.csv",
+        "external_id,user_name,email,manager_email\n\
+         E1,user1@x.io,user1@x.io,\n\
+         E2,user2@x.io,user2@x.io,USER1@x.io\n\
+         E3,user3@x.io,user3@x.io,user4@x.io\n\
+         E4,user4@x.io,user4@x.io,\n\
+         E5,user5@x.io,user5@x.io,nobody@elsewhere.io\n",
+    );
+    assert_code(&run(&env, &["sync"]), 0);
+    let id = |ext: &str| mock.user(ext)["id"].as_str().unwrap().to_string();
+    assert_eq!(mock.user("E2")[ENTERPRISE]["manager"]["value"], id("E1"));
+    assert_eq!(mock.user("E3")[ENTERPRISE]["manager"]["value"], id("E4"));
+    assert!(mock.user("E5")[ENTERPRISE]["manager"].is_null());
+
+    // Nothing left to do on the next run, even for the manager outside the directory.
+    let writes = |m: &ScimMock| m.state().log.iter().filter(|l| l.method != "GET").count();
+    let before = writes(&mock);
+    assert_code(&run(&env, &["sync"]), 0);
+    assert_eq!(writes(&mock), before);
+}

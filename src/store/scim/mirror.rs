@@ -203,6 +203,26 @@ impl Mirror {
         .map_err(|e| self.err(e))
     }
 
+    /// `(userName or email, scim id)` of every linked learner of a directory, for
+    /// resolving managers (emails last, so that they win).
+    pub fn links(&self, directory: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(vec![]);
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT user_name, scim_id FROM scim_learners WHERE directory = ?1
+                 UNION ALL SELECT email, scim_id FROM scim_learners WHERE directory = ?1 AND email IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e));
+        rows
+    }
+
     pub fn count(&self) -> Result<i64, StoreError> {
         match &self.conn {
             Some(c) => c

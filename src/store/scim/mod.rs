@@ -14,6 +14,7 @@
 pub mod client;
 pub mod mirror;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use reqwest::Method;
@@ -105,6 +106,7 @@ impl ScimStore {
         if operations.is_empty() {
             return Ok(report);
         }
+        let sent_before = self.client.requests();
         let features = self
             .features()
             .await
@@ -114,6 +116,16 @@ impl ScimStore {
             features,
             deactivate: self.deactivate,
         };
+        // The enterprise `manager` is a reference to the manager's SCIM id: learners
+        // are found by email (else userName) among those already linked.
+        let mut managers: HashMap<String, String> = HashMap::new();
+        if features.enterprise {
+            for (key, id) in self.mirror.links(directory)? {
+                managers.insert(key.to_lowercase(), id);
+            }
+        }
+        // Reports whose manager was linked only later in this run: set in a second pass.
+        let mut unresolved: Vec<(String, String)> = Vec::new();
         let mut pending = operations.iter();
         let mut tasks: JoinSet<(String, Result<Linked, ScimError>)> = JoinSet::new();
         let mut fatal: Option<String> = None;
@@ -121,11 +133,19 @@ impl ScimStore {
             while fatal.is_none() && tasks.len() < self.concurrency {
                 let Some(op) = pending.next() else { break };
                 let linked = self.mirror.get(directory, op.external_id())?;
+                let manager_email = op.fields().manager_email.as_deref().map(str::to_lowercase);
+                let manager = manager_email
+                    .as_ref()
+                    .and_then(|m| managers.get(m))
+                    .cloned();
+                if let (Some(m), None, true) = (&manager_email, &manager, features.enterprise) {
+                    unresolved.push((op.external_id().to_string(), m.clone()));
+                }
                 let ctx = ctx.clone();
                 let op = op.clone();
                 tasks.spawn(async move {
                     let id = op.external_id().to_string();
-                    (id, perform(&ctx, &op, linked).await)
+                    (id, perform(&ctx, &op, linked, manager.as_deref()).await)
                 });
             }
             let Some(joined) = tasks.join_next().await else {
@@ -134,7 +154,20 @@ impl ScimStore {
             let (external_id, result) = joined
                 .map_err(|e| StoreError::Other(format!("a SCIM request task failed: {e}")))?;
             match result {
-                Ok(linked) => self.mirror.upsert(directory, &external_id, &linked)?,
+                Ok(linked) => {
+                    self.mirror.upsert(directory, &external_id, &linked)?;
+                    if features.enterprise {
+                        for key in [
+                            Some(linked.fields.user_name.as_str()),
+                            linked.fields.email.as_deref(),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        {
+                            managers.insert(key.to_lowercase(), linked.scim_id.clone());
+                        }
+                    }
+                }
                 Err(e) if e.is_per_user() => {
                     tracing::warn!(
                         directory,
@@ -150,10 +183,70 @@ impl ScimStore {
                 }
             }
         }
+        if fatal.is_none() {
+            self.link_managers(directory, &ctx, &managers, unresolved)
+                .await?;
+        }
+        tracing::info!(
+            directory,
+            operations = operations.len(),
+            failed = report.failed.len(),
+            requests = self.client.requests() - sent_before,
+            "applied to the SCIM provider"
+        );
         match fatal {
             Some(e) => Err(StoreError::Other(e)),
             None => Ok(report),
         }
+    }
+
+    /// Second pass: set the manager of reports whose manager was created after them.
+    /// A failure leaves the mirror's manager empty, so the next run sets it again.
+    async fn link_managers(
+        &mut self,
+        directory: &str,
+        ctx: &Ctx,
+        managers: &HashMap<String, String>,
+        unresolved: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        for (external_id, manager_email) in unresolved {
+            let (Some(manager), Some(mut linked)) = (
+                managers.get(&manager_email),
+                self.mirror.get(directory, &external_id)?,
+            ) else {
+                continue;
+            };
+            let path = format!("Users/{}", linked.scim_id);
+            let sent = if ctx.features.patch {
+                let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [
+                    {"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": {"value": manager}}
+                ]});
+                ctx.client
+                    .send(Method::PATCH, &path, &[], Some(&body))
+                    .await
+            } else {
+                let mut body = user_resource(
+                    &external_id,
+                    &linked.fields,
+                    linked.active,
+                    true,
+                    Some(manager),
+                );
+                body["id"] = json!(linked.scim_id);
+                ctx.client.send(Method::PUT, &path, &[], Some(&body)).await
+            };
+            if let Err(e) = sent {
+                tracing::warn!(
+                    directory,
+                    external_id,
+                    detail = e.detail(),
+                    "could not set the manager; the next run tries again"
+                );
+                linked.fields.manager_email = None;
+                self.mirror.upsert(directory, &external_id, &linked)?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn check(&self) -> Vec<CheckLine> {
@@ -248,6 +341,7 @@ pub fn user_resource(
     f: &LearnerFields,
     active: bool,
     enterprise: bool,
+    manager: Option<&str>,
 ) -> Value {
     let mut schemas = vec![USER_SCHEMA];
     let mut body = Map::new();
@@ -281,6 +375,9 @@ pub fn user_resource(
         if let Some(v) = &f.employee_id {
             ext.insert("employeeNumber".into(), json!(v));
         }
+        if let Some(id) = manager {
+            ext.insert("manager".into(), json!({ "value": id }));
+        }
         if !ext.is_empty() {
             schemas.push(ENTERPRISE_SCHEMA);
             body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
@@ -295,12 +392,22 @@ fn emails(value: &str) -> Value {
 }
 
 /// The SCIM attribute path of a learner column, and its value; `None` for a column
-/// the provider is not sent (the manager, or the extension when not announced).
+/// the provider is not sent (the extension when not announced, a manager not linked).
 fn attribute(
     field: &str,
     value: Option<&str>,
     enterprise: bool,
+    manager: Option<&str>,
 ) -> Option<(String, Option<Value>)> {
+    if field == "manager_email" && enterprise {
+        let path = format!("{ENTERPRISE_SCHEMA}:manager");
+        return match (value, manager) {
+            (None, _) => Some((path, None)),
+            (Some(_), Some(id)) => Some((path, Some(json!({ "value": id })))),
+            // Not linked yet: set by the second pass once the manager is.
+            (Some(_), None) => None,
+        };
+    }
     let path = match field {
         "user_name" => "userName".to_string(),
         "email" => "emails".to_string(),
@@ -328,10 +435,11 @@ pub fn patch_body(
     fields: &[&str],
     active: Option<bool>,
     enterprise: bool,
+    manager: Option<&str>,
 ) -> Option<Value> {
     let mut ops: Vec<Value> = fields
         .iter()
-        .filter_map(|name| attribute(name, f.get(name), enterprise))
+        .filter_map(|name| attribute(name, f.get(name), enterprise, manager))
         .map(|(path, value)| match value {
             Some(v) => json!({"op": "replace", "path": path, "value": v}),
             None => json!({"op": "remove", "path": path}),
@@ -350,7 +458,12 @@ pub fn filter_eq(attribute: &str, value: &str) -> String {
 }
 
 /// Carry out one operation; on success, what the mirror should now hold.
-async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Linked, ScimError> {
+async fn perform(
+    ctx: &Ctx,
+    op: &Operation,
+    linked: Option<Linked>,
+    manager: Option<&str>,
+) -> Result<Linked, ScimError> {
     let f = op.fields();
     let ext = op.external_id();
     let (active, changed): (bool, Vec<&str>) = match op {
@@ -373,7 +486,9 @@ async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Li
     };
     let Some(link) = linked else {
         // Not linked yet: adopt or create.
-        return create_or_adopt(ctx, ext, f, active).await.map(done);
+        return create_or_adopt(ctx, ext, f, active, manager)
+            .await
+            .map(done);
     };
     let path = format!("Users/{}", link.scim_id);
     if matches!(op, Operation::Deactivate { .. }) && ctx.deactivate == ScimDeactivate::Delete {
@@ -385,7 +500,7 @@ async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Li
     }
     if matches!(op, Operation::Reactivate { .. }) && ctx.deactivate == ScimDeactivate::Delete {
         // The resource was deleted on deactivation: create it again.
-        return create_or_adopt(ctx, ext, f, true).await.map(done);
+        return create_or_adopt(ctx, ext, f, true, manager).await.map(done);
     }
     let sets_active = !matches!(op, Operation::Update { .. });
     let result = if ctx.features.patch {
@@ -394,6 +509,7 @@ async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Li
             &changed,
             sets_active.then_some(active),
             ctx.features.enterprise,
+            manager,
         ) {
             Some(body) => ctx
                 .client
@@ -403,7 +519,7 @@ async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Li
             None => Ok(()),
         }
     } else {
-        let mut body = user_resource(ext, f, active, ctx.features.enterprise);
+        let mut body = user_resource(ext, f, active, ctx.features.enterprise, manager);
         body["id"] = json!(link.scim_id);
         ctx.client
             .send(Method::PUT, &path, &[], Some(&body))
@@ -417,7 +533,9 @@ async fn perform(ctx: &Ctx, op: &Operation, linked: Option<Linked>) -> Result<Li
                 external_id = ext,
                 "the learner was deleted on the SCIM provider; creating it again"
             );
-            create_or_adopt(ctx, ext, f, active).await.map(done)
+            create_or_adopt(ctx, ext, f, active, manager)
+                .await
+                .map(done)
         }
         Err(e) => Err(e),
     }
@@ -429,12 +547,13 @@ async fn create_or_adopt(
     ext: &str,
     f: &LearnerFields,
     active: bool,
+    manager: Option<&str>,
 ) -> Result<String, ScimError> {
     if let Some(id) = lookup(ctx, ext, &f.user_name).await? {
-        adopt(ctx, &id, ext, f, active).await?;
+        adopt(ctx, &id, ext, f, active, manager).await?;
         return Ok(id);
     }
-    let body = user_resource(ext, f, active, ctx.features.enterprise);
+    let body = user_resource(ext, f, active, ctx.features.enterprise, manager);
     match ctx
         .client
         .send(Method::POST, "Users", &[], Some(&body))
@@ -456,7 +575,7 @@ async fn create_or_adopt(
             // Someone holds the userName or externalId: find and link it.
             match lookup(ctx, ext, &f.user_name).await? {
                 Some(id) => {
-                    adopt(ctx, &id, ext, f, active).await?;
+                    adopt(ctx, &id, ext, f, active, manager).await?;
                     Ok(id)
                 }
                 None => Err(e),
@@ -501,13 +620,14 @@ async fn adopt(
     ext: &str,
     f: &LearnerFields,
     active: bool,
+    manager: Option<&str>,
 ) -> Result<(), ScimError> {
     tracing::info!(
         external_id = ext,
         scim_id = id,
         "adopting an existing SCIM user"
     );
-    let mut body = user_resource(ext, f, active, ctx.features.enterprise);
+    let mut body = user_resource(ext, f, active, ctx.features.enterprise, manager);
     body["id"] = json!(id);
     ctx.client
         .send(Method::PUT, &format!("Users/{id}"), &[], Some(&body))
@@ -543,25 +663,26 @@ mod tests {
 
     #[test]
     fn create_body_has_the_enterprise_extension_only_when_announced() {
-        let with = user_resource("e1", &fields(), true, true);
+        let with = user_resource("e1", &fields(), true, true, Some("m1"));
         assert_eq!(with[ENTERPRISE_SCHEMA]["employeeNumber"], "42");
+        assert_eq!(with[ENTERPRISE_SCHEMA]["manager"], json!({"value": "m1"}));
         assert_eq!(with["emails"][0]["type"], "work");
         assert_eq!(with["emails"][0]["primary"], true);
         assert_eq!(with["externalId"], "e1");
-        let without = user_resource("e1", &fields(), true, false);
+        let without = user_resource("e1", &fields(), true, false, Some("m1"));
         assert!(without.get(ENTERPRISE_SCHEMA).is_none());
         assert_eq!(without["schemas"], json!([USER_SCHEMA]));
     }
 
     #[test]
     fn patch_sends_only_changed_attributes_and_removes_cleared_ones() {
-        let body =
-            patch_body(&fields(), &["department", "family_name"], None, true).unwrap_or_default();
+        let body = patch_body(&fields(), &["department", "family_name"], None, true, None)
+            .unwrap_or_default();
         let ops = body["Operations"].as_array().cloned().unwrap_or_default();
         assert_eq!(ops.len(), 2);
         assert_eq!(ops[0]["path"], format!("{ENTERPRISE_SCHEMA}:department"));
         assert_eq!(ops[1], json!({"op": "remove", "path": "name.familyName"}));
-        assert!(patch_body(&fields(), &["manager_email"], None, true).is_none());
+        assert!(patch_body(&fields(), &["manager_email"], None, false, None).is_none());
     }
 
     #[test]

@@ -279,3 +279,39 @@ fn crash_after_apply_then_rerun_converges_without_duplicates() {
     assert_ok(&sync(&env));
     assert_eq!(versions(&server), before, "the rerun rewrote nothing");
 }
+
+#[test]
+fn managers_are_linked_by_scim_id_on_scim2_server() {
+    let server = ScimServer::start();
+    let env = setup(&server, 4);
+    env.write(
+        "hr.csv",
+        "external_id,user_name,email,manager_email\n\
+         E1,user1@x.io,user1@x.io,user2@x.io\n\
+         E2,user2@x.io,user2@x.io,\n",
+    );
+    assert_ok(&sync(&env));
+    let boss = server.user("E2")["id"].clone();
+    assert_eq!(server.user("E1")[ENTERPRISE]["manager"]["value"], boss);
+    let before = versions(&server);
+    assert_ok(&sync(&env));
+    assert_eq!(versions(&server), before);
+}
+
+#[test]
+fn check_passes_against_scim2_server_and_explains_a_refused_token() {
+    let server = ScimServer::start();
+    let env = setup(&server, 4);
+    env.write("hr.csv", &many(1));
+    let out = env.run_with(&["check"], &[("SCIM_TOKEN", TOKEN)]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("may list Users"), "{}", stdout(&out));
+    let out = env.run_with(&["check"], &[("SCIM_TOKEN", "not-the-token")]);
+    assert_eq!(code(&out), 3, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("refused the token"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("not-the-token"));
+}

@@ -354,3 +354,22 @@ fn the_manager_is_sent_as_a_reference_to_the_managers_scim_id() {
     assert_code(&run(&env, &["sync"]), 0);
     assert_eq!(writes(&mock), before);
 }
+
+#[test]
+fn a_run_creating_many_users_lists_the_provider_once_instead_of_filtering_each() {
+    let mock = ScimMock::start(TOKEN);
+    let existing = mock.add_user(json!({"userName": "user30@x.io"}));
+    let env = setup(&mock.base(), "");
+    let rows: Vec<(u32, &str)> = (1..=60).map(|i| (i, "Sales")).collect();
+    env.write("hr.csv", &csv(&rows));
+    assert_code(&run(&env, &["sync"]), 0);
+    let gets = mock.requests("GET");
+    assert!(gets.iter().all(|g| !g.path.contains("filter")), "{gets:?}");
+    assert_eq!(
+        gets.iter().filter(|g| g.path.starts_with("/Users")).count(),
+        1
+    );
+    assert_eq!(mock.state().users.len(), 60);
+    assert_eq!(mock.user("E30")["id"], existing.as_str());
+    assert_eq!(mock.requests("POST").len(), 59);
+}

@@ -315,3 +315,35 @@ fn check_passes_against_scim2_server_and_explains_a_refused_token() {
     );
     assert!(!stdout(&out).contains("not-the-token"));
 }
+
+#[test]
+fn a_large_first_run_adopts_existing_users_without_duplicates() {
+    let server = ScimServer::start();
+    let (_, pre1) = server.request(
+        "POST",
+        "/Users",
+        Some(
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "someone-else@x.io", "externalId": "E7"}),
+        ),
+    );
+    let (_, pre2) = server.request(
+        "POST",
+        "/Users",
+        Some(
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "USER42@x.io"}),
+        ),
+    );
+    let env = setup(&server, 4);
+    env.write("hr.csv", &many(120));
+    assert_ok(&sync(&env));
+    assert_eq!(versions(&server).len(), 120, "no duplicates");
+    assert_eq!(server.users().len(), 120);
+    assert_eq!(server.user("E7")["id"], pre1["id"]);
+    assert_eq!(server.user("E7")["userName"], "user7@x.io");
+    assert_eq!(server.user("E42")["id"], pre2["id"]);
+    let before = versions(&server);
+    assert_ok(&sync(&env));
+    assert_eq!(versions(&server), before);
+}

@@ -16,6 +16,7 @@ pub mod mirror;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -53,6 +54,29 @@ struct Ctx {
     client: ScimClient,
     features: Features,
     deactivate: ScimDeactivate,
+    index: Option<Arc<Index>>,
+}
+
+/// A run creating at least this many users lists the provider's users once instead
+/// of looking each one up with two filtered requests.
+const INDEX_THRESHOLD: usize = 50;
+/// Page size asked for when listing (providers may cap it lower).
+const PAGE: usize = 1000;
+
+/// The provider's users by externalId and by userName (case-insensitive), listed once.
+#[derive(Debug, Default)]
+struct Index {
+    by_external_id: HashMap<String, String>,
+    by_user_name: HashMap<String, String>,
+}
+
+impl Index {
+    fn find(&self, ext: &str, user_name: &str) -> Option<String> {
+        self.by_external_id
+            .get(ext)
+            .or_else(|| self.by_user_name.get(&user_name.to_lowercase()))
+            .cloned()
+    }
 }
 
 impl ScimStore {
@@ -115,6 +139,22 @@ impl ScimStore {
             client: self.client.clone(),
             features,
             deactivate: self.deactivate,
+            index: None,
+        };
+        let creates = operations
+            .iter()
+            .filter(|o| matches!(o, Operation::Create { .. }))
+            .count();
+        let ctx = Ctx {
+            index: if creates >= INDEX_THRESHOLD {
+                index(&ctx.client, 2 * creates)
+                    .await
+                    .map_err(|e| StoreError::Other(e.to_string()))?
+                    .map(Arc::new)
+            } else {
+                None
+            },
+            ..ctx
         };
         // The enterprise `manager` is a reference to the manager's SCIM id: learners
         // are found by email (else userName) among those already linked.
@@ -549,7 +589,11 @@ async fn create_or_adopt(
     active: bool,
     manager: Option<&str>,
 ) -> Result<String, ScimError> {
-    if let Some(id) = lookup(ctx, ext, &f.user_name).await? {
+    let found = match &ctx.index {
+        Some(index) => index.find(ext, &f.user_name),
+        None => lookup(ctx, ext, &f.user_name).await?,
+    };
+    if let Some(id) = found {
         adopt(ctx, &id, ext, f, active, manager).await?;
         return Ok(id);
     }
@@ -582,6 +626,58 @@ async fn create_or_adopt(
             }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// List every user of the provider (`externalId` and `userName` only), unless that
+/// takes more than `max_pages` requests; then `None` (look users up one by one).
+async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, ScimError> {
+    let mut index = Index::default();
+    let mut seen = 0usize;
+    let mut pages = 0usize;
+    loop {
+        let start = (seen + 1).to_string();
+        let count = PAGE.to_string();
+        let page = client
+            .get(
+                "Users",
+                &[
+                    ("startIndex", start.as_str()),
+                    ("count", count.as_str()),
+                    ("attributes", "externalId,userName"),
+                ],
+            )
+            .await?;
+        pages += 1;
+        let total = page
+            .get("totalResults")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        let resources = page
+            .get("Resources")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if pages == 1 && !resources.is_empty() && total.div_ceil(resources.len()) > max_pages {
+            return Ok(None);
+        }
+        seen += resources.len();
+        for user in &resources {
+            let Some(id) = user.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(ext) = user.get("externalId").and_then(Value::as_str) {
+                index.by_external_id.insert(ext.to_string(), id.to_string());
+            }
+            if let Some(name) = user.get("userName").and_then(Value::as_str) {
+                index
+                    .by_user_name
+                    .insert(name.to_lowercase(), id.to_string());
+            }
+        }
+        if resources.is_empty() || seen >= total {
+            return Ok(Some(index));
+        }
     }
 }
 

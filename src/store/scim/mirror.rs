@@ -87,7 +87,9 @@ impl Mirror {
         conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        // NORMAL in WAL mode: a row survives the process being killed; a power loss may
+        // lose the last rows, and the next run re-links those users by lookup.
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         migrations()
             .to_latest(&mut conn)

@@ -373,3 +373,45 @@ fn a_run_creating_many_users_lists_the_provider_once_instead_of_filtering_each()
     assert_eq!(mock.user("E30")["id"], existing.as_str());
     assert_eq!(mock.requests("POST").len(), 59);
 }
+
+#[test]
+fn a_token_revoked_midway_keeps_what_landed_and_fails_the_rest_for_the_next_run() {
+    let mock = ScimMock::start(TOKEN);
+    mock.state().revoke_after_creates = Some(1);
+    let env = setup(&mock.base(), "");
+    env.write("hr.csv", &three("Sales"));
+    let out = run(&env, &["sync"]);
+    assert_code(&out, 3);
+    assert_eq!(mock.state().users.len(), 1);
+    let actions: Vec<(String, String)> = history(&env)
+        .into_iter()
+        .map(|a| {
+            (
+                a["external_id"].as_str().unwrap().to_string(),
+                a["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("E1".into(), "created".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("E2".into(), "failed".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("E3".into(), "failed".into())),
+        "{actions:?}"
+    );
+
+    mock.state().revoke_after_creates = None;
+    let posts_before = mock.requests("POST").len();
+    assert_code(&run(&env, &["sync"]), 0);
+    assert_eq!(mock.state().users.len(), 3);
+    assert_eq!(
+        mock.requests("POST").len(),
+        posts_before + 2,
+        "E1 is not sent again"
+    );
+}

@@ -35,6 +35,8 @@ pub struct MockState {
     pub fail_posts: usize,
     /// userNames that filters do not find until a create conflicts with them.
     pub lagging_index: BTreeSet<String>,
+    /// After this many more successful creates, the token is refused (401).
+    pub revoke_after_creates: Option<usize>,
     /// userNames refused with 400 invalidValue.
     pub refuse: BTreeSet<String>,
     pub log: Vec<Logged>,
@@ -60,6 +62,7 @@ impl ScimMock {
             fail_posts: 0,
             lagging_index: BTreeSet::new(),
             refuse: BTreeSet::new(),
+            revoke_after_creates: None,
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -230,7 +233,7 @@ fn set_path(user: &mut Value, path: &str, value: Option<Value>) {
 }
 
 fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]) -> Response {
-    if auth != format!("Bearer {}", s.token) {
+    if auth != format!("Bearer {}", s.token) || s.revoke_after_creates == Some(0) {
         return error(401, None, "Authorization failure");
     }
     let path = uri.path().trim_end_matches('/');
@@ -323,6 +326,9 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
                 );
             }
             let id = insert(s, json_body);
+            if let Some(n) = s.revoke_after_creates.as_mut() {
+                *n = n.saturating_sub(1);
+            }
             scim(201, s.users[&id].clone())
         }
         (m, p) if p.starts_with("/Users/") => {

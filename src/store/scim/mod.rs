@@ -9,7 +9,8 @@
 //! - A `404` on an update (deleted on the provider side) recreates and relinks.
 //! - A 4xx for one user fails that user (reported with the provider's `detail`; the
 //!   mirror is unchanged, so the next run retries it). A refused token, exhausted
-//!   retries or an unreachable provider stop the run after the requests in flight.
+//!   retries or an unreachable provider stop the sending: the requests in flight are
+//!   recorded, and they and every operation not sent are reported failed.
 
 pub mod client;
 pub mod mirror;
@@ -219,8 +220,19 @@ impl ScimStore {
                 }
                 Err(e) => {
                     // Stop sending; let the requests in flight finish and be recorded.
+                    report.failed.push((external_id, e.detail()));
                     fatal.get_or_insert_with(|| e.to_string());
                 }
+            }
+        }
+        // What was never sent fails too: the action log keeps what did land, and the
+        // next run (planned against the mirror) retries the rest.
+        if let Some(error) = &fatal {
+            tracing::warn!(directory, error, "stopped sending to the SCIM provider");
+            for op in pending {
+                report
+                    .failed
+                    .push((op.external_id().to_string(), format!("not sent: {error}")));
             }
         }
         if fatal.is_none() {
@@ -234,10 +246,7 @@ impl ScimStore {
             requests = self.client.requests() - sent_before,
             "applied to the SCIM provider"
         );
-        match fatal {
-            Some(e) => Err(StoreError::Other(e)),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     /// Second pass: set the manager of reports whose manager was created after them.

@@ -220,6 +220,29 @@ fn deactivate_delete_mode_deletes_and_reactivation_creates_again() {
     assert_code(&run(&env, &["sync"]), 0);
     assert_eq!(mock.requests("DELETE").len(), 1);
     assert_eq!(mock.state().users.len(), 2);
+    // A deleted learner's field change sends nothing (it would recreate the user).
+    let writes = mock
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.method != "GET")
+        .count();
+    env.write(
+        "hr.csv",
+        &format!(
+            "{}E3,user3@x.io,user3@x.io,Given3,Family3,Legal,false\n",
+            csv(&[(1, "Sales"), (2, "Sales")])
+        ),
+    );
+    assert_code(&run(&env, &["sync"]), 0);
+    let after = mock
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.method != "GET")
+        .count();
+    assert_eq!(after, writes);
+    assert_eq!(mock.state().users.len(), 2);
     env.write("hr.csv", &three("Sales"));
     assert_code(&run(&env, &["sync"]), 0);
     assert_eq!(mock.user("E3")["active"], true);

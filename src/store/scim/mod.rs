@@ -547,6 +547,13 @@ async fn perform(
             Err(e) => Err(e),
         };
     }
+    if matches!(op, Operation::Update { .. })
+        && ctx.deactivate == ScimDeactivate::Delete
+        && !link.active
+    {
+        // Deleted on deactivation: nothing to update; the values are sent on reactivation.
+        return Ok(done(link.scim_id));
+    }
     if matches!(op, Operation::Reactivate { .. }) && ctx.deactivate == ScimDeactivate::Delete {
         // The resource was deleted on deactivation: create it again.
         return create_or_adopt(ctx, ext, f, true, manager).await.map(done);

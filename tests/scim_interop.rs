@@ -347,3 +347,19 @@ fn a_large_first_run_adopts_existing_users_without_duplicates() {
     assert_ok(&sync(&env));
     assert_eq!(versions(&server), before);
 }
+
+#[test]
+fn crash_after_begin_then_rerun_creates_each_user_once() {
+    let server = ScimServer::start();
+    let env = setup(&server, 4);
+    env.write("hr.csv", &many(30));
+    let out = env.run_with(
+        &["sync"],
+        &[("SCIM_TOKEN", TOKEN), ("LEARNER_SYNC_FAULT", "after-begin")],
+    );
+    assert_ne!(code(&out), 0);
+    assert_eq!(server.users().len(), 0, "nothing was sent before the crash");
+    assert_ok(&sync(&env));
+    assert_eq!(versions(&server).len(), 30);
+    assert_eq!(server.users().len(), 30);
+}

@@ -362,4 +362,10 @@ fn crash_after_begin_then_rerun_creates_each_user_once() {
     assert_ok(&sync(&env));
     assert_eq!(versions(&server).len(), 30);
     assert_eq!(server.users().len(), 30);
+    // The crashed run is settled as not applied: each user is logged created once.
+    let out = env.run_with(&["history", "--json"], &[("SCIM_TOKEN", TOKEN)]);
+    assert_ok(&out);
+    let actions: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let created = actions.iter().filter(|a| a["action"] == "created").count();
+    assert_eq!(created, 30, "{actions:?}");
 }

@@ -104,8 +104,8 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         match self {
             Store::Sqlite(s) => s.apply(directory, run_key, operations),
-            // Each write is recorded in the mirror as it succeeds; no run key is kept.
-            Store::Scim(s) => s.apply(directory, operations).await,
+            // Each write is recorded in the mirror as it succeeds.
+            Store::Scim(s) => s.apply(directory, run_key, operations).await,
         }
     }
 
@@ -113,7 +113,9 @@ impl Store {
     pub async fn was_applied(&mut self, run_key: &str) -> Result<Option<bool>, StoreError> {
         match self {
             Store::Sqlite(s) => s.was_applied(run_key).map(Some),
-            Store::Scim(_) => Ok(None),
+            // A run whose apply started counts as applied: what landed is in the
+            // mirror, and the next run's plan retries the rest.
+            Store::Scim(s) => s.was_applied(run_key).map(Some),
         }
     }
 

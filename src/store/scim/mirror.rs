@@ -13,8 +13,9 @@ use crate::store::StoreError;
 
 /// Append-only.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE scim_learners (
     directory TEXT NOT NULL,
     external_id TEXT NOT NULL,
@@ -33,7 +34,18 @@ CREATE TABLE scim_learners (
     PRIMARY KEY (directory, external_id)
 );
 "#,
-    )])
+        ),
+        // Runs whose apply started: how a crashed run is told apart from one that sent nothing.
+        M::up(
+            r#"
+CREATE TABLE scim_runs (
+    run_key TEXT PRIMARY KEY,
+    directory TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+"#,
+        ),
+    ])
 }
 
 /// Where the mirror of a state DB lives: `<state_db>.scim-mirror.db`.
@@ -223,6 +235,34 @@ impl Mirror {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e));
         rows
+    }
+
+    /// Record that a run's apply is starting, before anything is sent.
+    pub fn begin_run(&self, directory: &str, run_key: &str) -> Result<(), StoreError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO scim_runs (run_key, directory, started_at) VALUES (?1, ?2, ?3)",
+            params![run_key, directory, crate::state::now()],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Whether a run's apply started (and so may have sent requests).
+    pub fn run_started(&self, run_key: &str) -> Result<bool, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(false);
+        };
+        conn.query_row(
+            "SELECT count(*) FROM scim_runs WHERE run_key = ?1",
+            [run_key],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| self.err(e))
     }
 
     pub fn count(&self) -> Result<i64, StoreError> {

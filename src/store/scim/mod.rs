@@ -122,12 +122,19 @@ impl ScimStore {
         Ok(Features { enterprise, patch })
     }
 
+    /// Whether the apply of a run started; a crashed run that never got here sent nothing.
+    pub fn was_applied(&self, run_key: &str) -> Result<bool, StoreError> {
+        self.mirror.run_started(run_key)
+    }
+
     pub async fn apply(
         &mut self,
         directory: &str,
+        run_key: &str,
         operations: &[Operation],
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
+        self.mirror.begin_run(directory, run_key)?;
         if operations.is_empty() {
             return Ok(report);
         }

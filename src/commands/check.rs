@@ -39,7 +39,7 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
         };
         all_ok &= print(&subject, &lines);
     }
-    let lines = match Store::open(&config.store, true).await {
+    let lines = match Store::open(&config.store, &config.sync.state_db, true).await {
         Ok(mut store) => store.check().await,
         Err(e) => vec![CheckLine::failed(e.to_string(), "fix the [store] settings")],
     };

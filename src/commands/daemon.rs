@@ -37,7 +37,8 @@ async fn prepare_databases(config: &Config) {
         tracing::warn!(error = %e, "cannot prepare the state DB; runs will report it");
     }
     if matches!(config.store, crate::config::StoreConfig::Sqlite { .. }) {
-        if let Err(e) = crate::store::Store::open(&config.store, false).await {
+        if let Err(e) = crate::store::Store::open(&config.store, &config.sync.state_db, false).await
+        {
             tracing::warn!(error = %e, "cannot prepare the learner store; runs will report it");
         }
     }

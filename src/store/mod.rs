@@ -1,8 +1,10 @@
 //! Learner stores: where the plan is applied.
 
+pub mod scim;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::check::CheckLine;
 use crate::config::StoreConfig;
@@ -31,18 +33,39 @@ pub struct ApplyReport {
 
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Scim(scim::ScimStore),
 }
 
 impl Store {
     /// Open the configured store. `read_only` (dry runs, status) never creates or writes.
-    pub async fn open(config: &StoreConfig, read_only: bool) -> Result<Store, StoreError> {
+    /// `state_db` places the files a store keeps beside the state DB (the SCIM mirror).
+    pub async fn open(
+        config: &StoreConfig,
+        state_db: &Path,
+        read_only: bool,
+    ) -> Result<Store, StoreError> {
         match config {
             StoreConfig::Sqlite { path } => {
                 Ok(Store::Sqlite(sqlite::SqliteStore::open(path, read_only)?))
             }
-            StoreConfig::Scim { .. } => Err(StoreError::Other(
-                "the scim store is not available in this build".to_string(),
-            )),
+            StoreConfig::Scim {
+                url,
+                token,
+                concurrency,
+                deactivate,
+            } => {
+                let token = token
+                    .resolve()
+                    .map_err(|e| StoreError::Other(format!("[store] token: {e}")))?;
+                Ok(Store::Scim(scim::ScimStore::open(
+                    url,
+                    token,
+                    *concurrency,
+                    *deactivate,
+                    state_db,
+                    read_only,
+                )?))
+            }
         }
     }
 
@@ -50,6 +73,13 @@ impl Store {
     pub async fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
         match self {
             Store::Sqlite(s) => s.load(directory),
+            Store::Scim(s) => {
+                let mut out = BTreeMap::new();
+                s.for_each_learner(directory, &mut |l| {
+                    out.insert(l.external_id.clone(), l);
+                })?;
+                Ok(out)
+            }
         }
     }
 
@@ -61,6 +91,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.for_each_learner(directory, visit),
+            Store::Scim(s) => s.for_each_learner(directory, visit),
         }
     }
 
@@ -73,6 +104,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.learners_by_id(directory, ids, visit),
+            // The mirror is small next to the provider; a filtered scan is enough.
+            Store::Scim(s) => s.for_each_learner(directory, &mut |l| {
+                if ids.contains(&l.external_id) {
+                    visit(l)
+                }
+            }),
         }
     }
 
@@ -80,6 +117,14 @@ impl Store {
     pub async fn counts(&mut self, directory: &str) -> Result<(usize, usize), StoreError> {
         match self {
             Store::Sqlite(s) => s.counts(directory),
+            Store::Scim(s) => {
+                let (mut total, mut active) = (0, 0);
+                s.for_each_learner(directory, &mut |l| {
+                    total += 1;
+                    active += usize::from(l.active);
+                })?;
+                Ok((total, active))
+            }
         }
     }
 
@@ -92,6 +137,8 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         match self {
             Store::Sqlite(s) => s.apply(directory, run_key, operations),
+            // Each write is recorded in the mirror as it succeeds.
+            Store::Scim(s) => s.apply(directory, run_key, operations).await,
         }
     }
 
@@ -99,12 +146,16 @@ impl Store {
     pub async fn was_applied(&mut self, run_key: &str) -> Result<Option<bool>, StoreError> {
         match self {
             Store::Sqlite(s) => s.was_applied(run_key).map(Some),
+            // A run whose apply started counts as applied: what landed is in the
+            // mirror, and the next run's plan retries the rest.
+            Store::Scim(s) => s.was_applied(run_key).map(Some),
         }
     }
 
     pub async fn check(&mut self) -> Vec<CheckLine> {
         match self {
             Store::Sqlite(s) => vec![s.check()],
+            Store::Scim(s) => s.check().await,
         }
     }
 }

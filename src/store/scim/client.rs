@@ -1,0 +1,277 @@
+//! A small SCIM 2.0 client (RFC 7644): bearer-authenticated JSON requests below the
+//! configured base, retries on throttling (honouring `Retry-After`) and server errors
+//! with jittered exponential backoff, and SCIM error bodies (`detail`, `scimType`)
+//! turned into typed errors. The token is only ever put in the `Authorization` header.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::config::Secret;
+
+/// Attempts per request before a throttled or failing provider fails the run.
+const MAX_ATTEMPTS: usize = 6;
+/// The first backoff delay when the provider gives no `Retry-After`.
+const MIN_DELAY: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` we wait for; longer ones fail the run (the next run retries).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+pub const CONTENT_TYPE: &str = "application/scim+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScimError {
+    #[error("the SCIM provider answered {status}{} for {method} {path}: {detail}", scim_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Status {
+        status: u16,
+        scim_type: Option<String>,
+        detail: String,
+        method: String,
+        path: String,
+    },
+    #[error("{method} {path} failed: {detail}")]
+    Transport {
+        method: String,
+        path: String,
+        detail: String,
+    },
+    #[error("the SCIM provider sent a malformed answer for {path}: {detail}")]
+    Malformed { path: String, detail: String },
+}
+
+impl ScimError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ScimError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn scim_type(&self) -> Option<&str> {
+        match self {
+            ScimError::Status { scim_type, .. } => scim_type.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The provider's explanation (its `detail`), or the whole message.
+    pub fn detail(&self) -> String {
+        match self {
+            ScimError::Status {
+                status,
+                scim_type,
+                detail,
+                ..
+            } => match scim_type {
+                Some(t) => format!("{status} {t}: {detail}"),
+                None => format!("{status}: {detail}"),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// A refusal that concerns one user (bad value, conflict, ...) rather than the
+    /// whole provider (token refused, throttled or down for good, unreachable).
+    pub fn is_per_user(&self) -> bool {
+        matches!(self.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 401 | 403 | 429))
+    }
+}
+
+/// The SCIM client of one store. Cheap to clone (shared connection pool and counter).
+#[derive(Clone)]
+pub struct ScimClient {
+    http: reqwest::Client,
+    /// The SCIM base, e.g. `https://lms.example.com/scim/v2`.
+    base: reqwest::Url,
+    token: Secret,
+    requests: Arc<AtomicU64>,
+}
+
+impl ScimClient {
+    pub fn new(base: reqwest::Url, token: Secret) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(120))
+            .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(ScimClient {
+            http,
+            base,
+            token,
+            requests: Arc::default(),
+        })
+    }
+
+    pub fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
+    /// Requests sent so far, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// `{base}/{path}` with the query pairs given.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend(path.split('/'));
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ScimError> {
+        self.send(Method::GET, path, query, None)
+            .await
+            .map(|v| v.unwrap_or(Value::Null))
+    }
+
+    /// Send one request, retrying 429 and 5xx. `Ok(None)` for an empty body (204).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ScimError> {
+        let url = self.url(path, query);
+        let shown = format!("/{}", path.trim_start_matches('/'));
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(MIN_DELAY)
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(MAX_ATTEMPTS - 1)
+            .with_jitter()
+            .build();
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(self.token.expose())
+                .header(reqwest::header::ACCEPT, CONTENT_TYPE);
+            if let Some(b) = body {
+                let bytes = serde_json::to_vec(b).map_err(|e| ScimError::Malformed {
+                    path: shown.clone(),
+                    detail: e.to_string(),
+                })?;
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                    .body(bytes);
+            }
+            let transport = |e: reqwest::Error| ScimError::Transport {
+                method: method.to_string(),
+                path: shown.clone(),
+                detail: error_chain(&e.without_url()),
+            };
+            let resp = req.send().await.map_err(transport)?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let bytes = resp.bytes().await.map_err(transport)?;
+            if (200..300).contains(&status) {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+                return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    ScimError::Malformed {
+                        path: shown,
+                        detail: e.to_string(),
+                    }
+                });
+            }
+            let err = status_error(status, &bytes, method.as_str(), &shown);
+            if matches!(status, 429 | 500 | 502 | 503 | 504) {
+                let wait = match (retry_after, backoff.next()) {
+                    (_, None) => return Err(err),
+                    (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
+                    (Some(_), Some(_)) => return Err(err),
+                    (None, Some(delay)) => delay,
+                };
+                tracing::info!(
+                    status,
+                    path = shown,
+                    wait_ms = wait.as_millis() as u64,
+                    "the SCIM provider asked us to wait; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+/// A SCIM error body (`urn:ietf:params:scim:api:messages:2.0:Error`) into an error.
+fn status_error(status: u16, body: &[u8], method: &str, path: &str) -> ScimError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let text = |key: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let detail = text("detail").unwrap_or_else(|| {
+        let raw: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        if raw.trim().is_empty() {
+            "no detail given".to_string()
+        } else {
+            raw
+        }
+    });
+    ScimError::Status {
+        status,
+        scim_type: text("scimType"),
+        detail,
+        method: method.to_string(),
+        path: path.to_string(),
+    }
+}
+
+/// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.5`.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scim_error_body_gives_detail_and_scim_type() {
+        let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"409","scimType":"uniqueness","detail":"userName taken"}"#;
+        let e = status_error(409, body, "POST", "/Users");
+        assert_eq!(e.scim_type(), Some("uniqueness"));
+        assert_eq!(e.detail(), "409 uniqueness: userName taken");
+        assert!(e.is_per_user());
+    }
+
+    #[test]
+    fn token_refusal_and_throttling_are_not_per_user() {
+        for s in [401, 403, 429, 500] {
+            assert!(!status_error(s, b"", "GET", "/Users").is_per_user(), "{s}");
+        }
+    }
+}

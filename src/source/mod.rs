@@ -4,6 +4,7 @@
 //! changes since a cursor; the engine merges either into the snapshot.
 
 pub mod csv;
+pub mod google;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,12 +94,16 @@ impl SourceError {
 /// A source of any configured kind.
 pub enum Source {
     Csv(csv::CsvSource),
+    Google(Box<google::GoogleSource>),
 }
 
 impl Source {
     pub fn for_directory(dir: &DirectoryConfig) -> Result<Source, SourceError> {
         match &dir.kind {
             DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
+            DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(google::GoogleSource::new(
+                cfg.clone(),
+            )))),
             other => Err(SourceError::Other(format!(
                 "directories of kind `{}` are not supported by this build yet",
                 other.name()
@@ -109,6 +114,7 @@ impl Source {
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         match self {
             Source::Csv(s) => s.read(req).await,
+            Source::Google(s) => s.read(req).await,
         }
     }
 
@@ -116,6 +122,7 @@ impl Source {
     pub async fn check(&mut self) -> Vec<crate::check::CheckLine> {
         match self {
             Source::Csv(s) => s.check().await,
+            Source::Google(s) => s.check().await,
         }
     }
 }

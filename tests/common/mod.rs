@@ -73,8 +73,9 @@ pub struct Row {
 }
 
 pub fn learners(db: &Path, directory: &str) -> Vec<Row> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open store");
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open store");
     let mut stmt = conn
         .prepare("SELECT external_id, user_name, email, department, active, deactivated_at FROM learners WHERE directory = ?1 ORDER BY external_id")
         .expect("prepare");

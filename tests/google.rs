@@ -444,3 +444,23 @@ fn key_from_env_with_token_url_override_is_used_for_the_grant() {
     assert_eq!(active(&env), vec![pair("1", true)]);
     assert_eq!(mock.log().first().map(String::as_str), Some("token ok"));
 }
+
+#[test]
+fn a_jwt_signed_with_another_key_is_refused_and_nothing_is_synced() {
+    let mock = GoogleMock::start();
+    mock.with(|s| s.users = vec![user("1", "a@fabrikam.example", "/")]);
+    let env = setup(&mock, r#""all""#);
+    let other = include_str!("fixtures/TEST-ONLY-google-other-key.pem");
+    let key = mock.key_json().replace(
+        &serde_json::to_string(google_mock::TEST_KEY_PEM).unwrap(),
+        &serde_json::to_string(other).unwrap(),
+    );
+    env.write("sa.json", &key);
+    let out = sync(&env);
+    assert_eq!(code(&out), 3);
+    assert!(!stderr(&out).contains(other.lines().nth(3).unwrap()));
+    assert_eq!(
+        mock.log(),
+        vec!["token REJECTED: bad signature".to_string()]
+    );
+}

@@ -60,6 +60,8 @@ pub struct MockState {
     /// Query strings of the users requests.
     pub user_queries: Vec<BTreeMap<String, String>>,
     pub token_url: String,
+    /// Added before every users page is answered (benchmarks).
+    pub page_latency: std::time::Duration,
 }
 
 pub struct GoogleMock {
@@ -319,6 +321,10 @@ async fn users(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
+    let latency = state.lock().expect("state").page_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut st = state.lock().expect("state");
     st.user_queries.push(q.clone());
     if let Some(r) = gate(&mut st, &headers, "users") {

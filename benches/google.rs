@@ -95,9 +95,15 @@ fn main() {
 
     let dir = setup(&mock);
     let (wall, rss) = sync(dir.path());
-    println!("full run (all creates):  {:>7.2} s  peak RSS {rss:>6.1} MB", wall.as_secs_f64());
+    println!(
+        "full run (all creates):  {:>7.2} s  peak RSS {rss:>6.1} MB",
+        wall.as_secs_f64()
+    );
     let (wall, rss) = sync(dir.path());
-    println!("no-change run:           {:>7.2} s  peak RSS {rss:>6.1} MB", wall.as_secs_f64());
+    println!(
+        "no-change run:           {:>7.2} s  peak RSS {rss:>6.1} MB",
+        wall.as_secs_f64()
+    );
 
     mock.with(|s| s.page_latency = Duration::from_millis(latency_ms));
     let floor = Duration::from_millis(latency_ms) * pages as u32;

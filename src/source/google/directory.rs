@@ -209,14 +209,20 @@ impl Directory {
         Ok(url)
     }
 
-    /// Every user of the customer or domain, page by page. Any failed page fails the lot.
-    pub async fn list_users(&mut self, tokens: &Tokens) -> Result<Vec<ApiUser>, GoogleError> {
+    /// Every user of the customer or domain, page by page, each passed through `map`
+    /// as its page arrives (so raw pages are not all held at once). Any failed page
+    /// fails the lot.
+    pub async fn list_users<T>(
+        &mut self,
+        tokens: &Tokens,
+        mut map: impl FnMut(ApiUser) -> T,
+    ) -> Result<Vec<T>, GoogleError> {
         let mut users = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
             let url = self.users_url(MAX_USERS_PER_PAGE, None, page_token.as_deref())?;
             let page: UsersPage = self.get_json(tokens, url, "users.list").await?;
-            users.extend(page.users);
+            users.extend(page.users.into_iter().map(&mut map));
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(t) => page_token = Some(t),
                 None => return Ok(users),

@@ -164,18 +164,18 @@ impl GoogleSource {
         let mut dir = self.directory()?;
         self.ensure_tokens().await?;
         let tokens = self.built_tokens()?;
-        let api_users = dir.list_users(tokens).await?;
+        let users = dir.list_users(tokens, map_user).await?;
         let scope = match &self.config.scope {
             GoogleScope::All => Scope::All,
             GoogleScope::OrgUnits(ous) => Scope::Only(
-                api_users
+                users
                     .iter()
                     .filter(|u| {
-                        u.org_unit_path
-                            .as_deref()
+                        u.extra
+                            .get(ORG_UNIT_PATH)
                             .is_some_and(|p| ous.iter().any(|ou| ou_contains(ou, p)))
                     })
-                    .map(|u| u.id.clone())
+                    .map(|u| u.external_id.clone())
                     .collect(),
             ),
             GoogleScope::Groups(groups) => {
@@ -187,9 +187,9 @@ impl GoogleSource {
             }
         };
         // Deduplicate by id (the last page wins), in a stable order.
-        let users: BTreeMap<String, DirectoryUser> = api_users
+        let users: BTreeMap<String, DirectoryUser> = users
             .into_iter()
-            .map(|u| (u.id.clone(), map_user(u)))
+            .map(|u| (u.external_id.clone(), u))
             .collect();
         Ok(SourceRead {
             listing: Listing::Complete(users.into_values().collect()),
@@ -262,6 +262,9 @@ impl GoogleSource {
     }
 }
 
+/// `DirectoryUser::extra` key of the user's org unit, for OU scope.
+pub const ORG_UNIT_PATH: &str = "org_unit_path";
+
 /// Whether org unit `ou` holds path `path` (itself or any OU below it).
 /// Org unit paths compare case-insensitively, as the Admin console treats them.
 pub fn ou_contains(ou: &str, path: &str) -> bool {
@@ -306,7 +309,7 @@ pub fn map_user(u: ApiUser) -> DirectoryUser {
     };
     let mut extra = BTreeMap::new();
     if let Some(p) = &u.org_unit_path {
-        extra.insert("org_unit_path".to_string(), p.clone());
+        extra.insert(ORG_UNIT_PATH.to_string(), p.clone());
     }
     DirectoryUser {
         external_id: u.id,

@@ -5,6 +5,7 @@
 
 pub mod csv;
 pub mod entra;
+pub mod google;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,6 +117,7 @@ impl SourceError {
 pub enum Source {
     Csv(csv::CsvSource),
     Entra(Box<entra::EntraSource>),
+    Google(Box<google::GoogleSource>),
 }
 
 impl Source {
@@ -123,10 +125,9 @@ impl Source {
         match &dir.kind {
             DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
             DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(cfg)?))),
-            other => Err(SourceError::Other(format!(
-                "directories of kind `{}` are not supported by this build yet",
-                other.name()
-            ))),
+            DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(google::GoogleSource::new(
+                cfg.clone(),
+            )))),
         }
     }
 
@@ -137,6 +138,8 @@ impl Source {
             Source::Csv(_) => false,
             // A delta round merges partial updates; a full round lists everyone.
             Source::Entra(_) => cursor.is_some(),
+            // No delta for users: every run lists everyone.
+            Source::Google(_) => false,
         }
     }
 
@@ -145,6 +148,7 @@ impl Source {
         match self {
             Source::Csv(_) => 0,
             Source::Entra(s) => s.retries(),
+            Source::Google(s) => s.retries(),
         }
     }
 
@@ -152,6 +156,7 @@ impl Source {
         match self {
             Source::Csv(s) => s.read(req).await,
             Source::Entra(s) => s.read(req).await,
+            Source::Google(s) => s.read(req).await,
         }
     }
 
@@ -160,6 +165,7 @@ impl Source {
         match self {
             Source::Csv(s) => s.check().await,
             Source::Entra(s) => s.check().await,
+            Source::Google(s) => s.check().await,
         }
     }
 }

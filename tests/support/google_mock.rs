@@ -1,0 +1,440 @@
+//! A mock Google token endpoint and Directory API on 127.0.0.1, faithful to
+//! api-notes.md: it verifies the service account's JWT (RS256 with the TEST-ONLY key's
+//! public half, iss, sub, scope, aud, exp <= iat + 1 h), pages users and group
+//! members with page tokens, filters `query=orgUnitPath='/X'` (sub-OUs included),
+//! expands nested groups for `includeDerivedMembership=true`, and injects faults.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+
+/// The TEST-ONLY service-account key (never a real credential).
+pub const TEST_KEY_PEM: &str = include_str!("../fixtures/TEST-ONLY-google-sa-key.pem");
+const TEST_PUBLIC_KEY_DER: &[u8] = include_bytes!("../fixtures/TEST-ONLY-google-sa-pub.der");
+pub const CLIENT_EMAIL: &str = "learner-sync@test-project.iam.gserviceaccount.com";
+pub const CLIENT_ID: &str = "103456789012345678901";
+pub const ADMIN: &str = "admin@fabrikam.example";
+pub const USER_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";
+pub const MEMBER_SCOPE: &str =
+    "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
+
+/// A fault served instead of the next Directory API answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 403 with this `reason` (userRateLimitExceeded, quotaExceeded, forbidden).
+    Forbidden(&'static str),
+    /// 429 rateLimitExceeded.
+    TooMany,
+    /// This 5xx status.
+    Server(u16),
+    /// A 200 whose JSON body is cut in half.
+    Truncated,
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub users: Vec<Value>,
+    /// group key -> direct members: (id, "USER" | "GROUP", email).
+    pub groups: BTreeMap<String, Vec<(String, String, String)>>,
+    /// Served one by one before normal answers (users and members requests).
+    pub faults: VecDeque<Fault>,
+    /// Served on every Directory API request while set.
+    pub persistent_fault: Option<Fault>,
+    /// The token endpoint answers this OAuth error code while set.
+    pub token_error: Option<&'static str>,
+    /// Most users a page holds (Google may return fewer than maxResults).
+    pub page_cap: usize,
+    pub expected_scopes: Vec<&'static str>,
+    pub issued: Vec<String>,
+    /// What happened, in order: "token ok", "token REJECTED: ...", "users 200", "users 503", ...
+    pub log: Vec<String>,
+    /// Query strings of the users requests.
+    pub user_queries: Vec<BTreeMap<String, String>>,
+    pub token_url: String,
+    /// Added before every users page is answered (benchmarks).
+    pub page_latency: std::time::Duration,
+}
+
+pub struct GoogleMock {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<MockState>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl GoogleMock {
+    pub fn start() -> GoogleMock {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(MockState {
+            page_cap: 500,
+            expected_scopes: vec![USER_SCOPE],
+            token_url: format!("http://{addr}/token"),
+            ..MockState::default()
+        }));
+        let app = Router::new()
+            .route("/token", post(token))
+            .route("/admin/directory/v1/users", get(users))
+            .route("/admin/directory/v1/groups/{key}/members", get(members))
+            .with_state(state.clone());
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GoogleMock {
+            addr,
+            state,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut MockState) -> R) -> R {
+        f(&mut self.state.lock().expect("mock state"))
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.with(|s| s.log.clone())
+    }
+
+    /// The key JSON a Google Cloud console would download, with the mock as token_uri.
+    pub fn key_json(&self) -> String {
+        json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "0123456789abcdef",
+            "private_key": TEST_KEY_PEM,
+            "client_email": CLIENT_EMAIL,
+            "client_id": CLIENT_ID,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": format!("{}/token", self.url()),
+        })
+        .to_string()
+    }
+}
+
+/// A Directory API user.
+pub fn user(id: &str, email: &str, ou: &str) -> Value {
+    let local = email.split('@').next().unwrap_or(email);
+    json!({
+        "kind": "admin#directory#user",
+        "id": id,
+        "etag": format!("\"etag-{id}\""),
+        "primaryEmail": email,
+        "name": {"givenName": local, "familyName": "Tester", "fullName": format!("{local} Tester")},
+        "isAdmin": false,
+        "suspended": false,
+        "archived": false,
+        "orgUnitPath": ou,
+        "organizations": [{"department": "Sales", "title": "Rep", "primary": true, "customType": ""}],
+        "externalIds": [{"value": format!("E-{id}"), "type": "organization"}],
+        "relations": [{"value": "boss@fabrikam.example", "type": "manager"}],
+        "thumbnailPhotoUrl": "https://example.invalid/photo"
+    })
+}
+
+fn b64(segment: &str) -> Option<Vec<u8>> {
+    // Tolerate padded base64url as well as the JWT-standard unpadded form.
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()
+}
+
+fn verify_jwt(assertion: &str, st: &MockState) -> Result<(), String> {
+    let parts: Vec<&str> = assertion.split('.').collect();
+    if parts.len() != 3 {
+        return Err("not a JWT".into());
+    }
+    let header: Value = serde_json::from_slice(&b64(parts[0]).ok_or("header base64")?)
+        .map_err(|e| e.to_string())?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    let signature = b64(parts[2]).ok_or("signature base64")?;
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        TEST_PUBLIC_KEY_DER,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .map_err(|_| "bad signature".to_string())?;
+    let claims: Value = serde_json::from_slice(&b64(parts[1]).ok_or("claims base64")?)
+        .map_err(|e| e.to_string())?;
+    if claims["iss"] != CLIENT_EMAIL {
+        return Err(format!("iss {}", claims["iss"]));
+    }
+    if claims["sub"] != ADMIN {
+        return Err(format!("sub {}", claims["sub"]));
+    }
+    if claims["aud"] != st.token_url.as_str() {
+        return Err(format!("aud {} != {}", claims["aud"], st.token_url));
+    }
+    let mut got: Vec<&str> = claims["scope"].as_str().unwrap_or("").split(' ').collect();
+    got.sort();
+    let mut want = st.expected_scopes.clone();
+    want.sort();
+    if got != want {
+        return Err(format!("scope {got:?} != {want:?}"));
+    }
+    let iat = claims["iat"].as_i64().ok_or("iat")?;
+    let exp = claims["exp"].as_i64().ok_or("exp")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if exp > iat + 3600 || exp <= now || iat > now + 60 {
+        return Err(format!("iat {iat} exp {exp} now {now}"));
+    }
+    Ok(())
+}
+
+async fn token(
+    State(state): State<Arc<Mutex<MockState>>>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let mut st = state.lock().expect("state");
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        st.log.push("token REJECTED: grant_type".into());
+        return oauth_error("unsupported_grant_type", "Invalid grant_type");
+    }
+    if let Err(why) = verify_jwt(form.get("assertion").map(String::as_str).unwrap_or(""), &st) {
+        st.log.push(format!("token REJECTED: {why}"));
+        return oauth_error("invalid_grant", "Invalid JWT Signature.");
+    }
+    if let Some(code) = st.token_error {
+        st.log.push(format!("token {code}"));
+        let description = match code {
+            "unauthorized_client" => "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
+            _ => "Invalid email or User ID",
+        };
+        return oauth_error(code, description);
+    }
+    let access = format!("ya29.mock-{}", st.issued.len() + 1);
+    st.issued.push(access.clone());
+    st.log.push("token ok".into());
+    (
+        StatusCode::OK,
+        axum::Json(json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer"})),
+    )
+        .into_response()
+}
+
+fn oauth_error(code: &str, description: &str) -> Response {
+    let status = if code == "unauthorized_client" {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (
+        status,
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn api_error(status: u16, reason: &str, message: &str) -> Response {
+    let domain = if reason.contains("Limit") || reason.contains("quota") {
+        "usageLimits"
+    } else {
+        "global"
+    };
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(json!({"error": {"code": status, "message": message,
+            "errors": [{"domain": domain, "reason": reason, "message": message}]}})),
+    )
+        .into_response()
+}
+
+/// Checks the bearer token and serves a pending fault, if any.
+fn gate(st: &mut MockState, headers: &HeaderMap, what: &str) -> Option<Response> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !st.issued.iter().any(|t| t == bearer) {
+        st.log.push(format!("{what} 401"));
+        return Some(api_error(401, "authError", "Invalid Credentials"));
+    }
+    let fault = st
+        .faults
+        .pop_front()
+        .or_else(|| st.persistent_fault.clone());
+    let fault = fault?;
+    let resp = match fault {
+        Fault::Forbidden(reason) => {
+            st.log.push(format!("{what} 403 {reason}"));
+            let message = if reason == "forbidden" {
+                "Not Authorized to access this resource/api"
+            } else {
+                "Quota exceeded for quota metric 'Queries'"
+            };
+            api_error(403, reason, message)
+        }
+        Fault::TooMany => {
+            st.log.push(format!("{what} 429"));
+            api_error(429, "rateLimitExceeded", "Rate Limit Exceeded")
+        }
+        Fault::Server(code) => {
+            st.log.push(format!("{what} {code}"));
+            api_error(code, "backendError", "Backend Error")
+        }
+        Fault::Truncated => {
+            st.log.push(format!("{what} truncated"));
+            let body = json!({"kind": "admin#directory#users", "users": st.users}).to_string();
+            let cut = body[..body.len() / 2].to_string();
+            (StatusCode::OK, [("content-type", "application/json")], cut).into_response()
+        }
+    };
+    Some(resp)
+}
+
+fn offset(token: Option<&String>) -> usize {
+    token
+        .and_then(|t| t.strip_prefix("page-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn users(
+    State(state): State<Arc<Mutex<MockState>>>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let latency = state.lock().expect("state").page_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut st = state.lock().expect("state");
+    st.user_queries.push(q.clone());
+    if let Some(r) = gate(&mut st, &headers, "users") {
+        return r;
+    }
+    if q.contains_key("customer") == q.contains_key("domain") {
+        st.log.push("users 400".into());
+        return api_error(400, "badRequest", "Bad Request");
+    }
+    let max: usize = q
+        .get("maxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(100);
+    if !(1..=500).contains(&max) {
+        st.log.push("users 400".into());
+        return api_error(400, "invalid", "Invalid value for maxResults");
+    }
+    let ou_filter = q.get("query").and_then(|query| {
+        query
+            .strip_prefix("orgUnitPath='")
+            .and_then(|r| r.strip_suffix('\''))
+            .map(str::to_string)
+    });
+    let matching: Vec<&Value> = st
+        .users
+        .iter()
+        .filter(|u| match &ou_filter {
+            None => true,
+            Some(ou) => {
+                let p = u["orgUnitPath"].as_str().unwrap_or("/");
+                p == ou || p.starts_with(&format!("{ou}/"))
+            }
+        })
+        .collect();
+    let start = offset(q.get("pageToken"));
+    let size = max.min(st.page_cap);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|v| (*v).clone())
+        .collect();
+    let mut body = json!({"kind": "admin#directory#users", "etag": "\"list\""});
+    if !page.is_empty() {
+        body["users"] = Value::Array(page);
+    }
+    if start + size < matching.len() {
+        body["nextPageToken"] = json!(format!("page-{}", start + size));
+    }
+    st.log.push("users 200".into());
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn expand(
+    groups: &BTreeMap<String, Vec<(String, String, String)>>,
+    key: &str,
+    derived: bool,
+    seen: &mut Vec<String>,
+    out: &mut Vec<(String, String, String)>,
+) {
+    if seen.iter().any(|s| s == key) {
+        return;
+    }
+    seen.push(key.to_string());
+    for m in groups.get(key).into_iter().flatten() {
+        if m.1 == "GROUP" && derived {
+            expand(groups, &m.2, derived, seen, out);
+        } else if !out.iter().any(|o| o.0 == m.0) {
+            out.push(m.clone());
+        }
+    }
+}
+
+async fn members(
+    State(state): State<Arc<Mutex<MockState>>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut st = state.lock().expect("state");
+    if let Some(r) = gate(&mut st, &headers, "members") {
+        return r;
+    }
+    if !st.groups.contains_key(&key) {
+        st.log.push(format!("members {key} 404"));
+        return api_error(404, "notFound", "Resource Not Found: groupKey");
+    }
+    let derived = q.get("includeDerivedMembership").map(String::as_str) == Some("true");
+    let mut all = Vec::new();
+    expand(&st.groups, &key, derived, &mut Vec::new(), &mut all);
+    let max: usize = q
+        .get("maxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(200)
+        .min(200);
+    let size = max.min(st.page_cap);
+    let start = offset(q.get("pageToken"));
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|(id, kind, email)| json!({"kind": "admin#directory#member", "id": id, "email": email, "role": "MEMBER", "type": kind, "status": "ACTIVE"}))
+        .collect();
+    let mut body = json!({"kind": "admin#directory#members"});
+    if !page.is_empty() {
+        body["members"] = Value::Array(page);
+    }
+    if start + size < all.len() {
+        body["nextPageToken"] = json!(format!("page-{}", start + size));
+    }
+    st.log.push(format!("members {key} 200"));
+    (StatusCode::OK, axum::Json(body)).into_response()
+}

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod engine;
 pub mod faults;
 pub mod guard;
+pub mod http;
 pub mod logging;
 pub mod mapping;
 pub mod model;

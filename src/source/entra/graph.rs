@@ -260,22 +260,8 @@ fn status_error(status: u16, body: &[u8], path: &str) -> GraphError {
     }
 }
 
-/// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+use crate::http::error_chain;
+pub use crate::http::parse_retry_after;
 
 #[cfg(test)]
 mod tests {

@@ -346,9 +346,7 @@ impl Directory {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(crate::http::parse_retry_after);
         // A body cut short (connection closed before Content-Length) fails here.
         let body = resp.bytes().await.map_err(|e| {
             Attempt::Transient(

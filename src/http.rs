@@ -22,6 +22,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// `{base}/{path}` with the query pairs given (`path` may hold several segments).
+pub fn join(base: &reqwest::Url, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
+    let mut url = base.clone();
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty().extend(path.split('/'));
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +48,16 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn join_appends_segments_to_a_base_with_or_without_a_trailing_slash() {
+        for base in ["http://127.0.0.1:1/scim/v2", "http://127.0.0.1:1/scim/v2/"] {
+            let base = reqwest::Url::parse(base).unwrap();
+            assert_eq!(
+                join(&base, "Users/abc", &[("count", "1")]).as_str(),
+                "http://127.0.0.1:1/scim/v2/Users/abc?count=1"
+            );
+        }
     }
 }

@@ -66,6 +66,45 @@ fn learner_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Learner> {
     })
 }
 
+/// Open a store-side SQLite file: read-only (`None` when it does not exist yet or was
+/// never migrated: a dry run sees an empty store), or created, in WAL mode with the
+/// given `synchronous` level, and migrated.
+pub fn open_file(
+    path: &Path,
+    read_only: bool,
+    synchronous: &str,
+    migrations: &Migrations<'_>,
+) -> Result<Option<Connection>, StoreError> {
+    let shown = path.display().to_string();
+    let err = |source| StoreError::Sqlite {
+        path: shown.clone(),
+        source,
+    };
+    if read_only {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        return Ok((version > 0).then_some(c));
+    }
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(err)?;
+    crate::state::migrate(migrations, &mut conn)
+        .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
+    Ok(Some(conn))
+}
+
 pub struct SqliteStore {
     conn: Option<Connection>,
     path: PathBuf,
@@ -73,44 +112,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path, read_only: bool) -> Result<SqliteStore, StoreError> {
-        let shown = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: shown.clone(),
-            source,
-        };
-        if read_only {
-            // A dry run against a store that does not exist yet sees an empty store.
-            let conn = if path.exists() {
-                let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .map_err(err)?;
-                let version: i64 = c
-                    .pragma_query_value(None, "user_version", |r| r.get(0))
-                    .map_err(err)?;
-                (version > 0).then_some(c)
-            } else {
-                None
-            };
-            return Ok(SqliteStore {
-                conn,
-                path: path.to_path_buf(),
-            });
-        }
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
         // WAL lets the training platform read while a sync writes; FULL makes a
         // committed run survive power loss, which the state DB relies on.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        crate::state::migrate(&migrations(), &mut conn)
-            .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
+        let conn = open_file(path, read_only, "FULL", &migrations())?;
         Ok(SqliteStore {
-            conn: Some(conn),
+            conn,
             path: path.to_path_buf(),
         })
     }

@@ -100,14 +100,7 @@ impl Graph {
 
     /// `{base}/{path}` with the query pairs given.
     pub fn url(&self, path: &str, query: &[(&str, &str)]) -> reqwest::Url {
-        let mut url = self.base.clone();
-        if let Ok(mut segs) = url.path_segments_mut() {
-            segs.pop_if_empty().extend(path.split('/'));
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
+        crate::http::join(&self.base, path, query)
     }
 
     pub async fn token(&mut self) -> Result<Secret, AuthError> {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
 use crate::model::{Learner, LearnerFields};
@@ -70,44 +70,11 @@ pub struct Linked {
 
 impl Mirror {
     pub fn open(path: &Path, read_only: bool) -> Result<Mirror, StoreError> {
-        let shown = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: shown.clone(),
-            source,
-        };
-        if read_only {
-            let conn = if path.exists() {
-                let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                    .map_err(err)?;
-                let version: i64 = c
-                    .pragma_query_value(None, "user_version", |r| r.get(0))
-                    .map_err(err)?;
-                (version > 0).then_some(c)
-            } else {
-                None
-            };
-            return Ok(Mirror {
-                conn,
-                path: path.to_path_buf(),
-            });
-        }
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
         // NORMAL in WAL mode: a row survives the process being killed; a power loss may
         // lose the last rows, and the next run re-links those users by lookup.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
+        let conn = crate::store::sqlite::open_file(path, read_only, "NORMAL", &migrations())?;
         Ok(Mirror {
-            conn: Some(conn),
+            conn,
             path: path.to_path_buf(),
         })
     }

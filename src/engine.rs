@@ -174,7 +174,7 @@ async fn run_inner(
     } else {
         Some(State::open(&config.sync.state_db).map_err(|e| e.to_string())?)
     };
-    let mut store = Store::open(&config.store, &config.sync.state_db, opts.dry_run)
+    let mut store = Store::open(&config.store, &config.sync, opts.dry_run)
         .await
         .map_err(|e| e.to_string())?;
 

@@ -2,6 +2,128 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
+/// The largest answer any remote may send. A Graph page of 999 users or a Directory
+/// page of 500 is a few MiB; anything this big is a broken proxy or a hostile server,
+/// and reading it whole could exhaust the VM's memory.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// A connection that takes longer than this to open fails even when the request
+/// timeout is longer: an unreachable host should not hold a run for minutes.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client every remote uses: one request (body included) may take `timeout`.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+        .timeout(timeout)
+        .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Why an answer's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is larger than {} MiB", MAX_RESPONSE_BYTES >> 20)]
+    TooLarge,
+    /// Cut short, reset or too slow (the request timeout covers the body too).
+    #[error("reading the answer: {0}")]
+    Read(String),
+}
+
+/// An answer's body, read whole but never past [`MAX_RESPONSE_BYTES`].
+pub struct Body {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+/// Read `resp`'s body, refusing a declared or actual size over the cap before the
+/// excess is held in memory.
+pub async fn read_body(mut resp: reqwest::Response) -> Result<Body, BodyError> {
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > MAX_RESPONSE_BYTES as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(declared as usize);
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(error_chain(&e.without_url())))?
+    {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Body {
+        bytes,
+        content_type,
+    })
+}
+
+impl Body {
+    /// The body as JSON. Any content type is accepted when the body parses (some
+    /// providers send JSON as `text/plain`); when it does not, the error says what
+    /// came instead, e.g. an HTML page from a proxy in the way.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.bytes).map_err(|e| match self.foreign_type() {
+            Some(ct) => format!("the answer is {ct}, not JSON{}", self.title_note()),
+            None => format!("unreadable JSON: {e}"),
+        })
+    }
+
+    /// A short, printable account of an error body that is not the remote's JSON
+    /// error: an HTML page's title, else the start of the text.
+    pub fn excerpt(&self) -> String {
+        if let Some(title) = self.html_title() {
+            return format!("an HTML page titled \"{title}\"");
+        }
+        let text: String = String::from_utf8_lossy(&self.bytes)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        text.trim().to_string()
+    }
+
+    /// The content type when it is declared and is not JSON.
+    fn foreign_type(&self) -> Option<&str> {
+        let ct = self.content_type.as_deref()?;
+        let essence = ct.split(';').next().unwrap_or(ct).trim();
+        (!essence.to_ascii_lowercase().contains("json")).then_some(essence)
+    }
+
+    fn title_note(&self) -> String {
+        self.html_title()
+            .map(|t| format!(" (an HTML page titled \"{t}\": is a proxy or firewall in the way?)"))
+            .unwrap_or_default()
+    }
+
+    fn html_title(&self) -> Option<String> {
+        let head = &self.bytes[..self.bytes.len().min(64 * 1024)];
+        let text = String::from_utf8_lossy(head);
+        let lower = text.to_ascii_lowercase();
+        let start = lower.find("<title")?;
+        let open_end = start + lower[start..].find('>')? + 1;
+        let close = open_end + lower[open_end..].find("</title")?;
+        let title: String = text[open_end..close]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(120)
+            .collect();
+        Some(title)
+    }
+}
+
 /// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`. An HTTP date is
 /// not understood: the caller falls back to its own backoff.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -48,6 +170,44 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    }
+
+    fn body(ct: Option<&str>, text: &str) -> Body {
+        Body {
+            bytes: text.as_bytes().to_vec(),
+            content_type: ct.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn json_with_a_foreign_content_type_is_accepted_when_it_parses() {
+        let v: serde_json::Value = body(Some("text/plain"), r#"{"a":1}"#).json().unwrap();
+        assert_eq!(v["a"], 1);
+    }
+
+    #[test]
+    fn an_html_page_is_named_as_such_with_its_title() {
+        let page = "<html><head><TITLE>\n  Access   Denied </TITLE></head><body>x</body></html>";
+        let err = body(Some("text/html; charset=utf-8"), page)
+            .json::<serde_json::Value>()
+            .unwrap_err();
+        assert!(
+            err.starts_with("the answer is text/html, not JSON"),
+            "{err}"
+        );
+        assert!(err.contains("\"Access Denied\""), "{err}");
+        assert_eq!(
+            body(Some("text/html"), page).excerpt(),
+            "an HTML page titled \"Access Denied\""
+        );
+    }
+
+    #[test]
+    fn truncated_json_with_a_json_type_says_where_it_broke() {
+        let err = body(Some("application/json"), r#"{"value":[{"id":"#)
+            .json::<serde_json::Value>()
+            .unwrap_err();
+        assert!(err.starts_with("unreadable JSON: EOF"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn defaults_apply_when_keys_are_absent() {
     assert_eq!(c.sync.max_deactivation_percent, 10.0);
     assert_eq!(c.sync.concurrency, 4);
     assert_eq!(c.sync.full_resync.as_secs(), 24 * 3600);
+    assert_eq!(c.sync.request_timeout.as_secs(), 120);
     assert_eq!(
         c.sync.schedule,
         learner_sync::config::Schedule::Every(std::time::Duration::from_secs(2400))
@@ -180,6 +181,11 @@ const BAD: &[(&str, &str, &str)] = &[
         "[[directory]]\nname = \"g\"\nkind = \"google\"\nservice_account_key = { file = \"k.json\" }\nadmin_email = \"a@b.c\"\nscope = { org_units = [\"Staff\"] }\n",
         ":6: directory[0].scope:",
         "start with '/'",
+    ),
+    (
+        "[sync]\nconcurrency = 2\nrequest_timeout = \"0s\"\n",
+        ":3: sync.request_timeout:",
+        "longer than zero",
     ),
     ("[sync\n", ":1:", "unclosed table"),
 ];

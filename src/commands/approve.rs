@@ -19,7 +19,7 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         println!("{name}: no deactivations are held");
         return Ok(Exit::Ok);
     }
-    let mut store = Store::open(&config.store, &config.sync.state_db, false).await?;
+    let mut store = Store::open(&config.store, &config.sync, false).await?;
     let learners = store.load(name).await?;
     // Only learners that are still active: a later run or an admin may have settled some.
     let operations: Vec<Operation> = held

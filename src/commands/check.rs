@@ -30,7 +30,7 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
     let mut all_ok = true;
     for dir in &config.directories {
         let subject = format!("directory {} ({})", dir.name, dir.kind.name());
-        let lines = match Source::for_directory(dir) {
+        let lines = match Source::for_directory(dir, config.sync.request_timeout) {
             Ok(mut source) => source.check().await,
             Err(e) => vec![CheckLine::failed(
                 e.to_string(),
@@ -39,7 +39,7 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
         };
         all_ok &= print(&subject, &lines);
     }
-    let lines = match Store::open(&config.store, &config.sync.state_db, true).await {
+    let lines = match Store::open(&config.store, &config.sync, true).await {
         Ok(mut store) => store.check().await,
         Err(e) => vec![CheckLine::failed(e.to_string(), "fix the [store] settings")],
     };

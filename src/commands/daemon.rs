@@ -30,6 +30,18 @@ fn notify(state: &[NotifyState<'_>]) {
     }
 }
 
+/// A long-running process holding tenant credentials needs no privileges; as root, a
+/// flaw in it or in a parsed API answer would own the machine.
+fn warn_if_root() {
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        tracing::warn!(
+            "the daemon is running as root; it needs no privileges: run it as an unprivileged \
+             user (the packaged unit uses User=learner-sync with DynamicUser=yes)"
+        );
+    }
+}
+
 /// Create and migrate the state DB and the store once, before directories run in
 /// parallel: two first runs migrating the same new SQLite file at once would race.
 async fn prepare_databases(config: &Config) {
@@ -37,8 +49,7 @@ async fn prepare_databases(config: &Config) {
         tracing::warn!(error = %e, "cannot prepare the state DB; runs will report it");
     }
     if matches!(config.store, crate::config::StoreConfig::Sqlite { .. }) {
-        if let Err(e) = crate::store::Store::open(&config.store, &config.sync.state_db, false).await
-        {
+        if let Err(e) = crate::store::Store::open(&config.store, &config.sync, false).await {
             tracing::warn!(error = %e, "cannot prepare the learner store; runs will report it");
         }
     }
@@ -51,6 +62,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
             config.path.display()
         )));
     }
+    warn_if_root();
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;

@@ -25,7 +25,7 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
     };
     let mut exit = Exit::Ok;
     for dir in selected {
-        let report = match Source::for_directory(dir) {
+        let report = match Source::for_directory(dir, config.sync.request_timeout) {
             Ok(mut source) => run_directory(config, dir, &mut source, opts).await,
             Err(e) => {
                 println!("{}: FAILED: {e}", dir.name);

@@ -41,6 +41,8 @@ pub struct SyncSettings {
     pub concurrency: usize,
     /// A run taking longer than this is abandoned and counted as failed.
     pub run_timeout: Duration,
+    /// One HTTP request to any remote (its body included) taking longer than this fails.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,7 @@ impl Validator<'_> {
             full_resync: Duration::from_secs(24 * 3600),
             concurrency: 4,
             run_timeout: Duration::from_secs(2 * 3600),
+            request_timeout: Duration::from_secs(120),
         };
         let Some(raw) = raw else { return Ok(s) };
         if let Some(v) = raw.schedule {
@@ -335,6 +338,10 @@ impl Validator<'_> {
         if let Some(v) = raw.run_timeout {
             s.run_timeout = schedule::parse_duration(v.get_ref())
                 .map_err(|m| self.err(&v, "sync.run_timeout", m))?;
+        }
+        if let Some(v) = raw.request_timeout {
+            s.request_timeout = schedule::parse_duration(v.get_ref())
+                .map_err(|m| self.err(&v, "sync.request_timeout", m))?;
         }
         Ok(s)
     }

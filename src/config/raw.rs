@@ -25,6 +25,7 @@ pub struct RawSync {
     pub full_resync: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
     pub run_timeout: Option<S<String>>,
+    pub request_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,7 +79,7 @@ async fn run_once(
     };
     let started = Instant::now();
     tracing::info!(directory = name, "run started");
-    let finished = match Source::for_directory(dir) {
+    let finished = match Source::for_directory(dir, config.sync.request_timeout) {
         Ok(mut source) => {
             let run = run_directory(config, dir, &mut source, RunOptions::default());
             tokio::select! {
@@ -180,9 +180,7 @@ fn record_failure(config: &Config, name: &str, error: &str) {
 
 /// `(active, inactive)` learners of the directory in the store.
 async fn learner_counts(config: &Config, name: &str) -> Option<(u64, u64)> {
-    let mut store = Store::open(&config.store, &config.sync.state_db, true)
-        .await
-        .ok()?;
+    let mut store = Store::open(&config.store, &config.sync, true).await.ok()?;
     let learners = store.load(name).await.ok()?;
     let active = learners.values().filter(|l| l.active).count() as u64;
     Some((active, learners.len() as u64 - active))

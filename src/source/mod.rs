@@ -8,6 +8,7 @@ pub mod entra;
 pub mod google;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::config::{DirectoryConfig, DirectoryKind};
 use crate::model::DirectoryUser;
@@ -121,12 +122,20 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn for_directory(dir: &DirectoryConfig) -> Result<Source, SourceError> {
+    /// The source of `dir`; every request it sends may take `request_timeout`.
+    pub fn for_directory(
+        dir: &DirectoryConfig,
+        request_timeout: Duration,
+    ) -> Result<Source, SourceError> {
         match &dir.kind {
             DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
-            DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(cfg)?))),
+            DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(
+                cfg,
+                request_timeout,
+            )?))),
             DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(google::GoogleSource::new(
                 cfg.clone(),
+                request_timeout,
             )))),
         }
     }

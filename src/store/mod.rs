@@ -3,8 +3,8 @@
 pub mod scim;
 pub mod sqlite;
 
+use crate::config::SyncSettings;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::check::CheckLine;
 use crate::config::StoreConfig;
@@ -41,9 +41,10 @@ impl Store {
     /// `state_db` places the files a store keeps beside the state DB (the SCIM mirror).
     pub async fn open(
         config: &StoreConfig,
-        state_db: &Path,
+        sync: &SyncSettings,
         read_only: bool,
     ) -> Result<Store, StoreError> {
+        let state_db = sync.state_db.as_path();
         match config {
             StoreConfig::Sqlite { path } => {
                 Ok(Store::Sqlite(sqlite::SqliteStore::open(path, read_only)?))
@@ -60,6 +61,7 @@ impl Store {
                 Ok(Store::Scim(scim::ScimStore::open(
                     url,
                     token,
+                    sync.request_timeout,
                     *concurrency,
                     *deactivate,
                     state_db,

@@ -168,15 +168,16 @@ impl TokenProvider {
                 detail: e.without_url().to_string(),
             })?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| AuthError::Transport {
-            url: shown,
-            detail: e.without_url().to_string(),
-        })?;
-        let json: serde_json::Value =
-            serde_json::from_str(&body).map_err(|_| AuthError::Unexpected {
-                status: status.as_u16(),
-                detail: "the body is not JSON".into(),
+        let body = crate::http::read_body(resp)
+            .await
+            .map_err(|e| AuthError::Transport {
+                url: shown,
+                detail: e.to_string(),
             })?;
+        let json: serde_json::Value = body.json().map_err(|detail| AuthError::Unexpected {
+            status: status.as_u16(),
+            detail,
+        })?;
         if !status.is_success() {
             let text = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
             return match text("error") {

@@ -193,15 +193,14 @@ impl Fetcher {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let body = resp.bytes().await.map_err(|e| GraphError::Transport {
+            let body = read_body(resp).await.map_err(|e| GraphError::Transport {
                 path: path.clone(),
-                detail: error_chain(&e.without_url()),
+                detail: e.to_string(),
             })?;
             if (200..300).contains(&status) {
-                return serde_json::from_slice(&body).map_err(|e| GraphError::Malformed {
-                    path,
-                    detail: e.to_string(),
-                });
+                return body
+                    .json()
+                    .map_err(|detail| GraphError::Malformed { path, detail });
             }
             let err = status_error(status, &body, &path);
             if matches!(status, 429 | 500 | 502 | 503 | 504) {
@@ -226,9 +225,9 @@ impl Fetcher {
     }
 }
 
-fn status_error(status: u16, body: &[u8], path: &str) -> GraphError {
+fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
     #[derive(Deserialize)]
-    struct Body {
+    struct ErrorBody {
         error: Inner,
     }
     #[derive(Deserialize)]
@@ -238,12 +237,9 @@ fn status_error(status: u16, body: &[u8], path: &str) -> GraphError {
         #[serde(default)]
         message: String,
     }
-    let (code, message) = match serde_json::from_slice::<Body>(body) {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&body.bytes) {
         Ok(b) => (b.error.code, b.error.message),
-        Err(_) => (
-            String::new(),
-            String::from_utf8_lossy(body).chars().take(200).collect(),
-        ),
+        Err(_) => (String::new(), body.excerpt()),
     };
     GraphError::Status {
         status,
@@ -253,8 +249,8 @@ fn status_error(status: u16, body: &[u8], path: &str) -> GraphError {
     }
 }
 
-use crate::http::error_chain;
 pub use crate::http::parse_retry_after;
+use crate::http::{error_chain, read_body, Body};
 
 #[cfg(test)]
 mod tests {

@@ -39,13 +39,8 @@ pub struct EntraSource {
 }
 
 impl EntraSource {
-    pub fn new(cfg: &EntraConfig) -> Result<Self, SourceError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(180))
-            .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SourceError::Other(format!("cannot build the HTTP client: {e}")))?;
+    pub fn new(cfg: &EntraConfig, request_timeout: Duration) -> Result<Self, SourceError> {
+        let http = crate::http::client(request_timeout).map_err(SourceError::Other)?;
         let tokens = TokenProvider::new(http.clone(), cfg)
             .map_err(|e| SourceError::Other(format!("{e}; {}", e.hint())))?;
         Ok(EntraSource {

@@ -114,10 +114,11 @@ impl Tokens {
         account: &ServiceAccount,
         admin_email: &str,
         scopes: Vec<&'static str>,
+        request_timeout: Duration,
     ) -> Result<Tokens, GoogleError> {
         let auth = yup_oauth2::ServiceAccountAuthenticator::builder(account.key.clone())
             .subject(admin_email)
-            .with_timeout(Duration::from_secs(30))
+            .with_timeout(request_timeout)
             .build()
             .await
             .map_err(|e| GoogleError::Key {

@@ -159,12 +159,9 @@ impl Directory {
         base: reqwest::Url,
         tenant: Tenant,
         retry: RetryPolicy,
+        request_timeout: Duration,
     ) -> Result<Directory, GoogleError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| GoogleError::Transport(format!("cannot build HTTP client: {e}")))?;
+        let http = crate::http::client(request_timeout).map_err(GoogleError::Transport)?;
         Ok(Directory {
             http,
             base,
@@ -348,21 +345,21 @@ impl Directory {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::http::parse_retry_after);
         // A body cut short (connection closed before Content-Length) fails here.
-        let body = resp.bytes().await.map_err(|e| {
-            Attempt::Transient(
-                GoogleError::Transport(format!("{what}: reading the answer: {e}")),
-                None,
-            )
+        let body = crate::http::read_body(resp).await.map_err(|e| match e {
+            // The same page would be as large next time.
+            crate::http::BodyError::TooLarge => {
+                Attempt::Permanent(GoogleError::Malformed(format!("{what}: {e}")))
+            }
+            crate::http::BodyError::Read(_) => {
+                Attempt::Transient(GoogleError::Transport(format!("{what}: {e}")), None)
+            }
         })?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
-                Attempt::Transient(
-                    GoogleError::Malformed(format!("{what}: unreadable answer: {e}")),
-                    None,
-                )
+            return body.json().map_err(|detail| {
+                Attempt::Transient(GoogleError::Malformed(format!("{what}: {detail}")), None)
             });
         }
-        let (message, reasons) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+        let (message, reasons) = match serde_json::from_slice::<ApiErrorBody>(&body.bytes) {
             Ok(b) => (
                 b.error.message,
                 b.error
@@ -371,7 +368,7 @@ impl Directory {
                     .map(|e| e.reason)
                     .collect::<Vec<_>>(),
             ),
-            Err(_) => (String::new(), Vec::new()),
+            Err(_) => (body.excerpt(), Vec::new()),
         };
         let throttled = reasons.iter().any(|r| {
             matches!(

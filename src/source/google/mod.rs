@@ -11,6 +11,7 @@ pub mod auth;
 pub mod directory;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::check::CheckLine;
 use crate::config::{GoogleConfig, GoogleScope};
@@ -106,6 +107,7 @@ impl From<GoogleError> for SourceError {
 pub struct GoogleSource {
     config: GoogleConfig,
     retry: RetryPolicy,
+    request_timeout: Duration,
     /// Built on first use, then reused so tokens are cached across calls.
     tokens: Option<Tokens>,
     account_email: Option<String>,
@@ -113,14 +115,19 @@ pub struct GoogleSource {
 }
 
 impl GoogleSource {
-    pub fn new(config: GoogleConfig) -> GoogleSource {
-        GoogleSource::with_retry(config, RetryPolicy::from_env())
+    pub fn new(config: GoogleConfig, request_timeout: Duration) -> GoogleSource {
+        GoogleSource::with_retry(config, RetryPolicy::from_env(), request_timeout)
     }
 
-    pub fn with_retry(config: GoogleConfig, retry: RetryPolicy) -> GoogleSource {
+    pub fn with_retry(
+        config: GoogleConfig,
+        retry: RetryPolicy,
+        request_timeout: Duration,
+    ) -> GoogleSource {
         GoogleSource {
             config,
             retry,
+            request_timeout,
             tokens: None,
             account_email: None,
             retries: Default::default(),
@@ -142,7 +149,13 @@ impl GoogleSource {
                 self.config.token_url.as_ref(),
             )?;
             self.account_email = Some(account.client_email().to_string());
-            let tokens = Tokens::new(&account, &self.config.admin_email, self.scopes()).await?;
+            let tokens = Tokens::new(
+                &account,
+                &self.config.admin_email,
+                self.scopes(),
+                self.request_timeout,
+            )
+            .await?;
             self.tokens = Some(tokens);
         }
         Ok(())
@@ -159,7 +172,12 @@ impl GoogleSource {
             Some(d) => Tenant::Domain(d.clone()),
             None => Tenant::Customer(self.config.customer.clone()),
         };
-        let mut dir = Directory::new(self.config.directory_url.clone(), tenant, self.retry)?;
+        let mut dir = Directory::new(
+            self.config.directory_url.clone(),
+            tenant,
+            self.retry,
+            self.request_timeout,
+        )?;
         dir.retries = self.retries.clone();
         Ok(dir)
     }

@@ -91,13 +91,12 @@ pub struct ScimClient {
 }
 
 impl ScimClient {
-    pub fn new(base: reqwest::Url, token: Secret) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(120))
-            .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    pub fn new(
+        base: reqwest::Url,
+        token: Secret,
+        request_timeout: Duration,
+    ) -> Result<Self, String> {
+        let http = crate::http::client(request_timeout)?;
         Ok(ScimClient {
             http,
             base,
@@ -170,19 +169,24 @@ impl ScimClient {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let bytes = resp.bytes().await.map_err(transport)?;
+            let body = read_body(resp).await.map_err(|e| ScimError::Transport {
+                method: method.to_string(),
+                path: shown.clone(),
+                detail: e.to_string(),
+            })?;
             if (200..300).contains(&status) {
-                if bytes.iter().all(u8::is_ascii_whitespace) {
+                if body.bytes.iter().all(u8::is_ascii_whitespace) {
                     return Ok(None);
                 }
-                return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                    ScimError::Malformed {
+                return body
+                    .json()
+                    .map(Some)
+                    .map_err(|detail| ScimError::Malformed {
                         path: shown,
-                        detail: e.to_string(),
-                    }
-                });
+                        detail,
+                    });
             }
-            let err = status_error(status, &bytes, method.as_str(), &shown);
+            let err = status_error(status, &body, method.as_str(), &shown);
             if matches!(status, 429 | 500 | 502 | 503 | 504) {
                 let wait = match (retry_after, backoff.next()) {
                     (_, None) => return Err(err),
@@ -205,8 +209,8 @@ impl ScimClient {
 }
 
 /// A SCIM error body (`urn:ietf:params:scim:api:messages:2.0:Error`) into an error.
-fn status_error(status: u16, body: &[u8], method: &str, path: &str) -> ScimError {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError {
+    let parsed: Option<Value> = serde_json::from_slice(&body.bytes).ok();
     let text = |key: &str| {
         parsed
             .as_ref()
@@ -215,8 +219,8 @@ fn status_error(status: u16, body: &[u8], method: &str, path: &str) -> ScimError
             .map(str::to_string)
     };
     let detail = text("detail").unwrap_or_else(|| {
-        let raw: String = String::from_utf8_lossy(body).chars().take(200).collect();
-        if raw.trim().is_empty() {
+        let raw = body.excerpt();
+        if raw.is_empty() {
             "no detail given".to_string()
         } else {
             raw
@@ -231,17 +235,24 @@ fn status_error(status: u16, body: &[u8], method: &str, path: &str) -> ScimError
     }
 }
 
-use crate::http::error_chain;
 pub use crate::http::parse_retry_after;
+use crate::http::{error_chain, read_body, Body};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn body(bytes: &[u8]) -> Body {
+        Body {
+            bytes: bytes.to_vec(),
+            content_type: Some("application/scim+json".into()),
+        }
+    }
+
     #[test]
     fn scim_error_body_gives_detail_and_scim_type() {
-        let body = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"409","scimType":"uniqueness","detail":"userName taken"}"#;
-        let e = status_error(409, body, "POST", "/Users");
+        let raw = br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"409","scimType":"uniqueness","detail":"userName taken"}"#;
+        let e = status_error(409, &body(raw), "POST", "/Users");
         assert_eq!(e.scim_type(), Some("uniqueness"));
         assert_eq!(e.detail(), "409 uniqueness: userName taken");
         assert!(e.is_per_user());
@@ -250,7 +261,10 @@ mod tests {
     #[test]
     fn token_refusal_and_throttling_are_not_per_user() {
         for s in [401, 403, 429, 500] {
-            assert!(!status_error(s, b"", "GET", "/Users").is_per_user(), "{s}");
+            assert!(
+                !status_error(s, &body(b""), "GET", "/Users").is_per_user(),
+                "{s}"
+            );
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod mirror;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -84,13 +85,15 @@ impl ScimStore {
     pub fn open(
         url: &reqwest::Url,
         token: Secret,
+        request_timeout: Duration,
         concurrency: usize,
         deactivate: ScimDeactivate,
         state_db: &Path,
         read_only: bool,
     ) -> Result<ScimStore, StoreError> {
         let mirror = Mirror::open(&mirror::mirror_path(state_db), read_only)?;
-        let client = ScimClient::new(url.clone(), token).map_err(StoreError::Other)?;
+        let client =
+            ScimClient::new(url.clone(), token, request_timeout).map_err(StoreError::Other)?;
         Ok(ScimStore {
             client,
             mirror,

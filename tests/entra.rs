@@ -442,6 +442,71 @@ fn service_unavailable_with_retry_after_is_retried() {
     assert_eq!(active(&env).len(), 3);
 }
 
+fn token_requests(mock: &GraphMock) -> usize {
+    mock.log()
+        .iter()
+        .filter(|l| l.starts_with("POST ") && l.contains("/oauth2/v2.0/token"))
+        .count()
+}
+
+#[test]
+fn a_throttled_token_endpoint_is_retried_after_its_retry_after() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    {
+        let mut s = mock.state();
+        s.throttle_token_next = 2;
+        s.retry_after = "0.1".into();
+    }
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(token_requests(&mock), 3, "{:?}", mock.log());
+    assert_eq!(mock.state().tokens_issued, 1);
+    assert_eq!(active(&env).len(), 3);
+}
+
+#[test]
+fn a_token_endpoint_busy_beyond_the_retries_fails_the_run_and_deactivates_nobody() {
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    let env = secret_env(&mock);
+    assert_ok(&sync(&env, &[]));
+    mock.remove("u3", "deleted");
+    {
+        let mut s = mock.state();
+        s.throttle_token_next = 1000;
+        s.throttle_status = 503;
+        s.retry_after = "0.05".into();
+    }
+    mock.clear_log();
+    let out = sync(&env, &[]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the token endpoint is throttling or unavailable (503)")
+            && err.contains("AADSTS50196"),
+        "{err}"
+    );
+    assert_eq!(token_requests(&mock), 6, "six tries, then the run fails");
+    assert!(
+        delta_calls(&mock).is_empty(),
+        "no Graph call without a token"
+    );
+    assert!(active(&env).iter().all(|(_, a)| *a), "nobody deactivated");
+
+    mock.state().throttle_token_next = 0;
+    assert_ok(&sync(&env, &[]));
+    assert_eq!(
+        active(&env)
+            .into_iter()
+            .filter(|(_, a)| !*a)
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>(),
+        ["u3"],
+        "the next run completes the deactivation"
+    );
+}
+
 #[test]
 fn national_cloud_asks_for_a_token_for_its_own_graph_root() {
     let mock = GraphMock::start(SECRET);

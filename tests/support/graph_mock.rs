@@ -57,6 +57,9 @@ pub struct MockState {
     pub retry_after: String,
     /// The status of those answers: 429, or 503/504 (which may carry `Retry-After` too).
     pub throttle_status: u16,
+    /// The next N token requests answer `throttle_status` with `Retry-After: {retry_after}`
+    /// and the OAuth error `temporarily_unavailable` (RFC 6749 5.2).
+    pub throttle_token_next: u32,
     /// The token `scope` the login expects (the national cloud's Graph root).
     pub expected_scope: String,
     /// Break page N (0 = the first page) of every delta walk.
@@ -107,6 +110,7 @@ impl GraphMock {
             throttle_next: 0,
             retry_after: "0.2".into(),
             throttle_status: 429,
+            throttle_token_next: 0,
             expected_scope: "https://graph.microsoft.com/.default".into(),
             fault: None,
             forbidden: Vec::new(),
@@ -296,6 +300,18 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
         )
             .into_response()
     };
+    if s.throttle_token_next > 0 {
+        s.throttle_token_next -= 1;
+        return (
+            StatusCode::from_u16(s.throttle_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            [
+                ("content-type", "application/json"),
+                ("retry-after", s.retry_after.as_str()),
+            ],
+            json!({"error": "temporarily_unavailable", "error_description": "AADSTS50196: The server is busy.\r\nTrace ID: 0"}).to_string(),
+        )
+            .into_response();
+    }
     if uri.path() != format!("/{}/oauth2/v2.0/token", s.tenant) {
         return refuse("invalid_request", "AADSTS90002: Tenant not found.");
     }

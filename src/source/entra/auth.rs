@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
@@ -14,6 +15,10 @@ use crate::config::{Cloud, EntraConfig, EntraCredential, Secret};
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 /// How long a client assertion is valid (Entra wants "a few minutes").
 const ASSERTION_LIFETIME: i64 = 300;
+/// Token requests answered 429/5xx, as for Graph: tries in all, and the longest
+/// `Retry-After` waited for (longer fails the run; the next run tries again).
+const MAX_ATTEMPTS: usize = 6;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -24,6 +29,13 @@ pub enum AuthError {
     Transport { url: String, detail: String },
     #[error("unexpected answer from the token endpoint ({status}): {detail}")]
     Unexpected { status: u16, detail: String },
+    /// 429 or a 5xx, still so after the retries.
+    #[error("the token endpoint is throttling or unavailable ({status}): {detail}")]
+    Unavailable {
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     Credential(String),
 }
@@ -52,6 +64,9 @@ impl AuthError {
                 "check the network path to the authority (proxy, firewall, authority_url)".into()
             }
             AuthError::Unexpected { .. } => "check authority_url".into(),
+            AuthError::Unavailable { .. } => {
+                "the identity platform is busy or down; the next run tries again".into()
+            }
             AuthError::Credential(_) => "fix the certificate files named in the config".into(),
         }
     }
@@ -129,7 +144,39 @@ impl TokenProvider {
                 return Ok(token.clone());
             }
         }
-        let (token, lifetime) = self.request().await?;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(32))
+            .with_max_times(MAX_ATTEMPTS - 1)
+            .with_jitter()
+            .build();
+        let (token, lifetime) = loop {
+            let (status, detail, retry_after) = match self.request().await {
+                Err(AuthError::Unavailable {
+                    status,
+                    detail,
+                    retry_after,
+                }) => (status, detail, retry_after),
+                other => break other?,
+            };
+            let wait = match (retry_after, backoff.next()) {
+                (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
+                (None, Some(delay)) => delay,
+                _ => {
+                    return Err(AuthError::Unavailable {
+                        status,
+                        detail,
+                        retry_after,
+                    })
+                }
+            };
+            tracing::info!(
+                status,
+                wait_ms = wait.as_millis() as u64,
+                "the token endpoint asked us to wait; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        };
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
         self.cached = Some((token.clone(), renew_at));
         Ok(token)
@@ -168,12 +215,34 @@ impl TokenProvider {
                 detail: e.without_url().to_string(),
             })?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::http::parse_retry_after);
         let body = crate::http::read_body(resp)
             .await
             .map_err(|e| AuthError::Transport {
                 url: shown,
                 detail: e.to_string(),
             })?;
+        if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
+            let detail = match body.json::<serde_json::Value>() {
+                Ok(v) => v
+                    .get("error_description")
+                    .or_else(|| v.get("error"))
+                    .and_then(|d| d.as_str())
+                    .and_then(|d| d.lines().next())
+                    .unwrap_or_default()
+                    .to_string(),
+                Err(_) => body.excerpt(),
+            };
+            return Err(AuthError::Unavailable {
+                status: status.as_u16(),
+                detail,
+                retry_after,
+            });
+        }
         let json: serde_json::Value = body.json().map_err(|detail| AuthError::Unexpected {
             status: status.as_u16(),
             detail,

@@ -137,7 +137,15 @@ impl State {
     /// The action log, newest first. Actions of runs that never reached the store
     /// (still running, or aborted by a crash) are not part of it.
     pub fn history(&self, f: &HistoryFilter) -> Result<Vec<ActionRecord>, StateError> {
-        let user = f.user.as_ref().map(|u| format!("%{}%", u.to_lowercase()));
+        // Matched here, not with SQLite's LIKE: its lower() folds only ASCII (`Åsa` would
+        // never match `åsa`), and `%` and `_` in the text are meant literally.
+        let user = f.user.as_ref().map(|u| u.to_lowercase());
+        let matches = |r: &ActionRecord| {
+            user.as_ref().is_none_or(|u| {
+                r.user_name.to_lowercase().contains(u.as_str())
+                    || r.external_id.to_lowercase().contains(u.as_str())
+            })
+        };
         let mut stmt = self
             .conn
             .prepare(
@@ -145,14 +153,12 @@ impl State {
                  FROM actions a JOIN runs r ON r.id = a.run_id
                  WHERE r.outcome NOT IN ('running', 'aborted')
                    AND (?1 IS NULL OR a.directory = ?1)
-                   AND (?2 IS NULL OR lower(a.user_name) LIKE ?2 OR lower(a.external_id) LIKE ?2)
-                   AND (?3 IS NULL OR a.time >= ?3)
-                 ORDER BY a.id DESC LIMIT ?4",
+                   AND (?2 IS NULL OR a.time >= ?2)
+                 ORDER BY a.id DESC",
             )
             .map_err(|e| self.err(e))?;
-        let limit = f.limit.map(|l| l as i64).unwrap_or(-1);
         let rows = stmt
-            .query_map(params![f.directory, user, f.since, limit], |r| {
+            .query_map(params![f.directory, f.since], |r| {
                 let changes: String = r.get(7)?;
                 let changes: Vec<FieldChange> = serde_json::from_str(&changes).unwrap_or_default();
                 Ok(ActionRecord {
@@ -168,6 +174,8 @@ impl State {
                 })
             })
             .map_err(|e| self.err(e))?
+            .filter(|r| r.as_ref().map_or(true, matches))
+            .take(f.limit.unwrap_or(usize::MAX))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
         Ok(rows)

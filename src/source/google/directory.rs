@@ -83,18 +83,28 @@ pub struct ApiUser {
     pub primary_email: String,
     #[serde(default)]
     pub name: Option<ApiName>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub suspended: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub archived: bool,
     #[serde(default)]
     pub org_unit_path: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub organizations: Vec<ApiOrganization>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub external_ids: Vec<ApiTypedValue>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub relations: Vec<ApiTypedValue>,
+}
+
+/// A field sent as `null` reads like a missing one (the discovery document does not
+/// say which Google sends for an empty list; tolerate both).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,7 +119,7 @@ pub struct ApiName {
 pub struct ApiOrganization {
     pub department: Option<String>,
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub primary: bool,
 }
 

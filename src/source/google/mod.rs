@@ -192,12 +192,19 @@ impl GoogleSource {
         let mut dir = self.directory()?;
         self.ensure_tokens().await?;
         let tokens = self.built_tokens()?;
-        let users = dir.list_users(tokens, map_user).await?;
+        // Deduplicate by id (the last page wins, for the values and for the org-unit
+        // scope alike), in a stable order.
+        let users: BTreeMap<String, DirectoryUser> = dir
+            .list_users(tokens, map_user)
+            .await?
+            .into_iter()
+            .map(|u| (u.external_id.clone(), u))
+            .collect();
         let scope = match &self.config.scope {
             GoogleScope::All => Scope::All,
             GoogleScope::OrgUnits(ous) => Scope::Only(
                 users
-                    .iter()
+                    .values()
                     .filter(|u| {
                         u.extra
                             .get(ORG_UNIT_PATH)
@@ -214,11 +221,6 @@ impl GoogleSource {
                 Scope::Only(ids)
             }
         };
-        // Deduplicate by id (the last page wins), in a stable order.
-        let users: BTreeMap<String, DirectoryUser> = users
-            .into_iter()
-            .map(|u| (u.external_id.clone(), u))
-            .collect();
         Ok(SourceRead {
             listing: Listing::Complete(users.into_values().collect()),
             scope,

@@ -212,7 +212,7 @@ impl TokenProvider {
             .await
             .map_err(|e| AuthError::Transport {
                 url: shown.clone(),
-                detail: e.without_url().to_string(),
+                detail: crate::http::error_chain(&e.without_url()),
             })?;
         let status = resp.status();
         let retry_after = resp
@@ -220,12 +220,16 @@ impl TokenProvider {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::http::parse_retry_after);
-        let body = crate::http::read_body(resp)
-            .await
-            .map_err(|e| AuthError::Transport {
+        let body = crate::http::read_body(resp).await.map_err(|e| match e {
+            crate::http::BodyError::TooLarge => AuthError::Unexpected {
+                status: status.as_u16(),
+                detail: e.to_string(),
+            },
+            crate::http::BodyError::Read(_) => AuthError::Transport {
                 url: shown,
                 detail: e.to_string(),
-            })?;
+            },
+        })?;
         if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
             let detail = match body.json::<serde_json::Value>() {
                 Ok(v) => v

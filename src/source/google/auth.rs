@@ -1,26 +1,48 @@
 //! Access tokens for the Directory API: a service account's JWT bearer grant with
 //! domain-wide delegation (the admin to impersonate is the JWT's `sub`).
 //!
-//! The grant itself (RS256 JWT, token cache, renewal before expiry) is yup-oauth2's
-//! service-account flow; this module only loads the key, picks the token URL and
-//! turns the token endpoint's errors into actionable ones.
+//! The JWT is signed with jsonwebtoken (RS256, `kid` = the key's `private_key_id`) and
+//! posted with the client every remote shares, so the token endpoint gets the same
+//! request timeout, answer cap and error wording as the APIs. yup-oauth2 did this
+//! before and was replaced: it cached a JSON 429/5xx answer as a token without an
+//! access token, read answers of any size, and logged the token at debug level.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use yup_oauth2::authenticator::DefaultAuthenticator;
-use yup_oauth2::error::AuthErrorCode;
-use yup_oauth2::ServiceAccountKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use tokio::sync::Mutex;
 
 use super::GoogleError;
-use crate::config::SecretRef;
+use crate::config::{Secret, SecretRef};
+use crate::http::{error_chain, read_body};
 
 pub const USER_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";
 pub const GROUP_MEMBER_SCOPE: &str =
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
 
+/// Google allows at most an hour between `iat` and `exp`.
+const ASSERTION_LIFETIME: i64 = 3600;
+/// Renew a cached token this long before it expires.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// The fields of a key JSON that the grant needs. Deliberately not `Debug`: it holds
+/// the private key.
+#[derive(Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type")]
+    key_type: Option<String>,
+    client_email: String,
+    private_key: String,
+    private_key_id: Option<String>,
+    client_id: Option<String>,
+    token_uri: String,
+}
+
 /// A loaded service-account key. Deliberately not `Debug`: it holds the private key.
 pub struct ServiceAccount {
-    key: ServiceAccountKey,
+    key: KeyFile,
+    signing_key: EncodingKey,
 }
 
 impl ServiceAccount {
@@ -37,7 +59,7 @@ impl ServiceAccount {
         let text = secret.resolve().map_err(|e| bad(e.to_string()))?;
         // serde_json's messages can quote the offending value (for example the PEM),
         // so only its category and position are kept.
-        let mut key: ServiceAccountKey = serde_json::from_str(text.expose()).map_err(|e| {
+        let mut key: KeyFile = serde_json::from_str(text.expose()).map_err(|e| {
             bad(format!(
                 "not a service-account key JSON ({:?} error at line {} column {}; \
                  it needs client_email, private_key and token_uri)",
@@ -57,7 +79,10 @@ impl ServiceAccount {
             key.token_uri = url.to_string();
         }
         check_token_uri(&key.token_uri).map_err(bad)?;
-        Ok(ServiceAccount { key })
+        // jsonwebtoken's message names the PEM problem, never the key's bytes.
+        let signing_key = EncodingKey::from_rsa_pem(key.private_key.as_bytes())
+            .map_err(|e| bad(format!("private_key is not an RSA private key in PEM: {e}")))?;
+        Ok(ServiceAccount { key, signing_key })
     }
 
     pub fn client_email(&self) -> &str {
@@ -101,12 +126,27 @@ fn check_token_uri(uri: &str) -> Result<(), String> {
     }
 }
 
-/// Tokens for one directory: built once per source, cached and renewed by yup-oauth2.
+/// Tokens for one directory: built once per source, cached and renewed before expiry.
 pub struct Tokens {
-    auth: DefaultAuthenticator,
+    http: reqwest::Client,
+    token_url: reqwest::Url,
+    signing_key: EncodingKey,
+    key_id: Option<String>,
+    client_email: String,
     scopes: Vec<&'static str>,
     client_id: String,
     admin_email: String,
+    cached: Mutex<Option<(Secret, Instant)>>,
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    scope: String,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
 }
 
 impl Tokens {
@@ -116,73 +156,138 @@ impl Tokens {
         scopes: Vec<&'static str>,
         request_timeout: Duration,
     ) -> Result<Tokens, GoogleError> {
-        let auth = yup_oauth2::ServiceAccountAuthenticator::builder(account.key.clone())
-            .subject(admin_email)
-            .with_timeout(request_timeout)
-            .build()
-            .await
-            .map_err(|e| GoogleError::Key {
-                from: "the service-account key".to_string(),
-                // yup-oauth2's messages here are fixed texts ("Error reading key from PEM").
-                message: e.to_string(),
-            })?;
+        let token_url = reqwest::Url::parse(account.token_uri()).map_err(|e| GoogleError::Key {
+            from: "the service-account key".to_string(),
+            message: format!("token_uri is not a URL: {e}"),
+        })?;
         Ok(Tokens {
-            auth,
+            http: crate::http::client(request_timeout).map_err(GoogleError::Transport)?,
+            token_url,
+            signing_key: account.signing_key.clone(),
+            key_id: account.key.private_key_id.clone(),
+            client_email: account.client_email().to_string(),
             scopes,
             client_id: account.client_id().to_string(),
             admin_email: admin_email.to_string(),
+            cached: Mutex::new(None),
         })
     }
 
-    /// The scopes asked for, space-separated, as the Admin console wants them (comma-separated).
+    /// The scopes asked for, as the Admin console wants them (comma-separated).
     pub fn scopes_for_console(&self) -> String {
         self.scopes.join(",")
     }
 
-    /// A valid access token (cached until shortly before it expires).
+    /// A valid access token (cached until shortly before it expires). A throttled or
+    /// failing token endpoint is a transient error: the Directory API's retry loop
+    /// backs off and asks again; nothing but a real token is ever cached.
     pub async fn token(&self) -> Result<String, GoogleError> {
-        let token = self
-            .auth
-            .token(&self.scopes)
-            .await
-            .map_err(|e| self.classify(e))?;
-        token
-            .token()
-            .map(str::to_string)
-            .ok_or_else(|| GoogleError::Token {
-                message: "the token endpoint answered without an access_token".to_string(),
-                transient: true,
-            })
+        let mut cached = self.cached.lock().await;
+        if let Some((token, renew_at)) = cached.as_ref() {
+            if Instant::now() < *renew_at {
+                return Ok(token.expose().to_string());
+            }
+        }
+        let (token, lifetime) = self.request().await?;
+        let value = token.expose().to_string();
+        *cached = Some((token, Instant::now() + lifetime.saturating_sub(RENEW_BEFORE)));
+        Ok(value)
     }
 
-    fn classify(&self, e: yup_oauth2::Error) -> GoogleError {
-        match e {
-            yup_oauth2::Error::AuthError(err) => {
-                let description = err.error_description.clone().unwrap_or_default();
-                match err.error {
-                    AuthErrorCode::UnauthorizedClient => GoogleError::UnauthorizedClient {
-                        client_id: self.client_id.clone(),
-                        scopes: self.scopes_for_console(),
-                        description,
-                    },
-                    AuthErrorCode::InvalidGrant => GoogleError::InvalidGrant {
-                        admin_email: self.admin_email.clone(),
-                        description,
-                    },
-                    other => GoogleError::Token {
-                        message: format!(
-                            "token endpoint refused: {} {description}",
-                            other.as_str()
-                        ),
-                        transient: false,
-                    },
-                }
-            }
-            // Connection failures and unreadable answers (an HTML 5xx page) may pass.
-            other => GoogleError::Token {
-                message: format!("token endpoint: {other}"),
-                transient: true,
-            },
+    fn assertion(&self) -> Result<String, GoogleError> {
+        let iat = chrono::Utc::now().timestamp();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = self.key_id.clone();
+        let claims = Claims {
+            iss: &self.client_email,
+            sub: &self.admin_email,
+            scope: self.scopes.join(" "),
+            aud: self.token_url.as_str(),
+            iat,
+            exp: iat + ASSERTION_LIFETIME,
+        };
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).map_err(|e| GoogleError::Key {
+            from: "the service-account key".to_string(),
+            message: format!("cannot sign the token request: {e}"),
+        })
+    }
+
+    async fn request(&self) -> Result<(Secret, Duration), GoogleError> {
+        let assertion = self.assertion()?;
+        let failed = |message: String, transient: bool| GoogleError::Token {
+            message: format!("token endpoint {}: {message}", self.token_url),
+            transient,
+        };
+        let resp = self
+            .http
+            .post(self.token_url.clone())
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| failed(error_chain(&e.without_url()), true))?;
+        let status = resp.status().as_u16();
+        let body = read_body(resp).await.map_err(|e| {
+            let transient = matches!(e, crate::http::BodyError::Read(_));
+            failed(e.to_string(), transient)
+        })?;
+        if matches!(status, 429 | 500 | 502 | 503 | 504) {
+            let detail = body
+                .json::<OAuthError>()
+                .map(|e| e.describe())
+                .unwrap_or_else(|_| body.excerpt());
+            return Err(failed(format!("answered {status}: {detail}"), true));
+        }
+        if !(200..300).contains(&status) {
+            let err: OAuthError = body
+                .json()
+                .map_err(|m| failed(format!("answered {status}: {m}"), false))?;
+            let description = err.error_description.clone().unwrap_or_default();
+            return Err(match err.error.as_str() {
+                "unauthorized_client" => GoogleError::UnauthorizedClient {
+                    client_id: self.client_id.clone(),
+                    scopes: self.scopes_for_console(),
+                    description,
+                },
+                "invalid_grant" => GoogleError::InvalidGrant {
+                    admin_email: self.admin_email.clone(),
+                    description,
+                },
+                _ => failed(format!("refused ({status}): {}", err.describe()), false),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Granted {
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        // An unreadable 200 (a proxy's page) may be gone on the next try.
+        let granted: Granted = body.json().map_err(|m| failed(m, true))?;
+        let token = granted
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| failed("answered without an access_token".into(), true))?;
+        Ok((
+            Secret::new(token),
+            Duration::from_secs(granted.expires_in.unwrap_or(3600)),
+        ))
+    }
+}
+
+/// An OAuth 2.0 error answer (RFC 6749 5.2).
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    error_description: Option<String>,
+}
+
+impl OAuthError {
+    fn describe(&self) -> String {
+        match &self.error_description {
+            Some(d) => format!("{}: {d}", self.error),
+            None => self.error.clone(),
         }
     }
 }

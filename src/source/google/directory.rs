@@ -16,6 +16,10 @@ const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type)";
 pub const MAX_USERS_PER_PAGE: u32 = 500;
 const MAX_MEMBERS_PER_PAGE: u32 = 200;
 
+/// The longest `Retry-After` honoured, as for Graph and SCIM; the backoff's own cap
+/// (`RetryPolicy::max_delay`) only bounds the delays we choose ourselves.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
 /// How failed calls are retried. The base delay is a parameter so tests stay fast.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -312,7 +316,7 @@ impl Directory {
                     last: Box::new(err),
                 });
             };
-            let delay = retry_after.map_or(delay, |ra| ra.min(self.retry.max_delay).max(delay));
+            let delay = retry_after.map_or(delay, |ra| ra.min(MAX_RETRY_AFTER).max(delay));
             tracing::warn!(
                 request = what,
                 error = %err,
@@ -346,7 +350,9 @@ impl Directory {
             .send()
             .await
             .map_err(|e| {
-                Attempt::Transient(GoogleError::Transport(format!("{what}: {e}")), None)
+                // The cause (refused, reset, timed out), without the long URL.
+                let cause = crate::http::error_chain(&e.without_url());
+                Attempt::Transient(GoogleError::Transport(format!("{what}: {cause}")), None)
             })?;
         let status = resp.status();
         let retry_after = resp

@@ -231,16 +231,15 @@ impl TokenProvider {
             },
         })?;
         if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
-            let detail = match body.json::<serde_json::Value>() {
-                Ok(v) => v
-                    .get("error_description")
-                    .or_else(|| v.get("error"))
-                    .and_then(|d| d.as_str())
-                    .and_then(|d| d.lines().next())
-                    .unwrap_or_default()
-                    .to_string(),
-                Err(_) => body.excerpt(),
-            };
+            // The OAuth error's first line (AADSTS code and reason), else what came.
+            let detail = body
+                .json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| {
+                    let d = v.get("error_description").or_else(|| v.get("error"))?;
+                    Some(d.as_str()?.lines().next()?.to_string())
+                })
+                .unwrap_or_else(|| body.excerpt());
             return Err(AuthError::Unavailable {
                 status: status.as_u16(),
                 detail,

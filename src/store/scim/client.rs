@@ -40,6 +40,10 @@ pub enum ScimError {
     },
     #[error("the SCIM provider sent a malformed answer for {path}: {detail}")]
     Malformed { path: String, detail: String },
+    /// Refused here, before anything was written: linking would give this learner a
+    /// resource that belongs to another learner.
+    #[error("{detail}")]
+    Refused { detail: String },
 }
 
 impl ScimError {
@@ -76,7 +80,8 @@ impl ScimError {
     /// A refusal that concerns one user (bad value, conflict, ...) rather than the
     /// whole provider (token refused, throttled or down for good, unreachable).
     pub fn is_per_user(&self) -> bool {
-        matches!(self.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 401 | 403 | 429))
+        matches!(self, ScimError::Refused { .. })
+            || matches!(self.status(), Some(s) if (400..500).contains(&s) && !matches!(s, 401 | 403 | 429))
     }
 }
 

@@ -2,7 +2,13 @@
 //! (directory, external id) to its SCIM resource id, with the values last pushed and
 //! whether it is active. The plan diffs against the mirror; a row is written right
 //! after each successful request, so a crash never loses a created resource.
+//!
+//! One SCIM resource belongs to one learner: `upsert` refuses to link a second learner
+//! to a SCIM id that another row holds, and opening the mirror for writing unlinks any
+//! SCIM id that an earlier version linked to several learners (each of them is then
+//! resolved again against the provider, by externalId, at its next operation).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -45,8 +51,13 @@ CREATE TABLE scim_runs (
 );
 "#,
         ),
+        // Who holds a SCIM id: checked before every link.
+        M::up("CREATE INDEX scim_learners_by_scim_id ON scim_learners (scim_id);"),
     ])
 }
+
+/// A learner of the mirror: `(directory, external id)`.
+pub type Owner = (String, String);
 
 /// Where the mirror of a state DB lives: `<state_db>.scim-mirror.db`.
 pub fn mirror_path(state_db: &Path) -> PathBuf {
@@ -73,10 +84,85 @@ impl Mirror {
         // NORMAL in WAL mode: a row survives the process being killed; a power loss may
         // lose the last rows, and the next run re-links those users by lookup.
         let conn = crate::store::sqlite::open_file(path, read_only, "NORMAL", &migrations())?;
-        Ok(Mirror {
+        let mirror = Mirror {
             conn,
             path: path.to_path_buf(),
-        })
+        };
+        if !read_only {
+            mirror.unlink_shared()?;
+        }
+        Ok(mirror)
+    }
+
+    /// Unlink every learner whose SCIM id another learner shares too (left by a version
+    /// that could link two learners to one resource). The mirror cannot tell which of
+    /// them the resource belongs to; the provider's externalId can, so each of them is
+    /// resolved again (adopted by externalId, created, or refused) like a new learner.
+    fn unlink_shared(&self) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let shared: Vec<(String, String, String)> = conn
+            .prepare(
+                "SELECT scim_id, directory, external_id FROM scim_learners WHERE scim_id IN
+                 (SELECT scim_id FROM scim_learners GROUP BY scim_id HAVING count(*) > 1)
+                 ORDER BY scim_id, directory, external_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        if shared.is_empty() {
+            return Ok(());
+        }
+        for (scim_id, directory, external_id) in &shared {
+            tracing::warn!(
+                directory,
+                external_id,
+                scim_id,
+                "the mirror linked this learner and other ones to one SCIM user; unlinked them all, the next operation resolves each again by externalId"
+            );
+        }
+        conn.execute(
+            "DELETE FROM scim_learners WHERE scim_id IN
+             (SELECT scim_id FROM scim_learners GROUP BY scim_id HAVING count(*) > 1)",
+            [],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// The learner linked to each SCIM id, over every directory.
+    pub fn owners(&self) -> Result<HashMap<String, Owner>, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(HashMap::new());
+        };
+        conn.prepare("SELECT scim_id, directory, external_id FROM scim_learners")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The learner other than `(directory, external_id)` linked to `scim_id`, if any.
+    fn other_owner(
+        &self,
+        conn: &Connection,
+        directory: &str,
+        external_id: &str,
+        scim_id: &str,
+    ) -> Result<Option<Owner>, StoreError> {
+        conn.query_row(
+            "SELECT directory, external_id FROM scim_learners
+             WHERE scim_id = ?1 AND NOT (directory = ?2 AND external_id = ?3)
+             ORDER BY directory, external_id LIMIT 1",
+            params![scim_id, directory, external_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| self.err(e))
     }
 
     pub fn path(&self) -> &Path {
@@ -140,20 +226,27 @@ impl Mirror {
     }
 
     /// Record what the provider now holds for one learner (one committed write).
+    /// `Ok(Some(owner))`: nothing written, because `owner`, another learner, is linked
+    /// to that SCIM id.
+    #[must_use = "a refused link must be reported"]
     pub fn upsert(
         &self,
         directory: &str,
         external_id: &str,
         linked: &Linked,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Owner>, StoreError> {
         let conn = self
             .conn
             .as_ref()
             .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
         let f = &linked.fields;
-        conn.prepare_cached(
+        // One statement, so that the check and the write cannot be split by another
+        // process writing the same mirror. (`WHERE` also lets SQLite parse the upsert.)
+        let written = conn.prepare_cached(
             "INSERT INTO scim_learners (directory, external_id, scim_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+             WHERE NOT EXISTS (SELECT 1 FROM scim_learners
+                               WHERE scim_id = ?3 AND NOT (directory = ?1 AND external_id = ?2))
              ON CONFLICT (directory, external_id) DO UPDATE SET
                 scim_id = excluded.scim_id, user_name = excluded.user_name, email = excluded.email,
                 given_name = excluded.given_name, family_name = excluded.family_name,
@@ -180,8 +273,17 @@ impl Mirror {
                 crate::state::now(),
             ])
         })
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        .map_err(|e| self.err(e))?;
+        if written > 0 {
+            return Ok(None);
+        }
+        match self.other_owner(conn, directory, external_id, &linked.scim_id)? {
+            Some(owner) => Ok(Some(owner)),
+            None => Err(StoreError::Other(format!(
+                "the mirror {} wrote no row for learner {external_id}",
+                self.path.display()
+            ))),
+        }
     }
 
     /// `(userName or email, scim id)` of every linked learner of a directory, for
@@ -254,4 +356,127 @@ fn fields_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LearnerFiel
         employee_id: r.get(at + 7)?,
         manager_email: r.get(at + 8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linked(scim_id: &str, user_name: &str) -> Linked {
+        Linked {
+            scim_id: scim_id.into(),
+            fields: LearnerFields {
+                user_name: user_name.into(),
+                email: None,
+                given_name: None,
+                family_name: None,
+                display_name: None,
+                department: None,
+                job_title: None,
+                employee_id: None,
+                manager_email: None,
+            },
+            active: true,
+        }
+    }
+
+    fn rows(m: &Mirror) -> Vec<(String, String, String)> {
+        let conn = m.conn.as_ref().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT directory, external_id, scim_id FROM scim_learners ORDER BY 1, 2")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows
+    }
+
+    fn row(d: &str, e: &str, s: &str) -> (String, String, String) {
+        (d.into(), e.into(), s.into())
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn a_second_learner_is_never_linked_to_one_scim_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mirror::open(&dir.path().join("m.db"), false).unwrap();
+        assert_eq!(
+            m.upsert("hr", "E1", &linked("r1", "dup@x.io")).unwrap(),
+            None
+        );
+        // Rewriting the same learner's row is fine.
+        assert_eq!(
+            m.upsert("hr", "E1", &linked("r1", "ann@x.io")).unwrap(),
+            None
+        );
+        // Another learner, in this directory or another one: refused, nothing written.
+        assert_eq!(
+            m.upsert("hr", "E2", &linked("r1", "dup@x.io")).unwrap(),
+            Some(("hr".to_string(), "E1".to_string()))
+        );
+        assert_eq!(
+            m.upsert("other", "E1", &linked("r1", "dup@x.io")).unwrap(),
+            Some(("hr".to_string(), "E1".to_string()))
+        );
+        // An existing learner relinked onto another's resource: refused, its row kept.
+        assert_eq!(
+            m.upsert("hr", "E3", &linked("r3", "cy@x.io")).unwrap(),
+            None
+        );
+        assert!(m
+            .upsert("hr", "E3", &linked("r1", "cy@x.io"))
+            .unwrap()
+            .is_some());
+        assert_eq!(rows(&m), [row("hr", "E1", "r1"), row("hr", "E3", "r3")]);
+        assert_eq!(
+            m.get("hr", "E1").unwrap().unwrap().fields.user_name,
+            "ann@x.io"
+        );
+        assert_eq!(
+            m.owners().unwrap(),
+            HashMap::from([
+                ("r1".to_string(), ("hr".to_string(), "E1".to_string())),
+                ("r3".to_string(), ("hr".to_string(), "E3".to_string())),
+            ])
+        );
+    }
+
+    #[test]
+    fn opening_unlinks_the_learners_an_earlier_version_linked_to_one_scim_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            let m = Mirror::open(&path, false).unwrap();
+            assert_eq!(
+                m.upsert("hr", "E1", &linked("r1", "dup@x.io")).unwrap(),
+                None
+            );
+            assert_eq!(
+                m.upsert("hr", "E9", &linked("r9", "oz@x.io")).unwrap(),
+                None
+            );
+            // What the old upsert let through.
+            m.conn
+                .as_ref()
+                .unwrap()
+                .execute(
+                    "INSERT INTO scim_learners (directory, external_id, scim_id, user_name, active, updated_at)
+                     VALUES ('hr', 'E2', 'r1', 'dup@x.io', 1, 'x')",
+                    [],
+                )
+                .unwrap();
+        }
+        // Read-only (status, --dry-run) changes nothing.
+        let ro = Mirror::open(&path, true).unwrap();
+        assert_eq!(ro.count().unwrap(), 3);
+        drop(ro);
+        let m = Mirror::open(&path, false).unwrap();
+        assert_eq!(rows(&m), [row("hr", "E9", "r9")]);
+    }
 }

@@ -3,9 +3,16 @@
 //!
 //! - The plan diffs against a local mirror (see `mirror.rs`) that links each learner
 //!   to its SCIM resource id; a row is written right after each successful request.
-//! - Adopt, never duplicate: before a create the user is looked up by `externalId`,
-//!   then by `userName`; a found resource is linked and overwritten with the desired
-//!   values. A `409 uniqueness` on create is resolved the same way.
+//! - Adopt, never duplicate, never take another learner's resource: before a create
+//!   the user is looked up by `externalId`, then by `userName`. A resource is adopted
+//!   (linked and overwritten with the desired values) when its externalId is ours, or
+//!   when it has none and no other learner is linked to it (a user the platform made
+//!   before us). A userName held by another learner's resource fails this learner
+//!   only, with the holder named. A `409 uniqueness` on create is resolved the same way.
+//!   Identity is the directory's immutable id: a userName never ties two learners.
+//! - One resource, one learner: the request tasks claim a resource in a map shared by
+//!   the whole apply (seeded from the mirror) before writing to it, and the mirror
+//!   refuses a second learner linked to one SCIM id.
 //! - A `404` on an update (deleted on the provider side) recreates and relinks.
 //! - A 4xx for one user fails that user (reported with the provider's `detail`; the
 //!   mirror is unchanged, so the next run retries it). A refused token, exhausted
@@ -15,9 +22,9 @@
 pub mod client;
 pub mod mirror;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -25,7 +32,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
 use self::client::{ScimClient, ScimError};
-use self::mirror::{Linked, Mirror};
+use self::mirror::{Linked, Mirror, Owner};
 use super::{ApplyReport, StoreError};
 use crate::check::CheckLine;
 use crate::config::{ScimDeactivate, Secret};
@@ -50,6 +57,41 @@ struct Features {
     patch: bool,
 }
 
+/// What became of one operation.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Linked,
+    /// Not linked because the resource found belongs to another learner.
+    Refused(String),
+    /// This learner failed.
+    Failed(String),
+    /// The provider failed as a whole (`error`): stop sending.
+    Fatal {
+        detail: String,
+        error: String,
+    },
+}
+
+/// Note a failed outcome in the report; whether it was a refusal.
+fn record(
+    report: &mut ApplyReport,
+    fatal: &mut Option<String>,
+    external_id: &str,
+    outcome: Outcome,
+) -> bool {
+    let (detail, refused) = match outcome {
+        Outcome::Linked => return false,
+        Outcome::Refused(detail) => (detail, true),
+        Outcome::Failed(detail) => (detail, false),
+        Outcome::Fatal { detail, error } => {
+            fatal.get_or_insert(error);
+            (detail, false)
+        }
+    };
+    report.failed.push((external_id.to_string(), detail));
+    refused
+}
+
 /// Everything a request task needs.
 #[derive(Clone)]
 struct Ctx {
@@ -57,6 +99,157 @@ struct Ctx {
     features: Features,
     deactivate: ScimDeactivate,
     index: Option<Arc<Index>>,
+    /// The directory being applied: with an external id, the learner a task works for.
+    directory: Arc<str>,
+    claims: Arc<Claims>,
+}
+
+/// Which learner each SCIM id belongs to: the mirror's links when the apply started,
+/// plus each resource a task of this apply adopted or created. A task claims a
+/// resource before writing to it, so two learners never take one, even concurrently.
+#[derive(Debug, Default)]
+struct Claims(Mutex<HashMap<String, Owner>>, HashSet<String>);
+
+impl Claims {
+    fn new(owners: HashMap<String, Owner>) -> Claims {
+        let known = owners.values().map(|(_, ext)| ext.clone()).collect();
+        Claims(Mutex::new(owners), known)
+    }
+
+    /// Also count as ours the learners this run creates, not yet linked to anything.
+    fn with_learners<'a>(mut self, external_ids: impl IntoIterator<Item = &'a str>) -> Claims {
+        self.1.extend(external_ids.into_iter().map(str::to_string));
+        self
+    }
+
+    /// Whether `external_id` is one of our learners' (linked in the mirror, or written
+    /// by this run). A provider user carrying any other externalId came from elsewhere,
+    /// e.g. Entra's own push provisioning, which sets `externalId = mailNickname`.
+    fn is_a_learner(&self, external_id: &str) -> bool {
+        self.1.contains(external_id)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Owner>> {
+        // The map stays consistent whatever a panicking holder did: it only inserts.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claim `scim_id` for `me`: `Ok(true)` newly claimed, `Ok(false)` already ours,
+    /// `Err(owner)` another learner's.
+    fn claim(&self, scim_id: &str, me: &Owner) -> Result<bool, Owner> {
+        let mut map = self.lock();
+        match map.get(scim_id) {
+            Some(owner) if owner == me => Ok(false),
+            Some(owner) => Err(owner.clone()),
+            None => {
+                map.insert(scim_id.to_string(), me.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Give back a claim whose write failed.
+    fn release(&self, scim_id: &str, me: &Owner) {
+        let mut map = self.lock();
+        if map.get(scim_id) == Some(me) {
+            map.remove(scim_id);
+        }
+    }
+}
+
+/// A user on the provider that a lookup found.
+#[derive(Debug, Clone, PartialEq)]
+struct Found {
+    id: String,
+    /// `None` when absent or empty.
+    external_id: Option<String>,
+    active: Option<bool>,
+}
+
+impl Found {
+    fn from_resource(user: &Value) -> Option<Found> {
+        Some(Found {
+            id: user.get("id")?.as_str()?.to_string(),
+            external_id: user
+                .get("externalId")
+                .and_then(Value::as_str)
+                .filter(|e| !e.is_empty())
+                .map(str::to_string),
+            active: user.get("active").and_then(Value::as_bool),
+        })
+    }
+}
+
+/// What a lookup found for a learner: the user whose externalId is the learner's,
+/// else the user that holds the learner's userName.
+#[derive(Debug, Clone, Default)]
+struct Candidates {
+    by_external_id: Option<Found>,
+    by_user_name: Option<Found>,
+}
+
+/// What to do for a learner that is not linked yet.
+#[derive(Debug, PartialEq)]
+enum Resolution {
+    /// Link and overwrite this resource, now claimed for the learner.
+    Adopt {
+        id: String,
+        newly_claimed: bool,
+    },
+    Create,
+    /// The resource found belongs to another learner: fail this learner, with why.
+    Refuse(String),
+}
+
+/// Decide what to do with what a lookup found, claiming an adopted resource.
+fn resolve(claims: &Claims, me: &Owner, user_name: &str, found: &Candidates) -> Resolution {
+    let (directory, ext) = (me.0.as_str(), me.1.as_str());
+    if let Some(own) = &found.by_external_id {
+        return match claims.claim(&own.id, me) {
+            Ok(newly_claimed) => Resolution::Adopt {
+                id: own.id.clone(),
+                newly_claimed,
+            },
+            Err(owner) => Resolution::Refuse(format!(
+                "the SCIM user {} with externalId {ext} is linked to learner {}",
+                own.id,
+                describe(&owner, directory)
+            )),
+        };
+    }
+    let Some(holder) = &found.by_user_name else {
+        return Resolution::Create;
+    };
+    let holder_owner = match &holder.external_id {
+        Some(other) if other != ext && claims.is_a_learner(other) => Err(other.clone()),
+        // Ours (found by userName when the provider cannot filter on externalId), a
+        // user without one, or one another provisioning tool made with an id of its
+        // own: adopt it unless another learner is linked to it.
+        _ => claims
+            .claim(&holder.id, me)
+            .map_err(|owner| describe(&owner, directory)),
+    };
+    match holder_owner {
+        Ok(newly_claimed) => Resolution::Adopt {
+            id: holder.id.clone(),
+            newly_claimed,
+        },
+        Err(owner) if holder.active == Some(false) => Resolution::Refuse(format!(
+            "userName {user_name} belongs to the SCIM user of {owner} (deactivated); a SCIM user is never passed to another learner: rename or delete that user on the provider to free the userName"
+        )),
+        Err(owner) => Resolution::Refuse(format!(
+            "userName {user_name} belongs to the SCIM user of {owner}; a SCIM user is never linked to two learners: give one of them another userName in the directory, or free it on the provider"
+        )),
+    }
+}
+
+/// A learner as named in a reason: its external id, and its directory if not ours.
+fn describe(owner: &Owner, directory: &str) -> String {
+    if owner.0 == directory {
+        owner.1.clone()
+    } else {
+        format!("{} of directory {}", owner.1, owner.0)
+    }
 }
 
 /// A run creating at least this many users lists the provider's users once instead
@@ -68,16 +261,22 @@ const PAGE: usize = 1000;
 /// The provider's users by externalId and by userName (case-insensitive), listed once.
 #[derive(Debug, Default)]
 struct Index {
-    by_external_id: HashMap<String, String>,
-    by_user_name: HashMap<String, String>,
+    by_external_id: HashMap<String, Found>,
+    by_user_name: HashMap<String, Found>,
 }
 
 impl Index {
-    fn find(&self, ext: &str, user_name: &str) -> Option<String> {
-        self.by_external_id
-            .get(ext)
-            .or_else(|| self.by_user_name.get(&user_name.to_lowercase()))
-            .cloned()
+    fn find(&self, ext: &str, user_name: &str) -> Candidates {
+        match self.by_external_id.get(ext) {
+            Some(own) => Candidates {
+                by_external_id: Some(own.clone()),
+                by_user_name: None,
+            },
+            None => Candidates {
+                by_external_id: None,
+                by_user_name: self.by_user_name.get(&user_name.to_lowercase()).cloned(),
+            },
+        }
     }
 }
 
@@ -151,6 +350,11 @@ impl ScimStore {
             features,
             deactivate: self.deactivate,
             index: None,
+            directory: Arc::from(directory),
+            claims: Arc::new(
+                Claims::new(self.mirror.owners()?)
+                    .with_learners(operations.iter().map(Operation::external_id)),
+            ),
         };
         let creates = operations
             .iter()
@@ -178,12 +382,23 @@ impl ScimStore {
         // Reports whose manager was linked only later in this run: set in a second pass.
         let mut unresolved: Vec<(String, String)> = Vec::new();
         let mut pending = operations.iter();
-        let mut tasks: JoinSet<(String, Result<Linked, ScimError>)> = JoinSet::new();
+        let mut tasks: JoinSet<(Operation, Option<String>, Result<Linked, ScimError>)> =
+            JoinSet::new();
         let mut fatal: Option<String> = None;
+        // userNames (lowercase) that an operation of this run took off a resource, and
+        // the creates refused because another learner's resource held their userName.
+        let mut freed: HashSet<String> = HashSet::new();
+        let mut refused: Vec<Operation> = Vec::new();
         loop {
             while fatal.is_none() && tasks.len() < self.concurrency {
                 let Some(op) = pending.next() else { break };
                 let linked = self.mirror.get(directory, op.external_id())?;
+                let frees = linked.as_ref().and_then(|l| {
+                    let old = l.fields.user_name.to_lowercase();
+                    let deletes = matches!(op, Operation::Deactivate { .. })
+                        && self.deactivate == ScimDeactivate::Delete;
+                    (deletes || old != op.fields().user_name.to_lowercase()).then_some(old)
+                });
                 let manager_email = op.fields().manager_email.as_deref().map(str::to_lowercase);
                 let manager = manager_email
                     .as_ref()
@@ -195,45 +410,53 @@ impl ScimStore {
                 let ctx = ctx.clone();
                 let op = op.clone();
                 tasks.spawn(async move {
-                    let id = op.external_id().to_string();
-                    (id, perform(&ctx, &op, linked, manager.as_deref()).await)
+                    let result = perform(&ctx, &op, linked, manager.as_deref()).await;
+                    (op, frees, result)
                 });
             }
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
-            let (external_id, result) = joined
+            let (op, frees, result) = joined
                 .map_err(|e| StoreError::Other(format!("a SCIM request task failed: {e}")))?;
-            match result {
-                Ok(linked) => {
-                    self.mirror.upsert(directory, &external_id, &linked)?;
-                    if features.enterprise {
-                        for key in [
-                            Some(linked.fields.user_name.as_str()),
-                            linked.fields.email.as_deref(),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        {
-                            managers.insert(key.to_lowercase(), linked.scim_id.clone());
-                        }
-                    }
-                }
-                Err(e) if e.is_per_user() => {
-                    tracing::warn!(
-                        directory,
-                        external_id,
-                        detail = e.detail(),
-                        "the SCIM provider refused a learner"
-                    );
-                    report.failed.push((external_id, e.detail()));
-                }
-                Err(e) => {
-                    // Stop sending; let the requests in flight finish and be recorded.
-                    report.failed.push((external_id, e.detail()));
-                    fatal.get_or_insert_with(|| e.to_string());
-                }
+            let outcome = self.settle(
+                directory,
+                features.enterprise,
+                &mut managers,
+                op.external_id(),
+                result,
+            )?;
+            if outcome == Outcome::Linked {
+                freed.extend(frees);
+            } else if record(&mut report, &mut fatal, op.external_id(), outcome) {
+                refused.push(op);
             }
+        }
+        // A userName can pass from one learner to another within a run (a leaver's
+        // resource renamed or deleted, the name given to a new hire): a create refused
+        // before the holder let go of it is tried once more, so that it lands now.
+        for op in refused {
+            if fatal.is_some() || !freed.contains(&op.fields().user_name.to_lowercase()) {
+                continue;
+            }
+            let external_id = op.external_id();
+            report.failed.retain(|(id, _)| id != external_id);
+            let linked = self.mirror.get(directory, external_id)?;
+            let manager = op
+                .fields()
+                .manager_email
+                .as_deref()
+                .and_then(|m| managers.get(&m.to_lowercase()))
+                .cloned();
+            let result = perform(&ctx, &op, linked, manager.as_deref()).await;
+            let outcome = self.settle(
+                directory,
+                features.enterprise,
+                &mut managers,
+                external_id,
+                result,
+            )?;
+            record(&mut report, &mut fatal, external_id, outcome);
         }
         // What was never sent fails too: the action log keeps what did land, and the
         // next run (planned against the mirror) retries the rest.
@@ -257,6 +480,68 @@ impl ScimStore {
             "applied to the SCIM provider"
         );
         Ok(report)
+    }
+
+    /// Settle the result of one operation: link it in the mirror (and as a manager),
+    /// or say how it failed.
+    fn settle(
+        &self,
+        directory: &str,
+        enterprise: bool,
+        managers: &mut HashMap<String, String>,
+        external_id: &str,
+        result: Result<Linked, ScimError>,
+    ) -> Result<Outcome, StoreError> {
+        match result {
+            Ok(linked) => {
+                if let Some(owner) = self.mirror.upsert(directory, external_id, &linked)? {
+                    let detail = format!(
+                        "not linked: the mirror links SCIM user {} to learner {}",
+                        linked.scim_id,
+                        describe(&owner, directory)
+                    );
+                    tracing::warn!(directory, external_id, detail, "refused a second link");
+                    return Ok(Outcome::Failed(detail));
+                }
+                if enterprise {
+                    for key in [
+                        Some(linked.fields.user_name.as_str()),
+                        linked.fields.email.as_deref(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        managers.insert(key.to_lowercase(), linked.scim_id.clone());
+                    }
+                }
+                Ok(Outcome::Linked)
+            }
+            Err(e @ ScimError::Refused { .. }) => {
+                tracing::warn!(
+                    directory,
+                    external_id,
+                    detail = e.detail(),
+                    "not linked: the SCIM user found belongs to another learner"
+                );
+                Ok(Outcome::Refused(e.detail()))
+            }
+            Err(e) if e.is_per_user() => {
+                tracing::warn!(
+                    directory,
+                    external_id,
+                    detail = e.detail(),
+                    "the SCIM provider refused a learner"
+                );
+                Ok(Outcome::Failed(e.detail()))
+            }
+            Err(e) => {
+                // Stop sending; let the requests in flight finish and be recorded.
+                Ok(Outcome::Fatal {
+                    detail: e.detail(),
+                    error: e.to_string(),
+                })
+            }
+        }
     }
 
     /// Second pass: set the manager of reports whose manager was created after them.
@@ -302,7 +587,14 @@ impl ScimStore {
                     "could not set the manager; the next run tries again"
                 );
                 linked.fields.manager_email = None;
-                self.mirror.upsert(directory, &external_id, &linked)?;
+                if let Some(owner) = self.mirror.upsert(directory, &external_id, &linked)? {
+                    tracing::warn!(
+                        directory,
+                        external_id,
+                        owner = describe(&owner, directory),
+                        "the mirror links this learner's SCIM user to another learner"
+                    );
+                }
             }
         }
         Ok(())
@@ -607,7 +899,8 @@ async fn perform(
     }
 }
 
-/// Find the user by externalId, then by userName; link and overwrite it, or POST it.
+/// Find the user by externalId, then by userName; adopt it if the rule allows (see
+/// `resolve`), else POST it; a userName held by another learner fails this one.
 async fn create_or_adopt(
     ctx: &Ctx,
     ext: &str,
@@ -615,13 +908,17 @@ async fn create_or_adopt(
     active: bool,
     manager: Option<&str>,
 ) -> Result<String, ScimError> {
+    let me: Owner = (ctx.directory.to_string(), ext.to_string());
     let found = match &ctx.index {
         Some(index) => index.find(ext, &f.user_name),
         None => lookup(ctx, ext, &f.user_name).await?,
     };
-    if let Some(id) = found {
-        adopt(ctx, &id, ext, f, active, manager).await?;
-        return Ok(id);
+    match resolve(&ctx.claims, &me, &f.user_name, &found) {
+        Resolution::Adopt { id, newly_claimed } => {
+            return adopt(ctx, &me, id, newly_claimed, f, active, manager).await;
+        }
+        Resolution::Refuse(detail) => return Err(ScimError::Refused { detail }),
+        Resolution::Create => {}
     }
     let body = user_resource(ext, f, active, ctx.features.enterprise, manager);
     match ctx
@@ -629,33 +926,46 @@ async fn create_or_adopt(
         .send(Method::POST, "Users", &[], Some(&body))
         .await
     {
-        Ok(Some(created)) => created
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ScimError::Malformed {
-                path: "/Users".to_string(),
-                detail: "the created resource has no id".to_string(),
-            }),
+        Ok(Some(created)) => {
+            let id = created
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ScimError::Malformed {
+                    path: "/Users".to_string(),
+                    detail: "the created resource has no id".to_string(),
+                })?;
+            match ctx.claims.claim(&id, &me) {
+                Ok(_) => Ok(id),
+                Err(owner) => Err(ScimError::Refused {
+                    detail: format!(
+                        "the provider answered the create with SCIM id {id}, which is linked to learner {}",
+                        describe(&owner, &me.0)
+                    ),
+                }),
+            }
+        }
         Ok(None) => Err(ScimError::Malformed {
             path: "/Users".to_string(),
             detail: "the provider returned no resource for a create".to_string(),
         }),
         Err(e) if e.status() == Some(409) => {
-            // Someone holds the userName or externalId: find and link it.
-            match lookup(ctx, ext, &f.user_name).await? {
-                Some(id) => {
-                    adopt(ctx, &id, ext, f, active, manager).await?;
-                    Ok(id)
+            // Someone holds the userName or externalId (maybe a create of this same
+            // run, or a user the lookup did not see yet): the same rule decides.
+            let found = lookup(ctx, ext, &f.user_name).await?;
+            match resolve(&ctx.claims, &me, &f.user_name, &found) {
+                Resolution::Adopt { id, newly_claimed } => {
+                    adopt(ctx, &me, id, newly_claimed, f, active, manager).await
                 }
-                None => Err(e),
+                Resolution::Refuse(detail) => Err(ScimError::Refused { detail }),
+                Resolution::Create => Err(e),
             }
         }
         Err(e) => Err(e),
     }
 }
 
-/// List every user of the provider (`externalId` and `userName` only), unless that
+/// List every user of the provider (`externalId`, `userName`, `active`), unless that
 /// takes more than `max_pages` requests; then `None` (look users up one by one).
 async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, ScimError> {
     let mut index = Index::default();
@@ -670,7 +980,7 @@ async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, S
                 &[
                     ("startIndex", start.as_str()),
                     ("count", count.as_str()),
-                    ("attributes", "externalId,userName"),
+                    ("attributes", "externalId,userName,active"),
                 ],
             )
             .await?;
@@ -689,16 +999,14 @@ async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, S
         }
         seen += resources.len();
         for user in &resources {
-            let Some(id) = user.get("id").and_then(Value::as_str) else {
+            let Some(found) = Found::from_resource(user) else {
                 continue;
             };
-            if let Some(ext) = user.get("externalId").and_then(Value::as_str) {
-                index.by_external_id.insert(ext.to_string(), id.to_string());
+            if let Some(ext) = &found.external_id {
+                index.by_external_id.insert(ext.clone(), found.clone());
             }
             if let Some(name) = user.get("userName").and_then(Value::as_str) {
-                index
-                    .by_user_name
-                    .insert(name.to_lowercase(), id.to_string());
+                index.by_user_name.insert(name.to_lowercase(), found);
             }
         }
         if resources.is_empty() || seen >= total {
@@ -707,54 +1015,88 @@ async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, S
     }
 }
 
-async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Option<String>, ScimError> {
-    for filter in [
-        filter_eq("externalId", ext),
-        filter_eq("userName", user_name),
-    ] {
-        let found = match ctx
+/// Look a learner up by `filter=externalId eq`, then (if not found) `userName eq`.
+/// Only a user that really matches counts: a provider that ignores or misreads a
+/// filter must not hand us somebody else.
+async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Candidates, ScimError> {
+    let mut found = Candidates::default();
+    let wanted_name = user_name.to_lowercase();
+    for by_external_id in [true, false] {
+        let filter = if by_external_id {
+            filter_eq("externalId", ext)
+        } else {
+            filter_eq("userName", user_name)
+        };
+        let page = match ctx
             .client
             .get("Users", &[("filter", filter.as_str()), ("startIndex", "1")])
             .await
         {
-            Ok(found) => found,
+            Ok(page) => page,
             // A provider that cannot filter on this attribute (`invalidFilter`): try the next.
             Err(e) if e.status() == Some(400) => continue,
             Err(e) => return Err(e),
         };
-        let first = found
+        let resources = page
             .get("Resources")
             .and_then(Value::as_array)
-            .and_then(|r| r.first())
-            .and_then(|u| u.get("id"))
-            .and_then(Value::as_str);
-        if let Some(id) = first {
-            return Ok(Some(id.to_string()));
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let hit = resources
+            .iter()
+            .filter(|u| {
+                if by_external_id {
+                    u.get("externalId").and_then(Value::as_str) == Some(ext)
+                } else {
+                    u.get("userName")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.to_lowercase() == wanted_name)
+                }
+            })
+            .find_map(Found::from_resource);
+        if by_external_id {
+            if hit.is_some() {
+                found.by_external_id = hit;
+                return Ok(found);
+            }
+        } else {
+            found.by_user_name = hit;
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
-/// Overwrite an adopted resource with the desired values.
+/// Overwrite an adopted (claimed) resource with the desired values; a failed write
+/// gives the claim back.
 async fn adopt(
     ctx: &Ctx,
-    id: &str,
-    ext: &str,
+    me: &Owner,
+    id: String,
+    newly_claimed: bool,
     f: &LearnerFields,
     active: bool,
     manager: Option<&str>,
-) -> Result<(), ScimError> {
+) -> Result<String, ScimError> {
     tracing::info!(
-        external_id = ext,
+        external_id = me.1,
         scim_id = id,
         "adopting an existing SCIM user"
     );
-    let mut body = user_resource(ext, f, active, ctx.features.enterprise, manager);
+    let mut body = user_resource(&me.1, f, active, ctx.features.enterprise, manager);
     body["id"] = json!(id);
-    ctx.client
+    match ctx
+        .client
         .send(Method::PUT, &format!("Users/{id}"), &[], Some(&body))
         .await
-        .map(|_| ())
+    {
+        Ok(_) => Ok(id),
+        Err(e) => {
+            if newly_claimed {
+                ctx.claims.release(&id, me);
+            }
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -815,5 +1157,584 @@ mod tests {
         assert!(!announces_enterprise(
             &json!({"Resources": [{"endpoint": "/Users"}]})
         ));
+    }
+
+    // --- Adoption: identity is the externalId, a userName never ties two learners ---
+
+    fn me(ext: &str) -> Owner {
+        ("hr".to_string(), ext.to_string())
+    }
+
+    fn found(id: &str, ext: Option<&str>, active: bool) -> Found {
+        Found {
+            id: id.into(),
+            external_id: ext.map(String::from),
+            active: Some(active),
+        }
+    }
+
+    fn by_user_name(f: Found) -> Candidates {
+        Candidates {
+            by_external_id: None,
+            by_user_name: Some(f),
+        }
+    }
+
+    fn refused(r: Resolution) -> String {
+        match r {
+            Resolution::Refuse(detail) => detail,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn our_own_user_and_an_unlinked_user_without_external_id_are_adopted() {
+        let claims = Claims::default();
+        let own = Candidates {
+            by_external_id: Some(found("r1", Some("E1"), false)),
+            by_user_name: None,
+        };
+        assert_eq!(
+            resolve(&claims, &me("E1"), "ann@x.io", &own),
+            Resolution::Adopt {
+                id: "r1".into(),
+                newly_claimed: true
+            }
+        );
+        // Found by userName, but the externalId is ours (no externalId filter).
+        let ours = by_user_name(found("r2", Some("E2"), true));
+        assert!(matches!(
+            resolve(&claims, &me("E2"), "bea@x.io", &ours),
+            Resolution::Adopt { id, .. } if id == "r2"
+        ));
+        // Made by the platform before us, matched by userName.
+        let pre = by_user_name(found("r3", None, true));
+        assert!(matches!(
+            resolve(&claims, &me("E3"), "cy@x.io", &pre),
+            Resolution::Adopt { id, .. } if id == "r3"
+        ));
+        // Already ours in the mirror: adopted again, not newly claimed.
+        assert_eq!(
+            resolve(&claims, &me("E3"), "cy@x.io", &pre),
+            Resolution::Adopt {
+                id: "r3".into(),
+                newly_claimed: false
+            }
+        );
+        assert_eq!(
+            resolve(&claims, &me("E4"), "dan@x.io", &Candidates::default()),
+            Resolution::Create
+        );
+    }
+
+    #[test]
+    fn a_user_name_held_by_another_learners_user_is_refused_and_the_holder_named() {
+        let claims = Claims::default().with_learners(["E1", "E2"]);
+        let held = by_user_name(found("r1", Some("E1"), true));
+        let detail = refused(resolve(&claims, &me("E2"), "dup@x.io", &held));
+        assert!(
+            detail.starts_with("userName dup@x.io belongs to the SCIM user of E1;"),
+            "{detail}"
+        );
+        // A leaver's deactivated user keeps its userName: not handed to the new hire.
+        let leaver = by_user_name(found("r1", Some("E1"), false));
+        let detail = refused(resolve(&claims, &me("E2"), "ada@x.io", &leaver));
+        assert!(
+            detail.starts_with("userName ada@x.io belongs to the SCIM user of E1 (deactivated)"),
+            "{detail}"
+        );
+        assert!(detail.contains("rename or delete that user"), "{detail}");
+        assert!(claims.lock().is_empty(), "a refusal claims nothing");
+    }
+
+    #[test]
+    fn a_user_another_provisioning_tool_made_is_adopted_by_user_name() {
+        // Entra's push provisioning sets externalId = mailNickname ("ada"): not an id of
+        // any learner, so the user is the platform's, taken over once, by one learner.
+        let claims = Claims::default().with_learners(["E1", "E2"]);
+        let pushed = by_user_name(found("r7", Some("ada"), true));
+        assert_eq!(
+            resolve(&claims, &me("E1"), "ada@x.io", &pushed),
+            Resolution::Adopt {
+                id: "r7".into(),
+                newly_claimed: true
+            }
+        );
+        let detail = refused(resolve(&claims, &me("E2"), "ada@x.io", &pushed));
+        assert!(
+            detail.starts_with("userName ada@x.io belongs to the SCIM user of E1;"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn a_user_the_mirror_links_to_another_learner_is_refused() {
+        let claims = Claims::new(HashMap::from([
+            ("r1".to_string(), me("E1")),
+            ("r2".to_string(), ("other".to_string(), "E2".to_string())),
+        ]));
+        // No externalId on the provider, but linked to E1.
+        let detail = refused(resolve(
+            &claims,
+            &me("E9"),
+            "dup@x.io",
+            &by_user_name(found("r1", None, true)),
+        ));
+        assert!(
+            detail.starts_with("userName dup@x.io belongs to the SCIM user of E1;"),
+            "{detail}"
+        );
+        // Our externalId, but linked to a learner of another directory.
+        let detail = refused(resolve(
+            &claims,
+            &me("E2"),
+            "bea@x.io",
+            &Candidates {
+                by_external_id: Some(found("r2", Some("E2"), true)),
+                by_user_name: None,
+            },
+        ));
+        assert_eq!(
+            detail,
+            "the SCIM user r2 with externalId E2 is linked to learner E2 of directory other"
+        );
+    }
+
+    #[test]
+    fn two_learners_racing_for_one_unlinked_user_never_both_get_it() {
+        for _ in 0..50 {
+            let claims = Arc::new(Claims::default());
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let claims = claims.clone();
+                    std::thread::spawn(move || {
+                        let pre = by_user_name(found("r0", None, true));
+                        resolve(&claims, &me(&format!("E{i}")), "pre@x.io", &pre)
+                    })
+                })
+                .collect();
+            let adopted = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|r| matches!(r, Resolution::Adopt { .. }))
+                .count();
+            assert_eq!(adopted, 1);
+        }
+    }
+
+    #[test]
+    fn a_released_claim_can_be_taken_by_another_learner_and_only_by_its_holder() {
+        let claims = Claims::default();
+        assert_eq!(claims.claim("r1", &me("E1")), Ok(true));
+        claims.release("r1", &me("E2"));
+        assert_eq!(claims.claim("r1", &me("E2")), Err(me("E1")));
+        claims.release("r1", &me("E1"));
+        assert_eq!(claims.claim("r1", &me("E2")), Ok(true));
+    }
+
+    #[test]
+    fn the_index_keeps_who_holds_a_user_name() {
+        let mut index = Index::default();
+        for user in [
+            json!({"id": "r1", "externalId": "E1", "userName": "Dup@X.io", "active": false}),
+            json!({"id": "r2", "externalId": "", "userName": "pre@x.io"}),
+        ] {
+            let f = Found::from_resource(&user).unwrap();
+            if let Some(ext) = &f.external_id {
+                index.by_external_id.insert(ext.clone(), f.clone());
+            }
+            let name = user["userName"].as_str().unwrap().to_lowercase();
+            index.by_user_name.insert(name, f);
+        }
+        let c = index.find("E2", "dup@x.io");
+        assert_eq!(c.by_external_id, None);
+        assert_eq!(c.by_user_name, Some(found("r1", Some("E1"), false)));
+        assert_eq!(
+            index.find("E1", "new@x.io").by_external_id.map(|f| f.id),
+            Some("r1".to_string())
+        );
+        // An empty externalId is none.
+        assert_eq!(
+            index
+                .find("E3", "pre@x.io")
+                .by_user_name
+                .unwrap()
+                .external_id,
+            None
+        );
+        let detail = refused(resolve(
+            &Claims::default().with_learners(["E1", "E2"]),
+            &me("E2"),
+            "dup@x.io",
+            &index.find("E2", "dup@x.io"),
+        ));
+        assert!(detail.contains("of E1 (deactivated)"), "{detail}");
+    }
+
+    /// A SCIM provider over HTTP on 127.0.0.1: userName unique (case-insensitive),
+    /// optionally ignoring filters or not finding a user until a create conflicts.
+    mod provider {
+        use std::sync::{Arc, Mutex};
+
+        use axum::extract::{Query, State};
+        use axum::http::{Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        use serde_json::{json, Value};
+
+        #[derive(Default)]
+        pub struct Provider {
+            pub users: Vec<Value>,
+            pub ignore_filters: bool,
+            pub hidden_until_conflict: bool,
+            pub log: Vec<String>,
+            pub next: u32,
+        }
+
+        pub type Shared = Arc<Mutex<Provider>>;
+
+        pub async fn start(provider: Provider) -> (String, Shared) {
+            let shared: Shared = Arc::new(Mutex::new(provider));
+            let app = axum::Router::new()
+                .fallback(handle)
+                .with_state(shared.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}/v2", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (base, shared)
+        }
+
+        fn same(u: &Value, attr: &str, value: &str) -> bool {
+            match (attr, u[attr].as_str()) {
+                ("userName", Some(n)) => n.eq_ignore_ascii_case(value),
+                (_, v) => v == Some(value),
+            }
+        }
+
+        async fn handle(
+            State(shared): State<Shared>,
+            method: Method,
+            uri: Uri,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+            body: String,
+        ) -> impl IntoResponse {
+            let mut p = shared.lock().unwrap();
+            let path = uri.path().trim_start_matches("/v2").to_string();
+            p.log.push(format!("{method} {path}"));
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            match (method.as_str(), path.as_str()) {
+                ("GET", "/Users") => {
+                    let filter = query.get("filter").cloned().unwrap_or_default();
+                    let (attr, rest) = filter.split_once(" eq ").unwrap_or_default();
+                    let value = rest.trim_matches('"');
+                    let found: Vec<Value> = if p.hidden_until_conflict {
+                        vec![]
+                    } else {
+                        p.users
+                            .iter()
+                            .filter(|u| p.ignore_filters || same(u, attr, value))
+                            .cloned()
+                            .collect()
+                    };
+                    let n = found.len();
+                    (
+                        StatusCode::OK,
+                        axum::Json(json!({"totalResults": n, "Resources": found})),
+                    )
+                }
+                ("POST", "/Users") => {
+                    let name = body["userName"].as_str().unwrap_or_default();
+                    if p.users.iter().any(|u| same(u, "userName", name)) {
+                        p.hidden_until_conflict = false;
+                        return (
+                            StatusCode::CONFLICT,
+                            axum::Json(json!({"status": "409", "scimType": "uniqueness",
+                                "detail": "userName taken"})),
+                        );
+                    }
+                    p.next += 1;
+                    let mut user = body.clone();
+                    user["id"] = json!(format!("new{}", p.next));
+                    p.users.push(user.clone());
+                    (StatusCode::CREATED, axum::Json(user))
+                }
+                ("GET", "/ServiceProviderConfig") => (
+                    StatusCode::OK,
+                    axum::Json(json!({"patch": {"supported": true}})),
+                ),
+                ("PATCH", _) => {
+                    let id = path.trim_start_matches("/Users/");
+                    let ops = body["Operations"].as_array().cloned().unwrap_or_default();
+                    let name_taken = |p: &Provider, name: &str| {
+                        p.users
+                            .iter()
+                            .any(|u| u["id"] != id && same(u, "userName", name))
+                    };
+                    for op in &ops {
+                        if op["path"] == "userName"
+                            && name_taken(&p, op["value"].as_str().unwrap_or_default())
+                        {
+                            return (
+                                StatusCode::CONFLICT,
+                                axum::Json(json!({"status": "409", "scimType": "uniqueness"})),
+                            );
+                        }
+                    }
+                    let Some(user) = p.users.iter_mut().find(|u| u["id"] == id) else {
+                        return (StatusCode::NOT_FOUND, axum::Json(json!({"status": "404"})));
+                    };
+                    for op in ops {
+                        let path = op["path"].as_str().unwrap_or_default();
+                        user[path] = op["value"].clone();
+                    }
+                    (StatusCode::OK, axum::Json(user.clone()))
+                }
+                ("PUT", _) => {
+                    let id = path.trim_start_matches("/Users/");
+                    for u in p.users.iter_mut().filter(|u| u["id"] == id) {
+                        *u = body.clone();
+                    }
+                    (StatusCode::OK, axum::Json(body))
+                }
+                _ => (StatusCode::NOT_FOUND, axum::Json(json!({"status": "404"}))),
+            }
+        }
+    }
+
+    fn ctx(base: &str, owners: HashMap<String, Owner>) -> Ctx {
+        Ctx {
+            client: ScimClient::new(
+                reqwest::Url::parse(base).unwrap(),
+                Secret::new("token".into()),
+                Duration::from_secs(10),
+            )
+            .unwrap(),
+            features: Features {
+                enterprise: false,
+                patch: true,
+            },
+            deactivate: ScimDeactivate::Patch,
+            index: None,
+            directory: Arc::from("hr"),
+            // E1 and E2 are learners of these tests' directory.
+            claims: Arc::new(Claims::new(owners).with_learners(["E1", "E2"])),
+        }
+    }
+
+    fn learner(user_name: &str) -> LearnerFields {
+        LearnerFields {
+            user_name: user_name.into(),
+            ..fields()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_409_for_a_user_name_of_another_learners_user_is_refused_without_writing_to_it() {
+        let e1 = json!({"id": "r1", "externalId": "E1", "userName": "dup@x.io",
+            "name": {"givenName": "Ann"}, "active": true});
+        let (base, provider) = provider::start(provider::Provider {
+            users: vec![e1.clone()],
+            // The lookup does not see E1 yet: the create conflicts, the second lookup does.
+            hidden_until_conflict: true,
+            ..Default::default()
+        })
+        .await;
+        let ctx = ctx(&base, HashMap::new());
+        let err = create_or_adopt(&ctx, "E2", &learner("dup@x.io"), true, None)
+            .await
+            .unwrap_err();
+        assert!(err.is_per_user());
+        assert!(
+            err.detail()
+                .starts_with("userName dup@x.io belongs to the SCIM user of E1;"),
+            "{err}"
+        );
+        let p = provider.lock().unwrap();
+        assert!(p.log.contains(&"POST /Users".to_string()), "{:?}", p.log);
+        assert!(!p.log.iter().any(|l| l.starts_with("PUT")), "{:?}", p.log);
+        assert_eq!(p.users, vec![e1]);
+        assert!(ctx.claims.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_platform_user_is_adopted_by_one_learner_and_refused_to_the_next() {
+        let (base, provider) = provider::start(provider::Provider {
+            users: vec![json!({"id": "r0", "userName": "Pre@x.io"})],
+            ..Default::default()
+        })
+        .await;
+        let ctx = ctx(&base, HashMap::new());
+        let id = create_or_adopt(&ctx, "E1", &learner("pre@x.io"), true, None)
+            .await
+            .unwrap();
+        assert_eq!(id, "r0");
+        assert_eq!(provider.lock().unwrap().users[0]["externalId"], "E1");
+        let err = create_or_adopt(&ctx, "E2", &learner("pre@x.io"), true, None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.detail().contains("belongs to the SCIM user of E1"),
+            "{err}"
+        );
+        let puts = |p: &provider::Provider| p.log.iter().filter(|l| l.starts_with("PUT")).count();
+        assert_eq!(puts(&provider.lock().unwrap()), 1);
+
+        // A user without externalId that the mirror links to another learner: refused.
+        let (base, provider) = provider::start(provider::Provider {
+            users: vec![json!({"id": "r0", "userName": "pre@x.io"})],
+            ..Default::default()
+        })
+        .await;
+        let ctx = self::ctx(&base, HashMap::from([("r0".to_string(), me("E1"))]));
+        let err = create_or_adopt(&ctx, "E2", &learner("pre@x.io"), true, None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.detail().contains("belongs to the SCIM user of E1"),
+            "{err}"
+        );
+        assert_eq!(puts(&provider.lock().unwrap()), 0);
+    }
+
+    #[tokio::test]
+    async fn two_creates_for_one_user_name_at_once_give_one_user_and_one_refusal() {
+        let (base, provider) = provider::start(provider::Provider::default()).await;
+        let ctx = ctx(&base, HashMap::new());
+        let (ann, bea) = (learner("dup@x.io"), learner("DUP@x.io"));
+        let (a, b) = tokio::join!(
+            create_or_adopt(&ctx, "E1", &ann, true, None),
+            create_or_adopt(&ctx, "E2", &bea, true, None),
+        );
+        let (won, lost) = match (a, b) {
+            (Ok(id), Err(e)) => (("E1", id), ("E2", e)),
+            (Err(e), Ok(id)) => (("E2", id), ("E1", e)),
+            other => panic!("not one of each: {other:?}"),
+        };
+        assert!(
+            lost.1
+                .detail()
+                .contains(&format!("belongs to the SCIM user of {}", won.0)),
+            "{}",
+            lost.1
+        );
+        let p = provider.lock().unwrap();
+        assert_eq!(p.users.len(), 1);
+        assert_eq!(p.users[0]["id"], won.1.as_str());
+        assert_eq!(p.users[0]["externalId"], won.0);
+        assert!(!p.log.iter().any(|l| l.starts_with("PUT")), "{:?}", p.log);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_takes_only_users_that_really_match() {
+        // A provider that ignores filters answers with everybody: nobody is ours.
+        let (base, _provider) = provider::start(provider::Provider {
+            users: vec![json!({"id": "v", "externalId": "V1", "userName": "victim@x.io"})],
+            ignore_filters: true,
+            ..Default::default()
+        })
+        .await;
+        let found = lookup(&ctx(&base, HashMap::new()), "E2", "e2@x.io")
+            .await
+            .unwrap();
+        assert_eq!(found.by_external_id, None);
+        assert_eq!(found.by_user_name, None);
+    }
+
+    fn store(base: &str, state: &std::path::Path, concurrency: usize) -> ScimStore {
+        ScimStore::open(
+            &reqwest::Url::parse(base).unwrap(),
+            Secret::new("token".into()),
+            Duration::from_secs(10),
+            concurrency,
+            ScimDeactivate::Patch,
+            &state.join("state.db"),
+            false,
+        )
+        .unwrap()
+    }
+
+    fn create(ext: &str, user_name: &str) -> Operation {
+        Operation::Create {
+            external_id: ext.into(),
+            fields: learner(user_name),
+        }
+    }
+
+    fn holders(p: &provider::Provider) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = p
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u["externalId"].as_str().unwrap_or_default().to_string(),
+                    u["userName"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_user_name_freed_earlier_in_the_run_goes_to_the_refused_create_in_that_run() {
+        let (base, provider) = provider::start(provider::Provider::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(&base, dir.path(), 1);
+        let report = store
+            .apply("hr", "run1", &[create("E1", "ada@x.io")])
+            .await
+            .unwrap();
+        assert_eq!(report.failed, vec![]);
+        // The new hire's create comes first and is refused (E1 holds the name); then E1
+        // is renamed, which frees it: the create is tried again and lands.
+        let rename = Operation::Update {
+            external_id: "E1".into(),
+            fields: learner("ada.old@x.io"),
+            changes: vec![crate::plan::FieldChange {
+                field: "user_name".into(),
+                before: Some("ada@x.io".into()),
+                after: Some("ada.old@x.io".into()),
+            }],
+        };
+        let report = store
+            .apply("hr", "run2", &[create("E2", "ada@x.io"), rename])
+            .await
+            .unwrap();
+        assert_eq!(report.failed, vec![]);
+        let linked = |ext| store.mirror.get("hr", ext).unwrap().unwrap().scim_id;
+        assert_ne!(linked("E1"), linked("E2"));
+        assert_eq!(
+            holders(&provider.lock().unwrap()),
+            [
+                ("E1".to_string(), "ada.old@x.io".to_string()),
+                ("E2".to_string(), "ada@x.io".to_string())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn two_creates_for_one_user_name_in_one_batch_fail_one_learner_only() {
+        for concurrency in [1, 4] {
+            let (base, provider) = provider::start(provider::Provider::default()).await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = store(&base, dir.path(), concurrency);
+            let ops = [
+                create("E1", "dup@x.io"),
+                create("E2", "Dup@x.io"),
+                create("E3", "cy@x.io"),
+            ];
+            let report = store.apply("hr", "run1", &ops).await.unwrap();
+            assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+            let (lost, detail) = &report.failed[0];
+            let won = if lost == "E1" { "E2" } else { "E1" };
+            assert!(
+                detail.contains(&format!("belongs to the SCIM user of {won}")),
+                "{detail}"
+            );
+            assert!(store.mirror.get("hr", lost).unwrap().is_none());
+            assert_eq!(store.mirror.count().unwrap(), 2);
+            let p = provider.lock().unwrap();
+            assert_eq!(p.users.len(), 2, "concurrency {concurrency}");
+            assert!(!p.log.iter().any(|l| l.starts_with("PUT")), "{:?}", p.log);
+        }
     }
 }

@@ -181,17 +181,14 @@ async fn run_inner(
     // Settle runs a crash left open before anything else.
     if let (Some(st), false) = (state.as_mut(), opts.dry_run) {
         for (run_id, key) in st.unfinished_runs(name).map_err(|e| e.to_string())? {
-            let applied = store
-                .was_applied(&key)
-                .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or(true);
-            st.resolve_unfinished(run_id, applied)
+            let applied = store.applied(&key).await.map_err(|e| e.to_string())?;
+            st.resolve_unfinished(run_id, &applied)
                 .map_err(|e| e.to_string())?;
+            store.forget_run(&key).await.map_err(|e| e.to_string())?;
             tracing::warn!(
                 directory = name,
                 run = run_id,
-                applied,
+                applied = ?applied,
                 "settled a run left unfinished by a crash"
             );
         }
@@ -425,7 +422,12 @@ async fn run_inner(
     let report = match store.apply(name, &run_key, &guarded.apply.operations).await {
         Ok(r) => r,
         Err(e) => {
-            st.resolve_unfinished(run_id, false)
+            // A SCIM store may have written some learners before it failed.
+            let applied = store
+                .applied(&run_key)
+                .await
+                .unwrap_or(crate::store::Applied::Nothing);
+            st.resolve_unfinished(run_id, &applied)
                 .map_err(|e| e.to_string())?;
             let error = e.to_string();
             st.mark_failed(run_id, &error).map_err(|e| e.to_string())?;
@@ -461,5 +463,9 @@ async fn run_inner(
         error: error.clone(),
     })
     .map_err(|e| e.to_string())?;
+    // Best effort: what a store kept to settle this run after a crash is not needed now.
+    if let Err(e) = store.forget_run(&run_key).await {
+        tracing::warn!(directory = name, error = %e, "cannot tidy the store's record of the run");
+    }
     Ok(finish(outcome, counts, error, guarded))
 }

@@ -7,6 +7,7 @@ mod snapshot_reader;
 
 pub use snapshot_reader::SnapshotReader;
 
+use crate::store::Applied;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -302,29 +303,63 @@ impl State {
         Ok(rows)
     }
 
-    /// Close an unfinished run. If its operations reached the store, its action log
-    /// stands (`interrupted`); if not, they never happened (`aborted`) and are removed.
-    pub fn resolve_unfinished(&mut self, run_id: i64, applied: bool) -> Result<(), StateError> {
+    /// Close an unfinished run. What of its operations reached the store stays in the
+    /// action log (`interrupted`); what did not never happened and is removed (and a
+    /// run of which nothing landed is `aborted`). The next run plans the rest again.
+    pub fn resolve_unfinished(&mut self, run_id: i64, applied: &Applied) -> Result<(), StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| StateError::Sqlite {
+        let sql = |e| StateError::Sqlite {
             path: path.clone(),
             source: e,
-        })?;
-        let outcome = if applied { "interrupted" } else { "aborted" };
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let outcome = match applied {
+            Applied::Nothing => "aborted",
+            Applied::Only(landed) if landed.is_empty() => "aborted",
+            _ => "interrupted",
+        };
         tx.execute(
             "UPDATE runs SET outcome = ?2, finished_at = ?3, error = 'the process stopped before the run finished' WHERE id = ?1",
             params![run_id, outcome, now()],
         )
-        .map_err(|e| StateError::Sqlite { path: self.path.clone(), source: e })?;
-        if !applied {
-            tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
-                .map_err(|e| StateError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
+        .map_err(sql)?;
+        match applied {
+            Applied::All => {}
+            Applied::Nothing => {
+                tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
+                    .map_err(sql)?;
+            }
+            Applied::Only(_) if outcome == "aborted" => {
+                tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
+                    .map_err(sql)?;
+            }
+            Applied::Only(landed) => {
+                // `held` records a decision of the run, not a write to the store.
+                let unlanded: Vec<i64> = {
+                    let mut stmt = tx
+                        .prepare("SELECT id, external_id FROM actions WHERE run_id = ?1 AND action <> 'held'")
+                        .map_err(sql)?;
+                    let rows = stmt
+                        .query_map([run_id], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .map_err(sql)?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(sql)?;
+                    rows.into_iter()
+                        .filter(|(_, ext)| !landed.contains(ext))
+                        .map(|(id, _)| id)
+                        .collect()
+                };
+                let mut delete = tx
+                    .prepare("DELETE FROM actions WHERE id = ?1")
+                    .map_err(sql)?;
+                for id in unlanded {
+                    delete.execute([id]).map_err(sql)?;
+                }
+            }
         }
-        tx.commit()
-            .map_err(|e| StateError::Sqlite { path, source: e })
+        tx.commit().map_err(sql)
     }
 
     /// Record the start of a run and the operations it is about to apply, in one

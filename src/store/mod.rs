@@ -4,7 +4,7 @@ pub mod scim;
 pub mod sqlite;
 
 use crate::config::SyncSettings;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::CheckLine;
 use crate::config::StoreConfig;
@@ -34,6 +34,15 @@ pub struct ApplyReport {
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
     Scim(scim::ScimStore),
+}
+
+/// What of a run's operations reached the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    All,
+    Nothing,
+    /// The operations of these learners (external ids) and no others.
+    Only(BTreeSet<String>),
 }
 
 impl Store {
@@ -144,13 +153,30 @@ impl Store {
         }
     }
 
-    /// Whether the operations of a run reached the store; `None` when the store cannot tell.
-    pub async fn was_applied(&mut self, run_key: &str) -> Result<Option<bool>, StoreError> {
+    /// What of a run's operations reached the store, for settling a run a crash left
+    /// open.
+    pub async fn applied(&mut self, run_key: &str) -> Result<Applied, StoreError> {
         match self {
-            Store::Sqlite(s) => s.was_applied(run_key).map(Some),
-            // A run whose apply started counts as applied: what landed is in the
-            // mirror, and the next run's plan retries the rest.
-            Store::Scim(s) => s.was_applied(run_key).map(Some),
+            // One transaction: all or nothing.
+            Store::Sqlite(s) => Ok(if s.was_applied(run_key)? {
+                Applied::All
+            } else {
+                Applied::Nothing
+            }),
+            // Request by request: the mirror recorded each write that landed, and the
+            // next run's plan (made against the mirror) retries the rest.
+            Store::Scim(s) => Ok(match s.landed(run_key)? {
+                None => Applied::Nothing,
+                Some(landed) => Applied::Only(landed),
+            }),
+        }
+    }
+
+    /// The state DB has closed a run; a store may drop what it kept to settle it.
+    pub async fn forget_run(&mut self, run_key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Scim(s) => s.forget_run(run_key),
         }
     }
 

@@ -8,7 +8,7 @@
 //! SCIM id that an earlier version linked to several learners (each of them is then
 //! resolved again against the provider, by externalId, at its next operation).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -53,6 +53,15 @@ CREATE TABLE scim_runs (
         ),
         // Who holds a SCIM id: checked before every link.
         M::up("CREATE INDEX scim_learners_by_scim_id ON scim_learners (scim_id);"),
+        // Which learners' writes of a run landed, recorded with each write: a crashed
+        // run keeps the log of those actions only.
+        M::up(
+            "CREATE TABLE scim_landed (
+    run_key TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    PRIMARY KEY (run_key, external_id)
+) WITHOUT ROWID;",
+        ),
     ])
 }
 
@@ -225,20 +234,24 @@ impl Mirror {
         .map_err(|e| self.err(e))
     }
 
-    /// Record what the provider now holds for one learner (one committed write).
-    /// `Ok(Some(owner))`: nothing written, because `owner`, another learner, is linked
-    /// to that SCIM id.
+    /// Record what the provider now holds for one learner (one committed write) and,
+    /// with `landed`, that this run's operation for that learner landed, in one
+    /// transaction. `Ok(Some(owner))`: nothing written, because `owner`, another
+    /// learner, is linked to that SCIM id.
     #[must_use = "a refused link must be reported"]
     pub fn upsert(
         &self,
         directory: &str,
         external_id: &str,
         linked: &Linked,
+        landed: Option<&str>,
     ) -> Result<Option<Owner>, StoreError> {
         let conn = self
             .conn
             .as_ref()
             .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
+        // Rolled back on any early return.
+        let tx = conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let f = &linked.fields;
         // One statement, so that the check and the write cannot be split by another
         // process writing the same mirror. (`WHERE` also lets SQLite parse the upsert.)
@@ -275,6 +288,14 @@ impl Mirror {
         })
         .map_err(|e| self.err(e))?;
         if written > 0 {
+            if let Some(run_key) = landed {
+                tx.execute(
+                    "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
+                    params![run_key, external_id],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            tx.commit().map_err(|e| self.err(e))?;
             return Ok(None);
         }
         match self.other_owner(conn, directory, external_id, &linked.scim_id)? {
@@ -318,6 +339,32 @@ impl Mirror {
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
+    }
+
+    /// The learners whose operation of `run_key` landed (see `upsert`).
+    pub fn landed(&self, run_key: &str) -> Result<BTreeSet<String>, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(BTreeSet::new());
+        };
+        let mut stmt = conn
+            .prepare("SELECT external_id FROM scim_landed WHERE run_key = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run_key], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<BTreeSet<String>, _>>()
+            .map_err(|e| self.err(e));
+        rows
+    }
+
+    /// Forget what landed in a run the state DB has closed.
+    pub fn forget_run(&self, run_key: &str) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        conn.execute("DELETE FROM scim_landed WHERE run_key = ?1", [run_key])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Whether a run's apply started (and so may have sent requests).
@@ -407,30 +454,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Mirror::open(&dir.path().join("m.db"), false).unwrap();
         assert_eq!(
-            m.upsert("hr", "E1", &linked("r1", "dup@x.io")).unwrap(),
+            m.upsert("hr", "E1", &linked("r1", "dup@x.io"), None)
+                .unwrap(),
             None
         );
         // Rewriting the same learner's row is fine.
         assert_eq!(
-            m.upsert("hr", "E1", &linked("r1", "ann@x.io")).unwrap(),
+            m.upsert("hr", "E1", &linked("r1", "ann@x.io"), None)
+                .unwrap(),
             None
         );
         // Another learner, in this directory or another one: refused, nothing written.
         assert_eq!(
-            m.upsert("hr", "E2", &linked("r1", "dup@x.io")).unwrap(),
+            m.upsert("hr", "E2", &linked("r1", "dup@x.io"), None)
+                .unwrap(),
             Some(("hr".to_string(), "E1".to_string()))
         );
         assert_eq!(
-            m.upsert("other", "E1", &linked("r1", "dup@x.io")).unwrap(),
+            m.upsert("other", "E1", &linked("r1", "dup@x.io"), None)
+                .unwrap(),
             Some(("hr".to_string(), "E1".to_string()))
         );
         // An existing learner relinked onto another's resource: refused, its row kept.
         assert_eq!(
-            m.upsert("hr", "E3", &linked("r3", "cy@x.io")).unwrap(),
+            m.upsert("hr", "E3", &linked("r3", "cy@x.io"), None)
+                .unwrap(),
             None
         );
         assert!(m
-            .upsert("hr", "E3", &linked("r1", "cy@x.io"))
+            .upsert("hr", "E3", &linked("r1", "cy@x.io"), None)
             .unwrap()
             .is_some());
         assert_eq!(rows(&m), [row("hr", "E1", "r1"), row("hr", "E3", "r3")]);
@@ -448,17 +500,43 @@ mod tests {
     }
 
     #[test]
+    fn a_write_records_its_run_landed_and_a_refused_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Mirror::open(&dir.path().join("m.db"), false).unwrap();
+        m.begin_run("hr", "run-1").unwrap();
+        assert_eq!(
+            m.upsert("hr", "E1", &linked("r1", "a@x.io"), Some("run-1"))
+                .unwrap(),
+            None
+        );
+        // E2 onto E1's resource: refused, so not landed either.
+        assert!(m
+            .upsert("hr", "E2", &linked("r1", "b@x.io"), Some("run-1"))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            m.landed("run-1").unwrap(),
+            BTreeSet::from(["E1".to_string()])
+        );
+        assert!(m.landed("run-2").unwrap().is_empty());
+        m.forget_run("run-1").unwrap();
+        assert!(m.landed("run-1").unwrap().is_empty());
+    }
+
+    #[test]
     fn opening_unlinks_the_learners_an_earlier_version_linked_to_one_scim_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         {
             let m = Mirror::open(&path, false).unwrap();
             assert_eq!(
-                m.upsert("hr", "E1", &linked("r1", "dup@x.io")).unwrap(),
+                m.upsert("hr", "E1", &linked("r1", "dup@x.io"), None)
+                    .unwrap(),
                 None
             );
             assert_eq!(
-                m.upsert("hr", "E9", &linked("r9", "oz@x.io")).unwrap(),
+                m.upsert("hr", "E9", &linked("r9", "oz@x.io"), None)
+                    .unwrap(),
                 None
             );
             // What the old upsert let through.

@@ -22,7 +22,7 @@
 pub mod client;
 pub mod mirror;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -324,9 +324,18 @@ impl ScimStore {
         Ok(Features { enterprise, patch })
     }
 
-    /// Whether the apply of a run started; a crashed run that never got here sent nothing.
-    pub fn was_applied(&self, run_key: &str) -> Result<bool, StoreError> {
-        self.mirror.run_started(run_key)
+    /// The learners whose operation of a run landed on the provider (`None`: the run
+    /// never began to apply, so nothing was sent).
+    pub fn landed(&self, run_key: &str) -> Result<Option<BTreeSet<String>>, StoreError> {
+        if !self.mirror.run_started(run_key)? {
+            return Ok(None);
+        }
+        self.mirror.landed(run_key).map(Some)
+    }
+
+    /// The state DB closed the run: what landed in it need not be kept.
+    pub fn forget_run(&self, run_key: &str) -> Result<(), StoreError> {
+        self.mirror.forget_run(run_key)
     }
 
     pub async fn apply(
@@ -421,6 +430,7 @@ impl ScimStore {
                 .map_err(|e| StoreError::Other(format!("a SCIM request task failed: {e}")))?;
             let outcome = self.settle(
                 directory,
+                run_key,
                 features.enterprise,
                 &mut managers,
                 op.external_id(),
@@ -451,6 +461,7 @@ impl ScimStore {
             let result = perform(&ctx, &op, linked, manager.as_deref()).await;
             let outcome = self.settle(
                 directory,
+                run_key,
                 features.enterprise,
                 &mut managers,
                 external_id,
@@ -487,6 +498,7 @@ impl ScimStore {
     fn settle(
         &self,
         directory: &str,
+        run_key: &str,
         enterprise: bool,
         managers: &mut HashMap<String, String>,
         external_id: &str,
@@ -494,7 +506,10 @@ impl ScimStore {
     ) -> Result<Outcome, StoreError> {
         match result {
             Ok(linked) => {
-                if let Some(owner) = self.mirror.upsert(directory, external_id, &linked)? {
+                if let Some(owner) =
+                    self.mirror
+                        .upsert(directory, external_id, &linked, Some(run_key))?
+                {
                     let detail = format!(
                         "not linked: the mirror links SCIM user {} to learner {}",
                         linked.scim_id,
@@ -587,7 +602,7 @@ impl ScimStore {
                     "could not set the manager; the next run tries again"
                 );
                 linked.fields.manager_email = None;
-                if let Some(owner) = self.mirror.upsert(directory, &external_id, &linked)? {
+                if let Some(owner) = self.mirror.upsert(directory, &external_id, &linked, None)? {
                     tracing::warn!(
                         directory,
                         external_id,

@@ -124,6 +124,51 @@ impl Body {
     }
 }
 
+/// The longest `Retry-After` any remote is waited for; a longer one fails the run, and
+/// the next run (the next tick, in the daemon) tries again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// The statuses that say "try again later".
+pub fn is_retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// An answer's `Retry-After`, when it gives one in seconds.
+pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// When to try a throttled or failing request again: after the remote's `Retry-After`
+/// (up to [`MAX_RETRY_AFTER`]), else after an exponential, jittered delay; `attempts`
+/// tries in all.
+pub struct Retries(backon::ExponentialBackoff);
+
+impl Retries {
+    pub fn new(min_delay: Duration, max_delay: Duration, attempts: usize) -> Retries {
+        use backon::BackoffBuilder as _;
+        Retries(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(min_delay)
+                .with_max_delay(max_delay)
+                .with_max_times(attempts.saturating_sub(1))
+                .with_jitter()
+                .build(),
+        )
+    }
+
+    /// How long to wait before the next try; `None`: give up.
+    pub fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        match (retry_after, self.0.next()) {
+            (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => Some(after),
+            (None, Some(delay)) => Some(delay),
+            _ => None,
+        }
+    }
+}
+
 /// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`. An HTTP date is
 /// not understood: the caller falls back to its own backoff.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -170,6 +215,21 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn retries_honour_retry_after_up_to_the_cap_and_stop_after_the_attempts() {
+        let mut r = Retries::new(Duration::from_millis(1), Duration::from_millis(2), 3);
+        assert_eq!(
+            r.next_wait(Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert!(r
+            .next_wait(None)
+            .is_some_and(|d| d <= Duration::from_millis(4)));
+        assert_eq!(r.next_wait(None), None, "three tries in all");
+        let mut r = Retries::new(Duration::from_millis(1), Duration::from_millis(2), 3);
+        assert_eq!(r.next_wait(Some(MAX_RETRY_AFTER * 2)), None);
     }
 
     fn body(ct: Option<&str>, text: &str) -> Body {

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
@@ -15,10 +14,8 @@ use crate::config::{Cloud, EntraConfig, EntraCredential, Secret};
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 /// How long a client assertion is valid (Entra wants "a few minutes").
 const ASSERTION_LIFETIME: i64 = 300;
-/// Token requests answered 429/5xx, as for Graph: tries in all, and the longest
-/// `Retry-After` waited for (longer fails the run; the next run tries again).
+/// Token requests answered 429/5xx, as for Graph: tries in all.
 const MAX_ATTEMPTS: usize = 6;
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -144,12 +141,11 @@ impl TokenProvider {
                 return Ok(token.clone());
             }
         }
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(32))
-            .with_max_times(MAX_ATTEMPTS - 1)
-            .with_jitter()
-            .build();
+        let mut retries = crate::http::Retries::new(
+            Duration::from_secs(1),
+            Duration::from_secs(32),
+            MAX_ATTEMPTS,
+        );
         let (token, lifetime) = loop {
             let (status, detail, retry_after) = match self.request().await {
                 Err(AuthError::Unavailable {
@@ -159,16 +155,12 @@ impl TokenProvider {
                 }) => (status, detail, retry_after),
                 other => break other?,
             };
-            let wait = match (retry_after, backoff.next()) {
-                (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
-                (None, Some(delay)) => delay,
-                _ => {
-                    return Err(AuthError::Unavailable {
-                        status,
-                        detail,
-                        retry_after,
-                    })
-                }
+            let Some(wait) = retries.next_wait(retry_after) else {
+                return Err(AuthError::Unavailable {
+                    status,
+                    detail,
+                    retry_after,
+                });
             };
             tracing::info!(
                 status,
@@ -215,11 +207,7 @@ impl TokenProvider {
                 detail: crate::http::error_chain(&e.without_url()),
             })?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::http::parse_retry_after);
+        let retry_after = crate::http::retry_after(&resp);
         let body = crate::http::read_body(resp).await.map_err(|e| match e {
             crate::http::BodyError::TooLarge => AuthError::Unexpected {
                 status: status.as_u16(),
@@ -230,7 +218,7 @@ impl TokenProvider {
                 detail: e.to_string(),
             },
         })?;
-        if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
+        if crate::http::is_retryable(status.as_u16()) {
             // The OAuth error's first line (AADSTS code and reason), else what came.
             let detail = body
                 .json::<serde_json::Value>()

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 
 use super::auth::{AuthError, TokenProvider};
@@ -14,8 +13,6 @@ use crate::config::Secret;
 
 /// Attempts per request before a throttled or failing endpoint fails the run.
 const MAX_ATTEMPTS: usize = 6;
-/// The longest `Retry-After` we wait for; longer ones fail the run (the next run retries).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
@@ -168,12 +165,11 @@ impl Fetcher {
             detail: format!("bad link: {e}"),
         })?;
         let path = parsed.path().to_string();
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(32))
-            .with_max_times(MAX_ATTEMPTS - 1)
-            .with_jitter()
-            .build();
+        let mut retries = Retries::new(
+            Duration::from_secs(1),
+            Duration::from_secs(32),
+            MAX_ATTEMPTS,
+        );
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let resp = self
@@ -188,11 +184,7 @@ impl Fetcher {
                     detail: error_chain(&e.without_url()),
                 })?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = retry_after(&resp);
             let body = read_body(resp).await.map_err(|e| GraphError::Transport {
                 path: path.clone(),
                 detail: e.to_string(),
@@ -203,12 +195,9 @@ impl Fetcher {
                     .map_err(|detail| GraphError::Malformed { path, detail });
             }
             let err = status_error(status, &body, &path);
-            if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                let wait = match (retry_after, backoff.next()) {
-                    (_, None) => return Err(err),
-                    (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
-                    (Some(_), Some(_)) => return Err(err),
-                    (None, Some(delay)) => delay,
+            if is_retryable(status) {
+                let Some(wait) = retries.next_wait(retry_after) else {
+                    return Err(err);
                 };
                 tracing::info!(
                     status,
@@ -250,7 +239,7 @@ fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
 }
 
 pub use crate::http::parse_retry_after;
-use crate::http::{error_chain, read_body, Body};
+use crate::http::{error_chain, is_retryable, read_body, retry_after, Body, Retries};
 
 #[cfg(test)]
 mod tests {

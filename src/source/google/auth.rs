@@ -190,7 +190,10 @@ impl Tokens {
         }
         let (token, lifetime) = self.request().await?;
         let value = token.expose().to_string();
-        *cached = Some((token, Instant::now() + lifetime.saturating_sub(RENEW_BEFORE)));
+        *cached = Some((
+            token,
+            Instant::now() + lifetime.saturating_sub(RENEW_BEFORE),
+        ));
         Ok(value)
     }
 

@@ -16,10 +16,6 @@ const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type)";
 pub const MAX_USERS_PER_PAGE: u32 = 500;
 const MAX_MEMBERS_PER_PAGE: u32 = 200;
 
-/// The longest `Retry-After` honoured, as for Graph and SCIM; the backoff's own cap
-/// (`RetryPolicy::max_delay`) only bounds the delays we choose ourselves.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
-
 /// How failed calls are retried. The base delay is a parameter so tests stay fast.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -316,7 +312,9 @@ impl Directory {
                     last: Box::new(err),
                 });
             };
-            let delay = retry_after.map_or(delay, |ra| ra.min(MAX_RETRY_AFTER).max(delay));
+            // As for Graph and SCIM; `max_delay` bounds only the delays we choose.
+            let delay =
+                retry_after.map_or(delay, |ra| ra.min(crate::http::MAX_RETRY_AFTER).max(delay));
             tracing::warn!(
                 request = what,
                 error = %err,
@@ -355,11 +353,7 @@ impl Directory {
                 Attempt::Transient(GoogleError::Transport(format!("{what}: {cause}")), None)
             })?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::http::parse_retry_after);
+        let retry_after = crate::http::retry_after(&resp);
         // A body cut short (connection closed before Content-Length) fails here.
         let body = crate::http::read_body(resp).await.map_err(|e| match e {
             // The same page would be as large next time.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -17,8 +16,6 @@ use crate::config::Secret;
 const MAX_ATTEMPTS: usize = 6;
 /// The first backoff delay when the provider gives no `Retry-After`.
 const MIN_DELAY: Duration = Duration::from_millis(500);
-/// The longest `Retry-After` we wait for; longer ones fail the run (the next run retries).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 pub const CONTENT_TYPE: &str = "application/scim+json";
 
@@ -140,12 +137,7 @@ impl ScimClient {
     ) -> Result<Option<Value>, ScimError> {
         let url = self.url(path, query);
         let shown = format!("/{}", path.trim_start_matches('/'));
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(MIN_DELAY)
-            .with_max_delay(Duration::from_secs(30))
-            .with_max_times(MAX_ATTEMPTS - 1)
-            .with_jitter()
-            .build();
+        let mut retries = Retries::new(MIN_DELAY, Duration::from_secs(30), MAX_ATTEMPTS);
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let mut req = self
@@ -169,11 +161,7 @@ impl ScimClient {
             };
             let resp = req.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = retry_after(&resp);
             let body = read_body(resp).await.map_err(|e| ScimError::Transport {
                 method: method.to_string(),
                 path: shown.clone(),
@@ -192,12 +180,9 @@ impl ScimClient {
                     });
             }
             let err = status_error(status, &body, method.as_str(), &shown);
-            if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                let wait = match (retry_after, backoff.next()) {
-                    (_, None) => return Err(err),
-                    (Some(after), Some(_)) if after <= MAX_RETRY_AFTER => after,
-                    (Some(_), Some(_)) => return Err(err),
-                    (None, Some(delay)) => delay,
+            if is_retryable(status) {
+                let Some(wait) = retries.next_wait(retry_after) else {
+                    return Err(err);
                 };
                 tracing::info!(
                     status,
@@ -241,7 +226,7 @@ fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError
 }
 
 pub use crate::http::parse_retry_after;
-use crate::http::{error_chain, read_body, Body};
+use crate::http::{error_chain, is_retryable, read_body, retry_after, Body, Retries};
 
 #[cfg(test)]
 mod tests {

@@ -436,6 +436,24 @@ async fn run_inner(
     };
     crate::faults::point("after-apply");
     counts.failed = report.failed.len();
+    // A learner the store refused was not created, updated, ...: it counts as failed only.
+    let failed: std::collections::BTreeSet<&str> =
+        report.failed.iter().map(|(id, _)| id.as_str()).collect();
+    for op in guarded
+        .apply
+        .operations
+        .iter()
+        .filter(|o| failed.contains(o.external_id()))
+    {
+        let counter = match op.kind() {
+            ActionKind::Created => &mut counts.created,
+            ActionKind::Updated => &mut counts.updated,
+            ActionKind::Deactivated => &mut counts.deactivated,
+            ActionKind::Reactivated => &mut counts.reactivated,
+            _ => continue,
+        };
+        *counter = counter.saturating_sub(1);
+    }
     let outcome = if counts.failed > 0 {
         Outcome::Failed
     } else {

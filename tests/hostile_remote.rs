@@ -1408,6 +1408,12 @@ fn scim_two_learners_with_one_user_name_never_share_a_resource() {
     );
     assert_eq!(code(&first), 3, "one learner refused: {}", stdout(&first));
     assert!(counts(&first).ends_with("failed 1"), "{}", counts(&first));
+    // The refused learner counts as failed, not as created too.
+    assert!(
+        counts(&first).starts_with("created 1,"),
+        "{}",
+        counts(&first)
+    );
 }
 
 #[test]

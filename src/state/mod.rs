@@ -323,17 +323,14 @@ impl State {
             params![run_id, outcome, now()],
         )
         .map_err(sql)?;
-        match applied {
-            Applied::All => {}
-            Applied::Nothing => {
+        match (applied, outcome) {
+            (Applied::All, _) => {}
+            // Nothing landed: the run never happened.
+            (Applied::Nothing, _) | (_, "aborted") => {
                 tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
                     .map_err(sql)?;
             }
-            Applied::Only(_) if outcome == "aborted" => {
-                tx.execute("DELETE FROM actions WHERE run_id = ?1", [run_id])
-                    .map_err(sql)?;
-            }
-            Applied::Only(landed) => {
+            (Applied::Only(landed), _) => {
                 // `held` records a decision of the run, not a write to the store.
                 let unlanded: Vec<i64> = {
                     let mut stmt = tx

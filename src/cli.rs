@@ -1,11 +1,9 @@
-//! Command-line interface: argument definitions and dispatch to commands.
+//! Command-line interface: the clap argument definitions, nothing else (dispatch and
+//! exit codes live in `commands`).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
-use crate::commands;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,56 +97,4 @@ pub struct HistoryArgs {
 pub struct ApproveArgs {
     /// The directory whose held deactivations to release
     pub name: String,
-}
-
-/// Exit codes of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Ok = 0,
-    Usage = 2,
-    Failed = 3,
-    Held = 4,
-}
-
-impl Exit {
-    /// Combine the outcomes of several directories: a failure outranks a held guard.
-    pub fn worst(self, other: Exit) -> Exit {
-        let rank = |e: Exit| match e {
-            Exit::Ok => 0,
-            Exit::Held => 1,
-            Exit::Failed => 2,
-            Exit::Usage => 3,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
-    }
-}
-
-pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    crate::logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("learner-sync: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let exit = runtime.block_on(commands::dispatch(cli));
-    // A daemon run abandoned at shutdown may still hold a blocking thread; the
-    // stores are crash-safe, so the process does not wait on it for long.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    exit.into()
 }

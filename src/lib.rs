@@ -2,12 +2,14 @@
 //! learner store. The flow of one run:
 //! config -> source (read) -> plan (pure) -> guard (pure) -> store (apply) -> state (commit).
 
+pub mod applied;
 pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod engine;
+pub mod db;
+pub mod error;
 pub mod faults;
 pub mod guard;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod run;
 pub mod source;
 pub mod state;
 pub mod store;

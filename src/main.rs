@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    learner_sync::cli::run()
+    learner_sync::commands::main()
 }

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::engine::RunReport;
 use crate::plan::Operation;
+use crate::run::RunReport;
 use crate::state::Outcome;
 
 fn show(v: &Option<String>) -> &str {

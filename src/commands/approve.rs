@@ -1,18 +1,18 @@
 //! `learner-sync approve NAME`: apply the deactivations a guard held back.
 
-use super::{known_directory, CommandError};
-use crate::cli::{ApproveArgs, Exit};
+use super::{known_directory, CommandError, Exit};
+use crate::cli::ApproveArgs;
 use crate::config::Config;
-use crate::engine::lock_directory;
 use crate::model::DeactivationReason;
 use crate::plan::Operation;
+use crate::run::{journal, lock_directory};
 use crate::state::{Counts, Outcome, RunCommit, State};
 use crate::store::Store;
 
 pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandError> {
     known_directory(config, &args.name)?;
     let name = args.name.as_str();
-    let _lock = lock_directory(config, name).map_err(CommandError::Failed)?;
+    let _lock = lock_directory(config, name)?;
     let mut state = State::open(&config.sync.state_db)?;
     let held = state.held(name)?;
     if held.is_empty() {
@@ -20,6 +20,8 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         return Ok(Exit::Ok);
     }
     let mut store = Store::open(&config.store, &config.sync, false).await?;
+    // A crash may have left a run open: settle it first, like a sync does.
+    journal::settle_unfinished(&mut state, &mut store, name).await?;
     let learners = store.load(name).await?;
     // Only learners that are still active: a later run or an admin may have settled some.
     let operations: Vec<Operation> = held
@@ -35,16 +37,15 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
             })
         })
         .collect();
-    let run_key = uuid::Uuid::new_v4().to_string();
-    let run_id = state.begin_run(name, &run_key, "approve", false, &operations, &[])?;
-    let report = store.apply(name, &run_key, &operations).await?;
+    let begun = journal::begin(&mut state, name, "approve", false, &operations, &[])?;
+    let report = journal::apply(&mut state, &mut store, name, &begun, &operations).await?;
     let counts = Counts {
         deactivated: operations.len() - report.failed.len(),
         failed: report.failed.len(),
         ..Default::default()
     };
-    state.commit_run(RunCommit {
-        run_id,
+    let commit = RunCommit {
+        run_id: begun.run_id,
         directory: name,
         outcome: if report.failed.is_empty() {
             Outcome::Ok
@@ -60,7 +61,8 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         hold_reason: None,
         failed: &report.failed,
         error: None,
-    })?;
+    };
+    journal::commit(&mut state, &mut store, name, begun, commit).await?;
     println!(
         "{name}: approved {} held deactivations: deactivated {}, already inactive {}, failed {}",
         held.len(),

@@ -1,8 +1,8 @@
 //! `learner-sync check`: like Entra's "Test Connection", one line per directory and store.
 
 use super::CommandError;
+use super::Exit;
 use crate::check::CheckLine;
-use crate::cli::Exit;
 use crate::config::Config;
 use crate::source::Source;
 use crate::store::Store;

@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::CommandError;
-use crate::cli::Exit;
+use super::Exit;
 use crate::config::Config;
 use crate::daemon::http::{self, Health};
 use crate::daemon::metrics::Metrics;
@@ -84,7 +84,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
             };
             let (local, server) = http::serve(addr, health.clone(), metrics.clone(), stop)
                 .await
-                .map_err(|e| CommandError::Failed(format!("cannot listen on {addr}: {e}")))?;
+                .map_err(|source| ListenError { addr, source })?;
             tracing::info!(address = %local, "serving /healthz and /metrics");
             Some(tokio::spawn(server))
         }
@@ -158,4 +158,13 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
     }
     tracing::info!("daemon stopped");
     Ok(Exit::Ok)
+}
+
+/// The `[daemon] listen` address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+struct ListenError {
+    addr: std::net::SocketAddr,
+    #[source]
+    source: std::io::Error,
 }

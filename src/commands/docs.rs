@@ -5,7 +5,8 @@ use std::io::Write;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Exit};
+use super::Exit;
+use crate::cli::Cli;
 
 pub fn completions(shell: clap_complete::Shell) -> Exit {
     let mut cmd = Cli::command();

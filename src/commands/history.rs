@@ -1,7 +1,8 @@
 //! `learner-sync history`: the action log, newest first.
 
+use super::Exit;
 use super::{known_directory, CommandError};
-use crate::cli::{Exit, HistoryArgs};
+use crate::cli::HistoryArgs;
 use crate::config::Config;
 use crate::state::query::HistoryFilter;
 use crate::state::State;

@@ -1,4 +1,5 @@
-//! The subcommands. Each loads what it needs and returns the process's exit code.
+//! The process's edge: parse the command line, dispatch to the subcommand, turn its
+//! result into an exit code. Each subcommand loads what it needs.
 
 mod approve;
 mod check;
@@ -8,8 +9,65 @@ mod history;
 mod status;
 mod sync;
 
-use crate::cli::{Cli, Command, Exit};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
 use crate::config::Config;
+
+/// Exit codes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    Usage = 2,
+    Failed = 3,
+    Held = 4,
+}
+
+impl Exit {
+    /// Combine the outcomes of several directories: a failure outranks a held guard.
+    pub fn worst(self, other: Exit) -> Exit {
+        let rank = |e: Exit| match e {
+            Exit::Ok => 0,
+            Exit::Held => 1,
+            Exit::Failed => 2,
+            Exit::Usage => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// The program: parse the arguments, run the command on a runtime, exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("learner-sync: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let exit = runtime.block_on(dispatch(cli));
+    // A daemon run abandoned at shutdown may still hold a blocking thread; the
+    // stores are crash-safe, so the process does not wait on it for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    exit.into()
+}
 
 pub async fn dispatch(cli: Cli) -> Exit {
     // These describe the program itself and need no config.
@@ -46,27 +104,29 @@ pub async fn dispatch(cli: Cli) -> Exit {
             eprintln!("learner-sync: {msg}");
             Exit::Usage
         }
-        Err(CommandError::Failed(msg)) => {
-            eprintln!("learner-sync: {msg}");
+        Err(CommandError::Failed(e)) => {
+            eprintln!("learner-sync: {e}");
             Exit::Failed
         }
     }
 }
 
+/// How a command failed. The typed cause is kept until here, the edge, where it is
+/// printed and becomes the exit code.
 #[derive(Debug)]
 pub enum CommandError {
     /// Bad usage or config: exit 2.
     Usage(String),
     /// The command could not do its work: exit 3.
-    Failed(String),
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl<E: std::fmt::Display> From<E> for CommandError
+impl<E> From<E> for CommandError
 where
-    E: std::error::Error,
+    E: std::error::Error + Send + Sync + 'static,
 {
     fn from(e: E) -> Self {
-        CommandError::Failed(e.to_string())
+        CommandError::Failed(Box::new(e))
     }
 }
 

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::CommandError;
-use crate::cli::{Exit, StatusArgs};
+use super::Exit;
+use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::state::query::{HeldRow, RunRow};
 use crate::state::State;

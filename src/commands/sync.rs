@@ -1,10 +1,11 @@
 //! `learner-sync sync`: one run for every configured directory, or the named ones.
 
+use super::Exit;
 use super::{known_directory, CommandError};
-use crate::cli::{Exit, SyncArgs};
+use crate::cli::SyncArgs;
 use crate::config::Config;
-use crate::engine::{run_directory, RunOptions};
 use crate::report::{plan_lines, summary_line};
+use crate::run::{run_directory, RunOptions};
 use crate::source::Source;
 use crate::state::Outcome;
 
@@ -45,7 +46,7 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
                 tracing::warn!(directory = %report.directory, held = report.counts.held, reason = %report.hold_reason.as_ref().map(|r| r.to_string()).unwrap_or_default(), "deactivations held")
             }
             Outcome::Failed => {
-                tracing::error!(directory = %report.directory, error = %report.error.as_deref().unwrap_or(""), "run failed")
+                tracing::error!(directory = %report.directory, error = %report.error.as_ref().map(|e| e.to_string()).unwrap_or_default(), "run failed")
             }
         }
         exit = exit.worst(match report.outcome {

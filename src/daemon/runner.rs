@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use super::metrics::{Metrics, RunObservation};
 use super::{RunFuture, RunResult, Runner, Stop};
 use crate::config::Config;
-use crate::engine::{run_directory, RunOptions};
+use crate::error::RunError;
+use crate::run::{run_directory, RunOptions, RunReport};
 use crate::source::Source;
 use crate::state::{Counts, Outcome, State};
 use crate::store::Store;
@@ -88,9 +89,8 @@ async fn run_once(
             }
         }
         Err(e) => {
-            let error = e.to_string();
-            record_failure(config, name, &error);
-            Ok(failed_report(name, started, error))
+            record_failure(config, name, &e.to_string());
+            Ok(RunReport::failed(name, started, 0, RunError::Source(e)))
         }
     };
     let report = match finished {
@@ -144,26 +144,10 @@ async fn run_once(
             RunResult::Held
         }
         Outcome::Failed => {
-            let error = report.error.unwrap_or_default();
+            let error = report.error.map(|e| e.to_string()).unwrap_or_default();
             tracing::error!(directory = name, error = %error, "run failed");
             RunResult::Failed(error)
         }
-    }
-}
-
-fn failed_report(name: &str, started: Instant, error: String) -> crate::engine::RunReport {
-    crate::engine::RunReport {
-        directory: name.to_string(),
-        outcome: Outcome::Failed,
-        counts: Counts::default(),
-        duration: started.elapsed(),
-        requests: 0,
-        retries: 0,
-        applied: vec![],
-        held: vec![],
-        hold_reason: None,
-        full_read: false,
-        error: Some(error),
     }
 }
 

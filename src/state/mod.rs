@@ -7,12 +7,13 @@ mod snapshot_reader;
 
 pub use snapshot_reader::SnapshotReader;
 
-use crate::store::Applied;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::applied::Applied;
+use crate::db::{self, DbError};
 use crate::model::DirectoryUser;
 use crate::plan::{ActionKind, Operation};
 use crate::source::Snapshot;
@@ -27,6 +28,19 @@ pub enum StateError {
     },
     #[error("state DB {}: {message}", path.display())]
     Other { path: PathBuf, message: String },
+    #[error("state DB {0}")]
+    Open(#[from] DbError),
+}
+
+impl StateError {
+    /// Only a lock another process holds goes away by itself.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StateError::Sqlite { source, .. } => !db::is_busy(source),
+            StateError::Other { .. } => true,
+            StateError::Open(e) => e.is_permanent(),
+        }
+    }
 }
 
 pub struct State {
@@ -83,62 +97,49 @@ pub struct RunCommit<'a> {
     pub error: Option<String>,
 }
 
-/// How long a writer waits for another (a concurrent run, a reader of the store)
-/// before the run fails with "database is locked".
-pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Migrate to the latest schema. Two processes opening a new file at once both see
-/// version 0 and race; the loser's transaction rolls back, and a second look finds the
-/// schema already there.
-pub fn migrate(
-    migrations: &rusqlite_migration::Migrations<'_>,
-    conn: &mut Connection,
-) -> Result<(), rusqlite_migration::Error> {
-    let mut attempt = 0;
-    loop {
-        match migrations.to_latest(conn) {
-            Ok(()) => return Ok(()),
-            Err(_) if attempt < 4 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+/// The digest of a user's JSON form, as the snapshot compares rows. Owned here so
+/// that every caller compares like with like.
+pub fn digest(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
 }
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// Digests of the JSON form of each user, as `State::snapshot_digests` reads them.
+pub fn digests(snapshot: &Snapshot) -> BTreeMap<String, u64> {
+    snapshot
+        .iter()
+        .map(|(id, u)| {
+            (
+                id.clone(),
+                digest(&serde_json::to_string(u).unwrap_or_default()),
+            )
+        })
+        .collect()
 }
 
 impl State {
     /// Open (creating and migrating) the state DB.
     pub fn open(path: &Path) -> Result<State, StateError> {
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StateError::Other {
-                path: path.to_path_buf(),
-                message: format!("cannot create {}: {e}", dir.display()),
-            })?;
-        }
-        let err = |source| StateError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        migrate(&migrations::migrations(), &mut conn).map_err(|e| StateError::Other {
-            path: path.to_path_buf(),
-            message: format!("migration failed: {e}"),
-        })?;
+        let conn = db::open_writable(
+            path,
+            db::Writable {
+                wal_synchronous: None,
+                foreign_keys: true,
+            },
+            &migrations::migrations(),
+        )?;
         // Where a run stages its snapshot rows until it commits (see `stage_snapshot`).
         conn.execute_batch(
             "CREATE TEMP TABLE snapshot_stage (
                 directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
                 PRIMARY KEY (directory, external_id))",
         )
-        .map_err(err)?;
+        .map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(State {
             conn,
             path: path.to_path_buf(),
@@ -148,27 +149,7 @@ impl State {
     /// Open for reading only (dry runs, status, history): never creates or migrates.
     /// `None` when the file does not exist yet.
     pub fn open_read_only(path: &Path) -> Result<Option<State>, StateError> {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StateError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|source| StateError::Sqlite {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if version == 0 {
-            return Ok(None);
-        }
-        Ok(Some(State {
+        Ok(db::open_read_only(path)?.map(|conn| State {
             conn,
             path: path.to_path_buf(),
         }))
@@ -209,15 +190,14 @@ impl State {
     }
 
     /// Stage the snapshot rows a run will write: users whose JSON digest differs from
-    /// `before`. Returns the ids to delete. Staged rows live in a temp table of this
-    /// connection until `commit_run` moves them.
+    /// `before`. Staged rows live in a temp table of this connection until
+    /// `commit_run` moves them.
     pub fn stage_snapshot(
         &mut self,
         directory: &str,
         before: &BTreeMap<String, u64>,
         after: &Snapshot,
-        digest: fn(&str) -> u64,
-    ) -> Result<Vec<String>, StateError> {
+    ) -> Result<(), StateError> {
         let path = self.path.clone();
         let e = |source| StateError::Sqlite {
             path: path.clone(),
@@ -243,18 +223,12 @@ impl State {
                 }
             }
         }
-        tx.commit().map_err(e)?;
-        Ok(before
-            .keys()
-            .filter(|id| !after.contains_key(*id))
-            .cloned()
-            .collect())
+        tx.commit().map_err(e)
     }
 
     /// A digest of each stored user's JSON, to find what a complete listing changed
     /// without parsing every row.
     pub fn snapshot_digests(&self, directory: &str) -> Result<BTreeMap<String, u64>, StateError> {
-        use std::hash::{Hash, Hasher};
         let mut stmt = self
             .conn
             .prepare_cached("SELECT external_id, user FROM snapshot WHERE directory = ?1")
@@ -267,9 +241,7 @@ impl State {
                 .get_ref(1)
                 .and_then(|v| v.as_str().map_err(Into::into))
                 .map_err(|e| self.err(e))?;
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            json.hash(&mut h);
-            out.insert(id, h.finish());
+            out.insert(id, digest(json));
         }
         Ok(out)
     }
@@ -320,7 +292,7 @@ impl State {
         };
         tx.execute(
             "UPDATE runs SET outcome = ?2, finished_at = ?3, error = 'the process stopped before the run finished' WHERE id = ?1",
-            params![run_id, outcome, now()],
+            params![run_id, outcome, db::now()],
         )
         .map_err(sql)?;
         match (applied, outcome) {
@@ -376,7 +348,7 @@ impl State {
             source,
         };
         let tx = self.conn.transaction().map_err(e)?;
-        let time = now();
+        let time = db::now();
         tx.execute(
             "INSERT INTO runs (run_key, directory, kind, started_at, outcome, full_read) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
             params![run_key, directory, kind, time, full_read],
@@ -420,7 +392,7 @@ impl State {
         requests: u64,
         error: &str,
     ) -> Result<i64, StateError> {
-        let time = now();
+        let time = db::now();
         self.conn
             .execute(
                 "INSERT INTO runs (run_key, directory, kind, started_at, finished_at, outcome, requests, error) VALUES (?1, ?2, 'sync', ?3, ?3, 'failed', ?4, ?5)",
@@ -439,7 +411,7 @@ impl State {
             source,
         };
         let tx = self.conn.transaction().map_err(e)?;
-        let time = now();
+        let time = db::now();
         {
             let mut upsert = tx
                 .prepare_cached(
@@ -528,18 +500,6 @@ impl State {
         .map_err(e)?;
         tx.commit().map_err(e)
     }
-
-    /// Forget the held deactivations of a directory (after `approve` applied them).
-    pub fn clear_held(&mut self, directory: &str) -> Result<(), StateError> {
-        self.conn
-            .execute("DELETE FROM held WHERE directory = ?1", [directory])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
 }
 
 impl State {
@@ -548,7 +508,7 @@ impl State {
         self.conn
             .execute(
                 "UPDATE runs SET outcome = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
-                params![run_id, now(), error],
+                params![run_id, db::now(), error],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

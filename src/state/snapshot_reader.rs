@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::StateError;
 use crate::model::DirectoryUser;
@@ -21,15 +21,9 @@ pub struct SnapshotReader {
 impl SnapshotReader {
     /// A read-only connection of its own; `None` when there is no state DB yet.
     pub fn open(path: &Path, directory: &str) -> Result<Option<SnapshotReader>, StateError> {
-        if !path.exists() {
+        let Some(conn) = crate::db::open_read_only(path)? else {
             return Ok(None);
-        }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| c.busy_timeout(super::BUSY_TIMEOUT).map(|_| c))
-            .map_err(|source| StateError::Sqlite {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        };
         Ok(Some(SnapshotReader {
             conn: Mutex::new(conn),
             directory: directory.to_string(),

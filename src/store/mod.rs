@@ -1,10 +1,14 @@
 //! Learner stores: where the plan is applied.
 
+#[cfg(test)]
+pub mod memory;
 pub mod scim;
 pub mod sqlite;
 
 use crate::config::SyncSettings;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+pub use crate::applied::Applied;
 
 use crate::check::CheckLine;
 use crate::config::StoreConfig;
@@ -21,6 +25,20 @@ pub enum StoreError {
     },
     #[error("learner store: {0}")]
     Other(String),
+    #[error("learner store {0}")]
+    Open(#[from] crate::db::DbError),
+}
+
+impl StoreError {
+    /// Whether the same request can never succeed. A lock held by another process,
+    /// or an unreachable or throttling remote, can pass: those are not permanent.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => !crate::db::is_busy(source),
+            StoreError::Other(_) => false,
+            StoreError::Open(e) => e.is_permanent(),
+        }
+    }
 }
 
 /// What happened to a run's operations. A store that applies all-or-nothing either
@@ -34,15 +52,8 @@ pub struct ApplyReport {
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
     Scim(scim::ScimStore),
-}
-
-/// What of a run's operations reached the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    All,
-    Nothing,
-    /// The operations of these learners (external ids) and no others.
-    Only(BTreeSet<String>),
+    #[cfg(test)]
+    Memory(memory::MemoryStore),
 }
 
 impl Store {
@@ -91,6 +102,14 @@ impl Store {
                 })?;
                 Ok(out)
             }
+            #[cfg(test)]
+            Store::Memory(s) => {
+                let mut out = BTreeMap::new();
+                s.for_each_learner(directory, &mut |l| {
+                    out.insert(l.external_id.clone(), l);
+                });
+                Ok(out)
+            }
         }
     }
 
@@ -103,6 +122,11 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.for_each_learner(directory, visit),
             Store::Scim(s) => s.for_each_learner(directory, visit),
+            #[cfg(test)]
+            Store::Memory(s) => {
+                s.for_each_learner(directory, visit);
+                Ok(())
+            }
         }
     }
 
@@ -121,6 +145,15 @@ impl Store {
                     visit(l)
                 }
             }),
+            #[cfg(test)]
+            Store::Memory(s) => {
+                s.for_each_learner(directory, &mut |l| {
+                    if ids.contains(&l.external_id) {
+                        visit(l)
+                    }
+                });
+                Ok(())
+            }
         }
     }
 
@@ -134,6 +167,15 @@ impl Store {
                     total += 1;
                     active += usize::from(l.active);
                 })?;
+                Ok((total, active))
+            }
+            #[cfg(test)]
+            Store::Memory(s) => {
+                let (mut total, mut active) = (0, 0);
+                s.for_each_learner(directory, &mut |l| {
+                    total += 1;
+                    active += usize::from(l.active);
+                });
                 Ok((total, active))
             }
         }
@@ -150,6 +192,8 @@ impl Store {
             Store::Sqlite(s) => s.apply(directory, run_key, operations),
             // Each write is recorded in the mirror as it succeeds.
             Store::Scim(s) => s.apply(directory, run_key, operations).await,
+            #[cfg(test)]
+            Store::Memory(s) => s.apply(directory, run_key, operations),
         }
     }
 
@@ -169,6 +213,12 @@ impl Store {
                 None => Applied::Nothing,
                 Some(landed) => Applied::Only(landed),
             }),
+            #[cfg(test)]
+            Store::Memory(s) => Ok(if s.run_keys.contains(run_key) {
+                Applied::All
+            } else {
+                Applied::Nothing
+            }),
         }
     }
 
@@ -177,6 +227,11 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(()),
             Store::Scim(s) => s.forget_run(run_key),
+            #[cfg(test)]
+            Store::Memory(s) => {
+                s.run_keys.remove(run_key);
+                Ok(())
+            }
         }
     }
 
@@ -184,6 +239,8 @@ impl Store {
         match self {
             Store::Sqlite(s) => vec![s.check()],
             Store::Scim(s) => s.check().await,
+            #[cfg(test)]
+            Store::Memory(_) => vec![],
         }
     }
 }

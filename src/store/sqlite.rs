@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use rusqlite_migration::{Migrations, M};
 
 use super::{ApplyReport, StoreError};
 use crate::check::CheckLine;
+use crate::db;
 use crate::model::{Learner, LearnerFields};
 use crate::plan::Operation;
 
@@ -75,34 +76,25 @@ pub fn open_file(
     synchronous: &str,
     migrations: &Migrations<'_>,
 ) -> Result<Option<Connection>, StoreError> {
-    let shown = path.display().to_string();
-    let err = |source| StoreError::Sqlite {
-        path: shown.clone(),
-        source,
-    };
     if read_only {
-        if !path.exists() {
-            return Ok(None);
-        }
-        let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-        let version: i64 = c
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        return Ok((version > 0).then_some(c));
+        return Ok(db::open_read_only(path)?);
     }
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let mut conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(crate::state::BUSY_TIMEOUT).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    conn.pragma_update(None, "synchronous", synchronous)
-        .map_err(err)?;
-    crate::state::migrate(migrations, &mut conn)
-        .map_err(|e| StoreError::Other(format!("{shown}: migration failed: {e}")))?;
-    Ok(Some(conn))
+    let how = db::Writable {
+        wal_synchronous: Some(synchronous),
+        foreign_keys: false,
+    };
+    Ok(Some(db::open_writable(path, how, migrations)?))
+}
+
+/// Run keys applied before this are pruned: `KEEP_RUN_KEYS_DAYS` before `now`.
+fn prune_before(now: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(now)
+        .map(|t| {
+            (t - chrono::Duration::days(db::KEEP_RUN_KEYS_DAYS))
+                .to_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .unwrap_or_default()
 }
 
 pub struct SqliteStore {
@@ -212,7 +204,7 @@ impl SqliteStore {
             .conn
             .as_mut()
             .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
-        let now = crate::state::now();
+        let now = db::now();
         let tx = conn.transaction().map_err(e)?;
         {
             // One statement for every kind: `active` and `deactivated_at` are set from
@@ -264,6 +256,13 @@ impl SqliteStore {
         tx.execute(
             "INSERT OR IGNORE INTO learner_sync_runs (run_key, directory, applied_at) VALUES (?1, ?2, ?3)",
             params![run_key, directory, now],
+        )
+        .map_err(e)?;
+        // A run key only settles a crashed run of this directory, and the run settles
+        // those before it applies: old keys of the directory are no longer needed.
+        tx.execute(
+            "DELETE FROM learner_sync_runs WHERE directory = ?1 AND run_key <> ?2 AND applied_at < ?3",
+            params![directory, run_key, prune_before(&now)],
         )
         .map_err(e)?;
         tx.commit().map_err(e)?;

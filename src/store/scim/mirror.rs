@@ -283,7 +283,7 @@ impl Mirror {
                 f.employee_id,
                 f.manager_email,
                 linked.active as i64,
-                crate::state::now(),
+                crate::db::now(),
             ])
         })
         .map_err(|e| self.err(e))?;
@@ -335,7 +335,7 @@ impl Mirror {
             .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
         conn.execute(
             "INSERT OR IGNORE INTO scim_runs (run_key, directory, started_at) VALUES (?1, ?2, ?3)",
-            params![run_key, directory, crate::state::now()],
+            params![run_key, directory, crate::db::now()],
         )
         .map(|_| ())
         .map_err(|e| self.err(e))

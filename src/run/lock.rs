@@ -1,0 +1,99 @@
+//! The per-directory lock, so that a `sync`, an `approve` and a daemon never run one
+//! directory at once.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// Held for as long as the run lasts; the OS releases it if the process dies.
+pub struct DirectoryLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another learner-sync process is syncing directory `{directory}` (lock {})", path.display())]
+    Busy { directory: String, path: PathBuf },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open lock {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    /// Another run holding the lock ends; a file the process cannot open stays so.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, LockError::Busy { .. })
+    }
+}
+
+/// `<state_db>.locks/<directory>.lock`.
+pub fn lock_path(config: &Config, directory: &str) -> PathBuf {
+    let mut name = config.sync.state_db.as_os_str().to_owned();
+    name.push(".locks");
+    PathBuf::from(name).join(format!("{directory}.lock"))
+}
+
+pub fn lock_directory(config: &Config, directory: &str) -> Result<DirectoryLock, LockError> {
+    lock_file(&lock_path(config, directory), directory)
+}
+
+fn lock_file(path: &Path, directory: &str) -> Result<DirectoryLock, LockError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirectoryLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy {
+            directory: directory.to_string(),
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Lock {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_of_one_directory_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/hr.lock");
+        let first = lock_file(&path, "hr").unwrap();
+        let e = lock_file(&path, "hr").err().unwrap();
+        assert!(matches!(e, LockError::Busy { .. }), "{e}");
+        assert!(!e.is_permanent());
+        drop(first);
+        lock_file(&path, "hr").unwrap();
+    }
+}

@@ -1,0 +1,360 @@
+//! One run of one directory, as named steps: lock -> open -> settle -> read -> stage
+//! -> plan -> guard -> begin -> apply -> commit.
+//!
+//! The steps that decide (`snapshot`, `summary`, the plan and the guards) are pure;
+//! the steps that write go through `journal`, which makes a crash at any point
+//! something the next run completes.
+
+pub mod journal;
+pub mod lock;
+pub mod snapshot;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub use lock::{lock_directory, lock_path, DirectoryLock, LockError};
+pub use snapshot::merge;
+
+use crate::config::{Config, DirectoryConfig};
+use crate::error::RunError;
+use crate::guard::{guard, Guarded, HoldReason, Limits};
+use crate::mapping::{desired, Desired};
+use crate::plan::{Operation, Planner};
+use crate::progress::Progress;
+use crate::source::{Listing, PreviousUsers, ReadRequest, Snapshot, Source, SourceRead};
+use crate::state::{Counts, Outcome, RunCommit, SnapshotReader, State};
+use crate::store::Store;
+use snapshot::{Needed, Previous, Staged};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Ignore the stored cursor and read everything.
+    pub full: bool,
+    /// Show a spinner with the current phase when stderr is a terminal.
+    pub progress: bool,
+}
+
+/// What one run did, for the summary line, `--dry-run` output and exit codes.
+#[derive(Debug)]
+pub struct RunReport {
+    pub directory: String,
+    pub outcome: Outcome,
+    pub counts: Counts,
+    pub duration: Duration,
+    pub requests: u64,
+    /// Requests the source repeated after throttling or a server error.
+    pub retries: u64,
+    /// The operations applied (or, in a dry run, that would be).
+    pub applied: Vec<Operation>,
+    pub held: Vec<Operation>,
+    pub hold_reason: Option<HoldReason>,
+    pub full_read: bool,
+    pub error: Option<RunError>,
+}
+
+impl RunReport {
+    pub fn failed(directory: &str, started: Instant, requests: u64, error: RunError) -> RunReport {
+        RunReport {
+            directory: directory.to_string(),
+            outcome: Outcome::Failed,
+            counts: Counts::default(),
+            duration: started.elapsed(),
+            requests,
+            retries: 0,
+            applied: vec![],
+            held: vec![],
+            hold_reason: None,
+            full_read: false,
+            error: Some(error),
+        }
+    }
+}
+
+/// The files a run holds open: the lock, the state DB (absent in a dry run before the
+/// first sync) and the store.
+pub struct Opened {
+    _lock: Option<DirectoryLock>,
+    state: Option<State>,
+    store: Store,
+    dry_run: bool,
+}
+
+impl Opened {
+    /// The state DB, when the run may write it.
+    fn writable(&mut self) -> Option<&mut State> {
+        self.state.as_mut().filter(|_| !self.dry_run)
+    }
+}
+
+/// Run one directory once.
+pub async fn run_directory(
+    config: &Config,
+    dir: &DirectoryConfig,
+    source: &mut Source,
+    opts: RunOptions,
+) -> RunReport {
+    let started = Instant::now();
+    let opened = match open(config, &dir.name, opts.dry_run).await {
+        Ok(o) => o,
+        Err(error) => return RunReport::failed(&dir.name, started, 0, error),
+    };
+    run_opened(config, dir, source, opts, opened, started).await
+}
+
+/// Lock the directory, then open the state DB and the store (read-only in a dry run).
+async fn open(config: &Config, name: &str, dry_run: bool) -> Result<Opened, RunError> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(lock_directory(config, name)?)
+    };
+    let state = if dry_run {
+        State::open_read_only(&config.sync.state_db)?
+    } else {
+        Some(State::open(&config.sync.state_db)?)
+    };
+    let store = Store::open(&config.store, &config.sync, dry_run).await?;
+    Ok(Opened {
+        _lock: lock,
+        state,
+        store,
+        dry_run,
+    })
+}
+
+/// The run once its files are open; what a test drives with an in-memory store.
+pub async fn run_opened(
+    config: &Config,
+    dir: &DirectoryConfig,
+    source: &mut Source,
+    opts: RunOptions,
+    mut opened: Opened,
+    started: Instant,
+) -> RunReport {
+    match steps(config, dir, source, opts, &mut opened, started).await {
+        Ok(report) => report,
+        Err(error) => RunReport::failed(&dir.name, started, 0, error),
+    }
+}
+
+async fn steps(
+    config: &Config,
+    dir: &DirectoryConfig,
+    source: &mut Source,
+    opts: RunOptions,
+    o: &mut Opened,
+    started: Instant,
+) -> Result<RunReport, RunError> {
+    let name = dir.name.as_str();
+    // Settle runs a crash left open before anything else.
+    if let Some(st) = o.state.as_mut().filter(|_| !o.dry_run) {
+        journal::settle_unfinished(st, &mut o.store, name).await?;
+    }
+    let cursor = usable_cursor(o.state.as_ref(), name, config, opts, chrono::Utc::now())?;
+    let progress = Progress::new(name, opts.progress);
+    progress.phase(if cursor.is_some() {
+        "reading changes"
+    } else {
+        "reading the directory"
+    });
+    let retries_before = source.retries();
+    let read = read(config, o.state.is_some(), source, name, cursor.as_deref()).await;
+    let retries = source.retries() - retries_before;
+    let read = match read {
+        Ok(r) => r,
+        Err(error) => {
+            if let Some(st) = o.writable() {
+                let key = uuid::Uuid::new_v4().to_string();
+                st.record_failed_run(name, &key, 0, &error.to_string())?;
+            }
+            let mut report = RunReport::failed(name, started, 0, error);
+            report.retries = retries;
+            return Ok(report);
+        }
+    };
+    let full_read = matches!(read.listing, Listing::Complete(_));
+    let empty_read = matches!(&read.listing, Listing::Complete(u) if u.is_empty());
+    let (requests, scope, next_cursor) = (read.requests, read.scope, read.next_cursor);
+
+    // What the directory says now, the snapshot rows to stage (in a temp table, until
+    // the run commits) and, on a delta run, the only learners that can have changed.
+    let previous = previous(o, name, snapshot::needed(&read.listing, &scope))?;
+    let staged = snapshot::stage(previous, read.listing, &scope);
+    if let Some(st) = o.writable() {
+        st.stage_snapshot(name, &staged.before, &staged.after)?;
+    }
+    let Staged {
+        after,
+        deletes,
+        only,
+        ..
+    } = staged;
+
+    let wanted: BTreeMap<String, Desired> = after
+        .into_iter()
+        .map(|(id, u)| {
+            let d = desired(u, scope.includes(&id), &dir.mapping);
+            (id, d)
+        })
+        .collect();
+    let guarded = plan_and_guard(config, name, &mut o.store, wanted, only, empty_read).await?;
+    let planned = summary::planned(&guarded);
+    let finish = |(counts, outcome), error, guarded: Guarded| RunReport {
+        directory: name.to_string(),
+        outcome,
+        counts,
+        duration: started.elapsed(),
+        requests,
+        retries,
+        applied: guarded.apply.operations,
+        held: guarded.held,
+        hold_reason: guarded.hold_reason,
+        full_read,
+        error,
+    };
+    let Opened {
+        state,
+        store,
+        dry_run,
+        ..
+    } = o;
+    let Some(st) = state.as_mut().filter(|_| !*dry_run) else {
+        return Ok(finish(planned, None, guarded));
+    };
+
+    progress.phase(format!(
+        "applying {} changes",
+        guarded.apply.operations.len()
+    ));
+    let operations = &guarded.apply.operations;
+    let begun = journal::begin(st, name, "sync", full_read, operations, &guarded.held)?;
+    let report = match journal::apply(st, store, name, &begun, operations).await {
+        Ok(r) => r,
+        Err(error) => return Ok(RunReport::failed(name, started, requests, error)),
+    };
+    let (counts, outcome) = summary::applied(operations, planned, &report);
+    let error = (!report.failed.is_empty()).then(|| RunError::Refused(report.failed.len()));
+    progress.phase("committing");
+    let commit = RunCommit {
+        run_id: begun.run_id,
+        directory: name,
+        outcome,
+        counts: counts.clone(),
+        requests,
+        snapshot_deletes: &deletes,
+        cursor: Some(next_cursor),
+        full_read,
+        held: &guarded.held,
+        hold_reason: guarded.hold_reason.as_ref().map(|r| r.to_string()),
+        failed: &report.failed,
+        error: error.as_ref().map(|e| e.to_string()),
+    };
+    journal::commit(st, store, name, begun, commit).await?;
+    Ok(finish((counts, outcome), error, guarded))
+}
+
+/// The stored cursor, unless `--full`, no state yet, or a periodic full read is due.
+fn usable_cursor(
+    state: Option<&State>,
+    name: &str,
+    config: &Config,
+    opts: RunOptions,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, RunError> {
+    let (cursor, full_read_at) = match state {
+        Some(st) => st.cursor(name)?,
+        None => (None, None),
+    };
+    let due = resync_due(full_read_at.as_deref(), now, config.sync.full_resync);
+    Ok(cursor.filter(|_| !opts.full && !due))
+}
+
+/// Whether the last full read (RFC 3339, or never) is `full_resync` or more ago.
+fn resync_due(
+    full_read_at: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    full_resync: Duration,
+) -> bool {
+    full_read_at
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| now.signed_duration_since(t).to_std().unwrap_or_default() >= full_resync)
+        .unwrap_or(true)
+}
+
+/// Read the directory. A source that merges partial changes looks up the previous
+/// users it needs in the state DB, one by one; nobody else needs them.
+async fn read(
+    config: &Config,
+    has_state: bool,
+    source: &mut Source,
+    name: &str,
+    cursor: Option<&str>,
+) -> Result<SourceRead, RunError> {
+    let reader = if has_state && source.needs_snapshot(cursor) {
+        SnapshotReader::open(&config.sync.state_db, name)?
+    } else {
+        None
+    };
+    let no_previous = Snapshot::new();
+    let previous: &dyn PreviousUsers = match &reader {
+        Some(r) => r,
+        None => &no_previous,
+    };
+    let read = source
+        .read(ReadRequest {
+            snapshot: previous,
+            cursor,
+        })
+        .await?;
+    match reader.as_ref().and_then(|r| r.error()) {
+        None => Ok(read),
+        Some(e) => Err(RunError::Snapshot(e)),
+    }
+}
+
+/// What of the previous snapshot this read needs (see `snapshot::needed`).
+fn previous(o: &Opened, name: &str, needed: Needed) -> Result<Previous, RunError> {
+    Ok(match (needed, o.state.as_ref()) {
+        // A dry run stages nothing, so needs no digests.
+        (Needed::Digests, Some(st)) if !o.dry_run => Previous::Digests(st.snapshot_digests(name)?),
+        (Needed::Users, Some(st)) => Previous::Users(st.load_snapshot(name)?),
+        _ => Previous::Nothing,
+    })
+}
+
+/// Diff the store's learners against what the directory wants, then apply the guards.
+async fn plan_and_guard(
+    config: &Config,
+    name: &str,
+    store: &mut Store,
+    wanted: BTreeMap<String, Desired>,
+    only: Option<std::collections::BTreeSet<String>>,
+    empty_read: bool,
+) -> Result<Guarded, RunError> {
+    let mut planner = Planner::new(wanted);
+    let visit = &mut |l| planner.visit(l);
+    let (active, untouched) = match &only {
+        None => {
+            store.for_each_learner(name, visit).await?;
+            (planner.active_before(), 0)
+        }
+        Some(ids) => {
+            store.learners_by_id(name, ids, visit).await?;
+            let (total, active) = store.counts(name).await?;
+            (active, total.saturating_sub(planner.visited()))
+        }
+    };
+    let mut full_plan = planner.finish();
+    full_plan.unchanged += untouched;
+    let limits = Limits {
+        max_deactivations: config.sync.max_deactivations,
+        max_deactivation_percent: config.sync.max_deactivation_percent,
+    };
+    Ok(guard(full_plan, active, empty_read, limits))
+}
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,10 @@ pub enum RunError {
     /// The previous users a delta merges into could not be read from the state DB.
     #[error("{0}")]
     Snapshot(String),
+    /// A learner would be written without a user name: a delta's partial change of a
+    /// user the snapshot does not hold. Nothing is written; the next run reads all.
+    #[error("user {0} has no user name after merging a partial change (the snapshot does not hold the user); nothing was written, and the next run reads the whole directory")]
+    NoUserName(String),
     /// The store refused some learners; the rest of the run was committed.
     #[error("{0} learners could not be written to the store")]
     Refused(usize),
@@ -55,6 +59,8 @@ impl RunError {
             RunError::Source(e) => e.is_permanent(),
             // A corrupt snapshot row stays corrupt until a full read replaces it.
             RunError::Snapshot(_) => true,
+            // The next run, a full read, gets the whole user.
+            RunError::NoUserName(_) => false,
             // The store may accept the learners once the admin fixes them.
             RunError::Refused(_) => false,
         }

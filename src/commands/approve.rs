@@ -58,6 +58,7 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         cursor: None,
         full_read: false,
         held: &[],
+        evaluated: None,
         hold_reason: None,
         failed: &report.failed,
         error: None,

@@ -10,7 +10,7 @@ pub mod lock;
 pub mod snapshot;
 pub mod summary;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 pub use lock::{lock_directory, lock_path, DirectoryLock, LockError};
@@ -20,6 +20,7 @@ use crate::config::{Config, DirectoryConfig};
 use crate::error::RunError;
 use crate::guard::{guard, Guarded, HoldReason, Limits};
 use crate::mapping::{desired, Desired};
+use crate::model::{DeactivationReason, LearnerFields};
 use crate::plan::{Operation, Planner};
 use crate::progress::Progress;
 use crate::source::{Listing, PreviousUsers, ReadRequest, Snapshot, Source, SourceRead};
@@ -200,8 +201,35 @@ async fn steps(
             (id, d)
         })
         .collect();
-    let guarded = plan_and_guard(config, name, &mut o.store, wanted, only, empty_read).await?;
-    let planned = summary::planned(&guarded);
+    let guarded = plan_and_guard(
+        config,
+        name,
+        &mut o.store,
+        wanted,
+        only.as_ref(),
+        empty_read,
+    )
+    .await?;
+    if let Some(id) = blank_user_name(&guarded) {
+        // Refuse rather than write a learner without a user name; a full read (the
+        // cursor is dropped) brings the whole user.
+        let error = RunError::NoUserName(id);
+        if let Some(st) = o.writable() {
+            st.drop_cursor(name)?;
+            let key = uuid::Uuid::new_v4().to_string();
+            st.record_failed_run(name, &key, requests, &error.to_string())?;
+        }
+        let mut report = RunReport::failed(name, started, requests, error);
+        report.retries = retries;
+        return Ok(report);
+    }
+    // A delta run looks at the learners in the delta only: the holds of the others
+    // stand, and the run reports them.
+    let carried = match (&only, o.state.as_ref()) {
+        (Some(ids), Some(st)) => carried_holds(st, name, ids)?,
+        _ => vec![],
+    };
+    let planned = summary::carry_holds(summary::planned(&guarded), carried.len());
     let finish = |(counts, outcome), error, guarded: Guarded| RunReport {
         directory: name.to_string(),
         outcome,
@@ -210,7 +238,7 @@ async fn steps(
         requests,
         retries,
         applied: guarded.apply.operations,
-        held: guarded.held,
+        held: guarded.held.into_iter().chain(carried).collect(),
         hold_reason: guarded.hold_reason,
         full_read,
         error,
@@ -248,6 +276,7 @@ async fn steps(
         cursor: Some(next_cursor),
         full_read,
         held: &guarded.held,
+        evaluated: only.as_ref(),
         hold_reason: guarded.hold_reason.as_ref().map(|r| r.to_string()),
         failed: &report.failed,
         error: error.as_ref().map(|e| e.to_string()),
@@ -325,18 +354,52 @@ fn previous(o: &Opened, name: &str, needed: Needed) -> Result<Previous, RunError
     })
 }
 
+/// The first learner the plan would write without a user name.
+fn blank_user_name(guarded: &Guarded) -> Option<String> {
+    guarded
+        .apply
+        .operations
+        .iter()
+        .chain(&guarded.held)
+        .find(|o| o.fields().user_name.trim().is_empty())
+        .map(|o| o.external_id().to_string())
+}
+
+/// The held deactivations of learners a delta run did not evaluate.
+fn carried_holds(
+    st: &State,
+    name: &str,
+    evaluated: &BTreeSet<String>,
+) -> Result<Vec<Operation>, RunError> {
+    Ok(st
+        .held(name)?
+        .into_iter()
+        .filter(|h| !evaluated.contains(&h.external_id))
+        .map(|h| Operation::Deactivate {
+            fields: LearnerFields {
+                user_name: h.user_name,
+                ..Default::default()
+            },
+            external_id: h.external_id,
+            changes: vec![],
+            reason: DeactivationReason::parse(&h.reason)
+                .unwrap_or(DeactivationReason::DeletedInDirectory),
+        })
+        .collect())
+}
+
 /// Diff the store's learners against what the directory wants, then apply the guards.
 async fn plan_and_guard(
     config: &Config,
     name: &str,
     store: &mut Store,
     wanted: BTreeMap<String, Desired>,
-    only: Option<std::collections::BTreeSet<String>>,
+    only: Option<&BTreeSet<String>>,
     empty_read: bool,
 ) -> Result<Guarded, RunError> {
     let mut planner = Planner::new(wanted);
     let visit = &mut |l| planner.visit(l);
-    let (active, untouched) = match &only {
+    let (active, untouched) = match only {
         None => {
             store.for_each_learner(name, visit).await?;
             (planner.active_before(), 0)

@@ -40,6 +40,18 @@ pub fn planned(guarded: &Guarded) -> (Counts, Outcome) {
     (counts, outcome)
 }
 
+/// Add the holds a delta run carries over from earlier runs (learners it did not look
+/// at): they count as held, and the run is held until they are approved.
+pub fn carry_holds(planned: (Counts, Outcome), carried: usize) -> (Counts, Outcome) {
+    let (mut counts, outcome) = planned;
+    counts.held += carried;
+    let outcome = match outcome {
+        Outcome::Ok if carried > 0 => Outcome::Held,
+        o => o,
+    };
+    (counts, outcome)
+}
+
 /// The counts and outcome once the store reported: a learner the store refused was
 /// not created, updated, ...: it counts as failed only, and fails the run.
 pub fn applied(
@@ -131,6 +143,14 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn carried_holds_count_as_held_and_hold_the_run() {
+        let (counts, outcome) = carry_holds((Counts::default(), Outcome::Ok), 2);
+        assert_eq!((counts.held, outcome), (2, Outcome::Held));
+        let (_, outcome) = carry_holds((Counts::default(), Outcome::Ok), 0);
+        assert_eq!(outcome, Outcome::Ok);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct RunCommit<'a> {
     pub cursor: Option<Option<String>>,
     pub full_read: bool,
     pub held: &'a [Operation],
+    /// The learners the run evaluated (a delta run), or `None` for all of them. Holds
+    /// of learners the run did not look at stay until `approve` or a run that does.
+    pub evaluated: Option<&'a std::collections::BTreeSet<String>>,
     pub hold_reason: Option<String>,
     /// Operations the store refused, with the store's explanation.
     pub failed: &'a [(String, String)],
@@ -449,12 +452,24 @@ impl State {
             )
             .map_err(e)?;
         }
-        tx.execute("DELETE FROM held WHERE directory = ?1", [c.directory])
-            .map_err(e)?;
+        match c.evaluated {
+            None => {
+                tx.execute("DELETE FROM held WHERE directory = ?1", [c.directory])
+                    .map_err(e)?;
+            }
+            Some(ids) => {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM held WHERE directory = ?1 AND external_id = ?2")
+                    .map_err(e)?;
+                for id in ids {
+                    delete.execute(params![c.directory, id]).map_err(e)?;
+                }
+            }
+        }
         {
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT INTO held (directory, external_id, user_name, reason, hold_reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO held (directory, external_id, user_name, reason, hold_reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(e)?;
             for op in c.held {
@@ -503,6 +518,17 @@ impl State {
 }
 
 impl State {
+    /// Forget the delta cursor of a directory: its next run reads everything.
+    pub fn drop_cursor(&mut self, directory: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE cursors SET cursor = NULL WHERE directory = ?1",
+                [directory],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Mark a run failed (after `resolve_unfinished` removed what it never applied).
     pub fn mark_failed(&mut self, run_id: i64, error: &str) -> Result<(), StateError> {
         self.conn

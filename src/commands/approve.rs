@@ -60,6 +60,7 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         held: &[],
         evaluated: None,
         hold_reason: None,
+        binding: None,
         failed: &report.failed,
         error: None,
     };

@@ -5,6 +5,7 @@
 //! the steps that write go through `journal`, which makes a crash at any point
 //! something the next run completes.
 
+pub mod binding;
 pub mod journal;
 pub mod lock;
 pub mod snapshot;
@@ -24,7 +25,7 @@ use crate::model::{DeactivationReason, LearnerFields};
 use crate::plan::{Operation, Planner};
 use crate::progress::Progress;
 use crate::source::{Listing, PreviousUsers, ReadRequest, Snapshot, Source, SourceRead};
-use crate::state::{Counts, Outcome, RunCommit, SnapshotReader, State};
+use crate::state::{Binding, Counts, Outcome, RunCommit, SnapshotReader, State};
 use crate::store::Store;
 use snapshot::{Needed, Previous, Staged};
 
@@ -154,6 +155,15 @@ async fn steps(
     if let Some(st) = o.state.as_mut().filter(|_| !o.dry_run) {
         journal::settle_unfinished(st, &mut o.store, name).await?;
     }
+    // State bound to another origin or store: drop the cursor, read everything.
+    let (bound, rebind) = check_binding(config, dir, o).await?;
+    if let Some(why) = &rebind {
+        tracing::warn!(directory = name, reason = %why, "reading the whole directory");
+    }
+    let opts = RunOptions {
+        full: opts.full || rebind.is_some(),
+        ..opts
+    };
     let cursor = usable_cursor(o.state.as_ref(), name, config, opts, chrono::Utc::now())?;
     let progress = Progress::new(name, opts.progress);
     progress.phase(if cursor.is_some() {
@@ -264,6 +274,10 @@ async fn steps(
         Err(error) => return Ok(RunReport::failed(name, started, requests, error)),
     };
     let (counts, outcome) = summary::applied(operations, planned, &report);
+    let bound = Binding {
+        store_learners: Some(store.counts(name).await?.0 as u64),
+        ..bound
+    };
     let error = (!report.failed.is_empty()).then(|| RunError::Refused(report.failed.len()));
     progress.phase("committing");
     let commit = RunCommit {
@@ -277,12 +291,39 @@ async fn steps(
         full_read,
         held: &guarded.held,
         evaluated: only.as_ref(),
+        binding: Some(bound),
         hold_reason: guarded.hold_reason.as_ref().map(|r| r.to_string()),
         failed: &report.failed,
         error: error.as_ref().map(|e| e.to_string()),
     };
     journal::commit(st, store, name, begun, commit).await?;
     Ok(finish((counts, outcome), error, guarded))
+}
+
+/// The binding of this run, and why the recorded one no longer holds (if so).
+async fn check_binding(
+    config: &Config,
+    dir: &DirectoryConfig,
+    o: &mut Opened,
+) -> Result<(Binding, Option<String>), RunError> {
+    let marker = o.store.marker()?;
+    let now = Binding {
+        origin: Some(binding::origin(dir)),
+        store: Some(binding::store(&config.store, marker.as_deref())),
+        store_learners: None,
+    };
+    let recorded = match o.state.as_ref() {
+        Some(st) => st.binding(&dir.name)?,
+        None => None,
+    };
+    let why = match recorded {
+        Some(r) => {
+            let (learners, _) = o.store.counts(&dir.name).await?;
+            binding::mismatch(&r, &now, learners as u64)
+        }
+        None => None,
+    };
+    Ok((now, why))
 }
 
 /// The stored cursor, unless `--full`, no state yet, or a periodic full read is due.

@@ -3,8 +3,9 @@
 use rusqlite_migration::{Migrations, M};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY,
     run_key TEXT NOT NULL UNIQUE,
@@ -63,7 +64,17 @@ CREATE TABLE held (
     PRIMARY KEY (directory, external_id)
 ) WITHOUT ROWID;
 "#,
-    )])
+        ),
+        // What the cursor and snapshot were read from, and which store the runs wrote
+        // to (issue 14.2): a mismatch makes the next run a full read.
+        M::up(
+            r#"
+ALTER TABLE cursors ADD COLUMN origin TEXT;
+ALTER TABLE cursors ADD COLUMN store TEXT;
+ALTER TABLE cursors ADD COLUMN store_learners INTEGER;
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -78,6 +78,18 @@ pub struct Counts {
     pub failed: usize,
 }
 
+/// What a directory's cursor and snapshot were read from and which store its runs
+/// wrote to (see `run::binding`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// Fingerprint of the directory's origin (kind, tenant or customer, hosts, path).
+    pub origin: Option<String>,
+    /// Fingerprint of the store (kind, url or path, the store's own marker).
+    pub store: Option<String>,
+    /// The learners of the directory in the store after the last run.
+    pub store_learners: Option<u64>,
+}
+
 /// What a run commits after its operations reached the store.
 pub struct RunCommit<'a> {
     pub run_id: i64,
@@ -95,6 +107,8 @@ pub struct RunCommit<'a> {
     /// of learners the run did not look at stay until `approve` or a run that does.
     pub evaluated: Option<&'a std::collections::BTreeSet<String>>,
     pub hold_reason: Option<String>,
+    /// What the run read from and wrote to, recorded with the cursor (a sync run).
+    pub binding: Option<Binding>,
     /// Operations the store refused, with the store's explanation.
     pub failed: &'a [(String, String)],
     pub error: Option<String>,
@@ -247,6 +261,24 @@ impl State {
             out.insert(id, digest(json));
         }
         Ok(out)
+    }
+
+    /// What the cursor and snapshot of a directory are bound to (`None`: never recorded).
+    pub fn binding(&self, directory: &str) -> Result<Option<Binding>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT origin, store, store_learners FROM cursors WHERE directory = ?1",
+                [directory],
+                |r| {
+                    Ok(Binding {
+                        origin: r.get(0)?,
+                        store: r.get(1)?,
+                        store_learners: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// The stored cursor and when the last full read happened.
@@ -442,6 +474,13 @@ impl State {
             tx.execute(
                 "INSERT INTO cursors (directory, cursor) VALUES (?1, ?2) ON CONFLICT (directory) DO UPDATE SET cursor = excluded.cursor",
                 params![c.directory, cursor],
+            )
+            .map_err(e)?;
+        }
+        if let Some(b) = &c.binding {
+            tx.execute(
+                "INSERT INTO cursors (directory, origin, store, store_learners) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (directory) DO UPDATE SET origin = excluded.origin, store = excluded.store, store_learners = excluded.store_learners",
+                params![c.directory, b.origin, b.store, b.store_learners.map(|n| n as i64)],
             )
             .map_err(e)?;
         }

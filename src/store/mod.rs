@@ -235,6 +235,20 @@ impl Store {
         }
     }
 
+    /// What this store says it is, beyond its config: a state DB bound to another
+    /// store (a re-created file, another provider's mirror) sees a different marker.
+    /// The SQLite store's generation id; `None` where the store has none (yet).
+    pub fn marker(&self) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.generation(),
+            // The provider URL is in the config fingerprint; the SCIM mirror may add
+            // its own generation here.
+            Store::Scim(_) => Ok(None),
+            #[cfg(test)]
+            Store::Memory(_) => Ok(Some("memory".to_string())),
+        }
+    }
+
     pub async fn check(&mut self) -> Vec<CheckLine> {
         match self {
             Store::Sqlite(s) => vec![s.check()],

@@ -15,8 +15,9 @@ use crate::plan::Operation;
 
 /// Append-only. The `learners` table is read by other programs: never change a column.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE learners (
     directory TEXT NOT NULL,
     external_id TEXT NOT NULL,
@@ -44,7 +45,16 @@ CREATE TABLE learner_sync_runs (
     applied_at TEXT NOT NULL
 );
 "#,
-    )])
+        ),
+        // This store's identity, made once with the file: a state DB that wrote to
+        // another file (deleted, replaced, re-created) sees a different generation.
+        M::up(
+            r#"
+CREATE TABLE learner_sync_store (generation TEXT NOT NULL);
+INSERT INTO learner_sync_store (generation) VALUES (lower(hex(randomblob(16))));
+"#,
+        ),
+    ])
 }
 
 const LEARNER_COLUMNS: &str = "external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active";
@@ -267,6 +277,18 @@ impl SqliteStore {
         .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(ApplyReport::default())
+    }
+
+    /// The store's generation id (`None` before the file exists).
+    pub fn generation(&self) -> Result<Option<String>, StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(None);
+        };
+        conn.query_row("SELECT generation FROM learner_sync_store", [], |r| {
+            r.get(0)
+        })
+        .map(Some)
+        .map_err(|e| self.err(e))
     }
 
     pub fn was_applied(&mut self, run_key: &str) -> Result<bool, StoreError> {

@@ -101,18 +101,49 @@ pub struct Writable<'a> {
     pub foreign_keys: bool,
 }
 
-/// Open a file for writing, creating its directory, and migrate it.
+/// Create the folders of a file the tool keeps: 0700 whatever the umask (the files
+/// hold who works where; only the service user reads them). Existing folders are
+/// left as the admin set them.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Create `path` empty with mode 0600 whatever the umask, unless it exists. SQLite
+/// gives its -wal and -shm files the mode of the database file.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Open a file for writing, creating it (0600) and its directory (0700), and migrate it.
 pub fn open_writable(
     path: &Path,
     how: Writable<'_>,
     migrations: &Migrations<'_>,
 ) -> Result<Connection, DbError> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+        create_private_dir(dir).map_err(|source| DbError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
     }
+    create_private_file(path).map_err(|source| DbError::CreateDir {
+        dir: path.to_path_buf(),
+        source,
+    })?;
     let err = |source| DbError::Sqlite {
         path: path.to_path_buf(),
         source,

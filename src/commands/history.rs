@@ -4,6 +4,7 @@ use super::Exit;
 use super::{known_directory, CommandError};
 use crate::cli::HistoryArgs;
 use crate::config::Config;
+use crate::report::printable;
 use crate::state::query::HistoryFilter;
 use crate::state::State;
 
@@ -65,7 +66,12 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
     for r in &records {
         println!(
             "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {}",
-            r.time, r.run, r.directory, r.action, r.user_name, r.reason
+            r.time,
+            r.run,
+            r.directory,
+            r.action,
+            printable(&r.user_name),
+            printable(&r.reason)
         );
     }
     Ok(Exit::Ok)

@@ -7,6 +7,7 @@ use super::CommandError;
 use super::Exit;
 use crate::cli::StatusArgs;
 use crate::config::Config;
+use crate::report::printable;
 use crate::state::query::{HeldRow, RunRow};
 use crate::state::State;
 
@@ -74,7 +75,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
                     r.outcome,
                     r.finished_at.as_deref().unwrap_or(&r.started_at),
                     c.created, c.updated, c.deactivated, c.reactivated, c.held, c.unchanged,
-                    r.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    r.error.as_ref().map(|e| format!(" ({})", printable(e))).unwrap_or_default()
                 );
             }
             None => println!("  last run:  never"),
@@ -92,11 +93,16 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             println!(
                 "  held:      {} deactivations ({}); release with `learner-sync approve {}`",
                 s.held.len(),
-                s.held[0].hold_reason,
+                printable(&s.held[0].hold_reason),
                 s.directory
             );
             for h in s.held.iter().take(20) {
-                println!("    {} ({}): {}", h.user_name, h.external_id, h.reason);
+                println!(
+                    "    {} ({}): {}",
+                    printable(&h.user_name),
+                    printable(&h.external_id),
+                    printable(&h.reason)
+                );
             }
             if s.held.len() > 20 {
                 println!("    ... and {} more", s.held.len() - 20);

@@ -26,6 +26,16 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// The lock (or its folder) belongs to another user: typically a run as root.
+    #[error("cannot open lock {}: {source}; it belongs to uid {owner}, this process runs as uid {me} (a run as another user, often root, left it): run learner-sync as the user that owns the state DB, or give the files back with `chown -R <service user>: {}*`", path.display(), state_db.display())]
+    NotOurs {
+        path: PathBuf,
+        state_db: PathBuf,
+        owner: u32,
+        me: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot lock {}: {source}", path.display())]
     Lock {
         path: PathBuf,
@@ -50,19 +60,54 @@ pub fn lock_path(config: &Config, directory: &str) -> PathBuf {
 
 pub fn lock_directory(config: &Config, directory: &str) -> Result<DirectoryLock, LockError> {
     lock_file(&lock_path(config, directory), directory)
+        .map_err(|e| not_ours(e, &config.sync.state_db))
+}
+
+/// A lock another user owns: say whose it is and how to give it back.
+fn not_ours(e: LockError, state_db: &Path) -> LockError {
+    use std::os::unix::fs::MetadataExt;
+    let (LockError::Open { path, source } | LockError::CreateDir { path, source }) = e else {
+        return e;
+    };
+    let me = process_uid();
+    let owner = std::iter::successors(Some(path.as_path()), |p| p.parent())
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.uid());
+    match owner {
+        Some(owner) if source.kind() == std::io::ErrorKind::PermissionDenied && owner != me => {
+            LockError::NotOurs {
+                path,
+                state_db: state_db.to_path_buf(),
+                owner,
+                me,
+                source,
+            }
+        }
+        _ => LockError::Open { path, source },
+    }
+}
+
+/// This process's uid: the owner of /proc/self.
+fn process_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 fn lock_file(path: &Path, directory: &str) -> Result<DirectoryLock, LockError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir {
+        crate::db::create_private_dir(dir).map_err(|source| LockError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(path)
         .map_err(|source| LockError::Open {
             path: path.to_path_buf(),

@@ -100,6 +100,13 @@ pub fn summary_line(report: &RunReport, dry_run: bool) -> String {
                     "\n{}: deactivations held: {reason}; review with `learner-sync status`, release with `learner-sync approve {}`",
                     report.directory, report.directory
                 );
+            } else if c.held > 0 {
+                // Holds an earlier run made, which this (delta) run did not revisit.
+                let _ = write!(
+                    line,
+                    "\n{}: {} deactivations still held; review with `learner-sync status`, release with `learner-sync approve {}`",
+                    report.directory, c.held, report.directory
+                );
             }
             line
         }

@@ -100,6 +100,11 @@ fn a_held_deactivation_stays_held_over_quiet_runs_until_approved() {
         stdout(&out)
     );
     assert!(stdout(&out).contains("held 1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 deactivations still held"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(held_ids(&env), ["u1"]);
     assert_eq!(
         active(&env),

@@ -325,3 +325,50 @@ impl SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(id: &str) -> Operation {
+        Operation::Create {
+            external_id: id.into(),
+            fields: LearnerFields {
+                user_name: format!("{id}@x.io"),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_directorys_run_keys_older_than_the_retention_are_pruned_when_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("s.db"), false).unwrap();
+        store.apply("hr", "old", &[create("1")]).unwrap();
+        store.apply("it", "other", &[create("2")]).unwrap();
+        let conn = store.conn.as_ref().unwrap();
+        conn.execute(
+            "UPDATE learner_sync_runs SET applied_at = '2000-01-01T00:00:00Z'",
+            [],
+        )
+        .unwrap();
+        store.apply("hr", "new", &[create("3")]).unwrap();
+        assert!(!store.was_applied("old").unwrap(), "pruned");
+        assert!(store.was_applied("new").unwrap());
+        // Another directory's key waits for that directory's own run.
+        assert!(store.was_applied("other").unwrap());
+    }
+
+    #[test]
+    fn a_new_store_has_a_generation_and_another_file_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(&dir.path().join("a.db"), false).unwrap();
+        let b = SqliteStore::open(&dir.path().join("b.db"), false).unwrap();
+        let (ga, gb) = (a.generation().unwrap(), b.generation().unwrap());
+        assert!(ga.as_ref().is_some_and(|g| g.len() == 32), "{ga:?}");
+        assert_ne!(ga, gb);
+        drop(a);
+        let again = SqliteStore::open(&dir.path().join("a.db"), false).unwrap();
+        assert_eq!(again.generation().unwrap(), ga);
+    }
+}

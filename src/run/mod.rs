@@ -395,13 +395,15 @@ fn previous(o: &Opened, name: &str, needed: Needed) -> Result<Previous, RunError
     })
 }
 
-/// The first learner the plan would write without a user name.
+/// The first learner the plan would write without a user name from the directory. A
+/// deactivation that changes no field only repeats what the store holds.
 fn blank_user_name(guarded: &Guarded) -> Option<String> {
     guarded
         .apply
         .operations
         .iter()
         .chain(&guarded.held)
+        .filter(|o| !matches!(o, Operation::Deactivate { .. }) || !o.changes().is_empty())
         .find(|o| o.fields().user_name.trim().is_empty())
         .map(|o| o.external_id().to_string())
 }

@@ -142,3 +142,40 @@ fn a_full_read_is_due_once_full_resync_has_passed_since_the_last() {
     assert!(!resync_due(Some("2026-12-02T00:00:01Z"), now, day));
     assert!(resync_due(Some("2026-12-01T12:00:00Z"), now, day));
 }
+
+#[test]
+fn only_a_write_of_directory_fields_without_a_user_name_is_refused() {
+    use crate::model::DeactivationReason;
+    use crate::plan::Plan;
+    let fields = |name: &str| LearnerFields {
+        user_name: name.into(),
+        ..Default::default()
+    };
+    let guarded = |operations| Guarded {
+        apply: Plan {
+            operations,
+            unchanged: 0,
+        },
+        held: vec![],
+        hold_reason: None,
+    };
+    let update = Operation::Update {
+        external_id: "u1".into(),
+        fields: fields(""),
+        changes: vec![],
+    };
+    assert_eq!(blank_user_name(&guarded(vec![update])), Some("u1".into()));
+    // A learner the store already holds without one is deactivated as it is.
+    let deactivate = Operation::Deactivate {
+        external_id: "u2".into(),
+        fields: fields(""),
+        changes: vec![],
+        reason: DeactivationReason::DeletedInDirectory,
+    };
+    assert_eq!(blank_user_name(&guarded(vec![deactivate])), None);
+    let fine = Operation::Create {
+        external_id: "u3".into(),
+        fields: fields("c@x.io"),
+    };
+    assert_eq!(blank_user_name(&guarded(vec![fine])), None);
+}

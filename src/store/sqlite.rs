@@ -284,6 +284,17 @@ impl SqliteStore {
         let Some(conn) = &self.conn else {
             return Ok(None);
         };
+        // A file opened read-only may predate the table (the next write migrates it).
+        let has_table: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'learner_sync_store'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !has_table {
+            return Ok(None);
+        }
         conn.query_row("SELECT generation FROM learner_sync_store", [], |r| {
             r.get(0)
         })
@@ -370,5 +381,24 @@ mod tests {
         drop(a);
         let again = SqliteStore::open(&dir.path().join("a.db"), false).unwrap();
         assert_eq!(again.generation().unwrap(), ga);
+    }
+
+    #[test]
+    fn a_store_of_the_first_schema_opened_read_only_has_no_generation_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let store = SqliteStore::open(&path, false).unwrap();
+        store
+            .conn
+            .as_ref()
+            .unwrap()
+            .execute_batch("DROP TABLE learner_sync_store; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(store);
+        let read_only = SqliteStore::open(&path, true).unwrap();
+        assert_eq!(read_only.generation().unwrap(), None);
+        // The next write migrates it and it gets one.
+        let store = SqliteStore::open(&path, false).unwrap();
+        assert!(store.generation().unwrap().is_some());
     }
 }

@@ -46,7 +46,9 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
                 tracing::warn!(directory = %report.directory, held = report.counts.held, reason = %report.hold_reason.as_ref().map(|r| r.to_string()).unwrap_or_default(), "deactivations held")
             }
             Outcome::Failed => {
-                tracing::error!(directory = %report.directory, error = %report.error.as_ref().map(|e| e.to_string()).unwrap_or_default(), "run failed")
+                // `permanent`: the same run fails again until someone fixes the cause.
+                let permanent = report.error.as_ref().is_some_and(|e| e.is_permanent());
+                tracing::error!(directory = %report.directory, error = %report.error.as_ref().map(|e| e.to_string()).unwrap_or_default(), permanent, "run failed")
             }
         }
         exit = exit.worst(match report.outcome {

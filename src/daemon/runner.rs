@@ -144,8 +144,10 @@ async fn run_once(
             RunResult::Held
         }
         Outcome::Failed => {
+            // `permanent`: the next runs fail too until someone fixes the cause.
+            let permanent = report.error.as_ref().is_some_and(|e| e.is_permanent());
             let error = report.error.map(|e| e.to_string()).unwrap_or_default();
-            tracing::error!(directory = name, error = %error, "run failed");
+            tracing::error!(directory = name, error = %error, permanent, "run failed");
             RunResult::Failed(error)
         }
     }

@@ -118,7 +118,10 @@ pub enum EntraCredential {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A closed set of names: parsed by serde from the key's string, so the names live in
+/// one place (`#[serde(rename_all)]`), while the error still names file:line:key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Cloud {
     Global,
     UsGov,
@@ -229,6 +232,18 @@ fn span<T>(s: &S<T>) -> Option<std::ops::Range<usize>> {
 impl Validator<'_> {
     fn err<T>(&self, at: &S<T>, key: &str, message: impl Into<String>) -> ConfigError {
         self.loc.error_at(span(at), key, message)
+    }
+
+    /// One of a closed set of names (a serde enum), or `message` at the key.
+    fn closed<T: serde::de::DeserializeOwned>(
+        &self,
+        v: &S<String>,
+        key: &str,
+        message: &str,
+    ) -> Result<T, ConfigError> {
+        use serde::de::value::{Error, StrDeserializer};
+        T::deserialize(StrDeserializer::<Error>::new(v.get_ref()))
+            .map_err(|_| self.err(v, key, message))
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -614,19 +629,11 @@ impl Validator<'_> {
         };
         let cloud = match &d.cloud {
             None => Cloud::Global,
-            Some(v) => match v.get_ref().as_str() {
-                "global" => Cloud::Global,
-                "usgov" => Cloud::UsGov,
-                "dod" => Cloud::Dod,
-                "china" => Cloud::China,
-                _ => {
-                    return Err(self.err(
-                        v,
-                        &key("cloud"),
-                        "must be \"global\", \"usgov\", \"dod\" or \"china\"",
-                    ))
-                }
-            },
+            Some(v) => self.closed(
+                v,
+                &key("cloud"),
+                "must be \"global\", \"usgov\", \"dod\" or \"china\"",
+            )?,
         };
         let (authority, graph) = cloud.endpoints();
         let authority_url = match &d.authority_url {
@@ -884,5 +891,33 @@ impl Config {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entra(cloud: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[[directory]]\nname = \"c\"\nkind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = {{ env = \"S\" }}\ncloud = \"{cloud}\"\n"
+        );
+        Config::parse(Path::new("/etc/ls/config.toml"), &text)
+    }
+
+    #[test]
+    fn a_closed_name_parses_to_its_variant_and_a_stranger_names_file_line_and_key() {
+        let c = entra("usgov").unwrap();
+        let DirectoryKind::Entra(e) = &c.directories[0].kind else {
+            panic!("entra")
+        };
+        assert_eq!(e.cloud, Cloud::UsGov);
+        let e = entra("mars").unwrap_err().to_string();
+        assert!(e.starts_with("/etc/ls/config.toml:7:"), "{e}");
+        assert!(e.contains("cloud"), "{e}");
+        assert!(
+            e.contains(r#"must be "global", "usgov", "dod" or "china""#),
+            "{e}"
+        );
     }
 }

@@ -43,8 +43,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Show the action log: who was created, updated, deactivated, when and why
     History(HistoryArgs),
-    /// Apply the deactivations a safety guard held back for a directory
+    /// Apply what a safety guard held back for a directory (deactivations, mass field changes, a new directory's creates)
     Approve(ApproveArgs),
+    /// Give a directory a new name: move its learners and state from OLD to NEW (then rename it in the config)
+    RenameDirectory(RenameArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]
@@ -97,4 +99,12 @@ pub struct HistoryArgs {
 pub struct ApproveArgs {
     /// The directory whose held deactivations to release
     pub name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenameArgs {
+    /// The directory's name until now
+    pub old: String,
+    /// Its new name (nothing may use it yet)
+    pub new: String,
 }

@@ -62,13 +62,27 @@ pub fn plan_lines(report: &RunReport) -> String {
         }
     }
     for op in &report.held {
-        if let Operation::Deactivate { reason, .. } = op {
-            let _ = writeln!(
-                out,
-                "{dir}: hold        {} ({}): {reason}",
-                printable(&op.fields().user_name),
-                printable(op.external_id())
-            );
+        let (user, id) = (
+            printable(&op.fields().user_name),
+            printable(op.external_id()),
+        );
+        let _ = match op {
+            Operation::Deactivate { reason, .. } => {
+                writeln!(out, "{dir}: hold        {user} ({id}): {reason}")
+            }
+            Operation::Create { .. } => writeln!(out, "{dir}: hold create {user} ({id})"),
+            _ => writeln!(out, "{dir}: hold update {user} ({id})"),
+        };
+        if let Operation::Update { changes, .. } = op {
+            for c in changes {
+                let _ = writeln!(
+                    out,
+                    "{dir}:     {}: {} -> {}",
+                    c.field,
+                    show(&c.before),
+                    show(&c.after)
+                );
+            }
         }
     }
     out
@@ -107,6 +121,9 @@ pub fn summary_line(report: &RunReport, dry_run: bool) -> String {
                     "\n{}: {} deactivations still held; review with `learner-sync status`, release with `learner-sync approve {}`",
                     report.directory, c.held, report.directory
                 );
+            }
+            for hold in &report.other_holds {
+                let _ = write!(line, "\n{}: {hold}", report.directory);
             }
             line
         }

@@ -1,10 +1,15 @@
-//! `learner-sync approve NAME`: apply the deactivations a guard held back.
+//! `learner-sync approve NAME`: apply what the guards held back for a directory:
+//! deactivations, mass changes of a field, and the creates of a directory that looked
+//! renamed (those are released for the next run, which creates the learners).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{known_directory, CommandError, Exit};
 use crate::cli::ApproveArgs;
 use crate::config::Config;
+use crate::guard::{set_field, still_before};
 use crate::model::DeactivationReason;
-use crate::plan::Operation;
+use crate::plan::{FieldChange, Operation};
 use crate::run::{journal, lock_directory};
 use crate::state::{Counts, Outcome, RunCommit, State};
 use crate::store::Store;
@@ -15,66 +20,151 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     let _lock = lock_directory(config, name)?;
     let mut state = State::open(&config.sync.state_db)?;
     let held = state.held(name)?;
-    if held.is_empty() {
-        println!("{name}: no deactivations are held");
+    let held_updates = state.held_updates(name)?;
+    let directory_hold = state
+        .directory_hold(name)?
+        .filter(|h| h.approved_at.is_none());
+    if held.is_empty() && held_updates.is_empty() && directory_hold.is_none() {
+        println!("{name}: nothing is held");
         return Ok(Exit::Ok);
     }
-    let mut store = Store::open(&config.store, &config.sync, false).await?;
-    // A crash may have left a run open: settle it first, like a sync does.
-    journal::settle_unfinished(&mut state, &mut store, name).await?;
-    let learners = store.load(name).await?;
-    // Only learners that are still active: a later run or an admin may have settled some.
-    let operations: Vec<Operation> = held
-        .iter()
-        .filter_map(|h| {
-            let l = learners.get(&h.external_id).filter(|l| l.active)?;
-            Some(Operation::Deactivate {
+    let mut exit = Exit::Ok;
+    if !held.is_empty() || !held_updates.is_empty() {
+        let mut store = Store::open(&config.store, &config.sync, false).await?;
+        // A crash may have left a run open: settle it first, like a sync does.
+        journal::settle_unfinished(&mut state, &mut store, name).await?;
+        let learners = store.load(name).await?;
+        // Per learner still in the store: its fields with the held changes that still
+        // apply (a later run or an admin may have settled some), and whether to
+        // deactivate it (only if it is still active).
+        let mut planned: BTreeMap<&str, (crate::model::LearnerFields, Vec<FieldChange>)> =
+            BTreeMap::new();
+        let mut stale_updates = 0;
+        for h in &held_updates {
+            let Some(l) = learners.get(&h.external_id) else {
+                stale_updates += 1;
+                continue;
+            };
+            let change = FieldChange {
+                field: h.field.clone(),
+                before: h.before.clone(),
+                after: h.after.clone(),
+            };
+            if !still_before(&l.fields, &change) {
+                stale_updates += 1;
+                continue;
+            }
+            let entry = planned
+                .entry(h.external_id.as_str())
+                .or_insert_with(|| (l.fields.clone(), vec![]));
+            set_field(&mut entry.0, &change.field, change.after.clone());
+            entry.1.push(change);
+        }
+        let mut operations: Vec<Operation> = Vec::new();
+        let mut deactivating = BTreeSet::new();
+        for h in &held {
+            let Some(l) = learners.get(&h.external_id).filter(|l| l.active) else {
+                continue;
+            };
+            let (fields, changes) = planned
+                .remove(h.external_id.as_str())
+                .unwrap_or_else(|| (l.fields.clone(), vec![]));
+            deactivating.insert(h.external_id.clone());
+            operations.push(Operation::Deactivate {
                 external_id: h.external_id.clone(),
-                fields: l.fields.clone(),
-                changes: vec![],
+                fields,
+                changes,
                 reason: DeactivationReason::parse(&h.reason)
                     .unwrap_or(DeactivationReason::DeletedInDirectory),
-            })
-        })
-        .collect();
-    let begun = journal::begin(&mut state, name, "approve", false, &operations, &[])?;
-    let report = journal::apply(&mut state, &mut store, name, &begun, &operations).await?;
-    let counts = Counts {
-        deactivated: operations.len() - report.failed.len(),
-        failed: report.failed.len(),
-        ..Default::default()
-    };
-    let commit = RunCommit {
-        run_id: begun.run_id,
-        directory: name,
-        outcome: if report.failed.is_empty() {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        },
-        counts: counts.clone(),
-        requests: 0,
-        snapshot_deletes: &[],
-        cursor: None,
-        full_read: false,
-        held: &[],
-        evaluated: None,
-        hold_reason: None,
-        binding: None,
-        failed: &report.failed,
-        error: None,
-    };
-    journal::commit(&mut state, &mut store, name, begun, commit).await?;
-    println!(
-        "{name}: approved {} held deactivations: deactivated {}, already inactive {}, failed {}",
-        held.len(),
-        counts.deactivated,
-        held.len() - operations.len(),
-        counts.failed
-    );
-    Ok(if report.failed.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Failed
-    })
+            });
+        }
+        operations.extend(
+            planned
+                .into_iter()
+                .map(|(id, (fields, changes))| Operation::Update {
+                    external_id: id.to_string(),
+                    fields,
+                    changes,
+                }),
+        );
+        operations.sort_by(|a, b| a.external_id().cmp(b.external_id()));
+        let begun = journal::begin(&mut state, name, "approve", false, &operations, &[])?;
+        let report = journal::apply(&mut state, &mut store, name, &begun, &operations).await?;
+        let failed: BTreeSet<&str> = report.failed.iter().map(|(id, _)| id.as_str()).collect();
+        let landed = |kind: fn(&Operation) -> bool| {
+            operations
+                .iter()
+                .filter(|o| kind(o) && !failed.contains(o.external_id()))
+                .count()
+        };
+        let counts = Counts {
+            deactivated: landed(|o| matches!(o, Operation::Deactivate { .. })),
+            updated: landed(|o| matches!(o, Operation::Update { .. })),
+            failed: report.failed.len(),
+            ..Default::default()
+        };
+        let commit = RunCommit {
+            run_id: begun.run_id,
+            directory: name,
+            outcome: if report.failed.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            counts: counts.clone(),
+            requests: 0,
+            snapshot_deletes: &[],
+            cursor: None,
+            full_read: false,
+            held: &[],
+            evaluated: None,
+            hold_reason: None,
+            binding: None,
+            held_updates: &[],
+            update_hold_reasons: &BTreeMap::new(),
+            directory_hold: None,
+            failed: &report.failed,
+            error: None,
+        };
+        journal::commit(&mut state, &mut store, name, begun, commit).await?;
+        if !held.is_empty() {
+            println!(
+                "{name}: approved {} held deactivations: deactivated {}, already inactive {}, failed {}",
+                held.len(),
+                counts.deactivated,
+                held.len() - deactivating.len(),
+                operations
+                    .iter()
+                    .filter(|o| deactivating.contains(o.external_id()) && failed.contains(o.external_id()))
+                    .count()
+            );
+        }
+        if !held_updates.is_empty() {
+            let fields: BTreeSet<&str> = held_updates.iter().map(|h| h.field.as_str()).collect();
+            // Every change an approve applies is a held one.
+            let (failed_changes, applied): (Vec<&Operation>, Vec<&Operation>) = operations
+                .iter()
+                .partition(|o| failed.contains(o.external_id()));
+            let changes =
+                |ops: Vec<&Operation>| ops.iter().map(|o| o.changes().len()).sum::<usize>();
+            println!(
+                "{name}: approved {} held changes of {}: applied {}, changed since {}, failed {}",
+                held_updates.len(),
+                fields.into_iter().collect::<Vec<_>>().join(", "),
+                changes(applied),
+                stale_updates,
+                changes(failed_changes)
+            );
+        }
+        if !report.failed.is_empty() {
+            exit = Exit::Failed;
+        }
+    }
+    if directory_hold.is_some() {
+        state.approve_directory_hold(name)?;
+        println!(
+            "{name}: approved as a new directory: the next run creates its learners (`learner-sync sync --directory {name}`)"
+        );
+    }
+    Ok(exit)
 }

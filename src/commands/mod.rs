@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod docs;
 mod history;
+mod rename;
 mod status;
 mod sync;
 
@@ -96,6 +97,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
+        Command::RenameDirectory(args) => rename::run(&config, args).await,
         Command::Completions { .. } | Command::Manpage => Ok(Exit::Ok),
     };
     match result {

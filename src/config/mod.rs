@@ -37,6 +37,10 @@ pub struct SyncSettings {
     pub state_db: PathBuf,
     pub max_deactivations: u64,
     pub max_deactivation_percent: f64,
+    /// Deactivations in any 24 h, as a percentage of the learners active 24 h before.
+    pub max_deactivation_percent_per_day: f64,
+    /// Learners changing one field in one run, as a percentage of the directory's.
+    pub max_update_percent: f64,
     pub full_resync: Duration,
     pub concurrency: usize,
     /// A run taking longer than this is abandoned and counted as failed.
@@ -312,6 +316,8 @@ impl Validator<'_> {
             state_db: PathBuf::from("/var/lib/learner-sync/state.db"),
             max_deactivations: 50,
             max_deactivation_percent: 10.0,
+            max_deactivation_percent_per_day: 20.0,
+            max_update_percent: 50.0,
             full_resync: Duration::from_secs(24 * 3600),
             concurrency: 4,
             run_timeout: Duration::from_secs(2 * 3600),
@@ -329,16 +335,38 @@ impl Validator<'_> {
             s.max_deactivations = u64::try_from(*v.get_ref())
                 .map_err(|_| self.err(&v, "sync.max_deactivations", "must not be negative"))?;
         }
-        if let Some(v) = raw.max_deactivation_percent {
-            let p = *v.get_ref();
-            if !(0.0..=100.0).contains(&p) {
-                return Err(self.err(
-                    &v,
-                    "sync.max_deactivation_percent",
-                    "must be between 0 and 100",
-                ));
+        // A day may always take what one run may: with no explicit daily limit, a
+        // per-run limit above the daily default raises it.
+        let daily_given = raw.max_deactivation_percent_per_day.is_some();
+        for (v, key, slot) in [
+            (
+                raw.max_deactivation_percent,
+                "sync.max_deactivation_percent",
+                &mut s.max_deactivation_percent,
+            ),
+            (
+                raw.max_deactivation_percent_per_day,
+                "sync.max_deactivation_percent_per_day",
+                &mut s.max_deactivation_percent_per_day,
+            ),
+            (
+                raw.max_update_percent,
+                "sync.max_update_percent",
+                &mut s.max_update_percent,
+            ),
+        ] {
+            if let Some(v) = v {
+                let p = *v.get_ref();
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(self.err(&v, key, "must be between 0 and 100"));
+                }
+                *slot = p;
             }
-            s.max_deactivation_percent = p;
+        }
+        if !daily_given {
+            s.max_deactivation_percent_per_day = s
+                .max_deactivation_percent_per_day
+                .max(s.max_deactivation_percent);
         }
         if let Some(v) = raw.full_resync {
             s.full_resync = schedule::parse_duration(v.get_ref())

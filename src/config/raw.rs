@@ -22,6 +22,8 @@ pub struct RawSync {
     pub state_db: Option<S<String>>,
     pub max_deactivations: Option<S<i64>>,
     pub max_deactivation_percent: Option<S<f64>>,
+    pub max_deactivation_percent_per_day: Option<S<f64>>,
+    pub max_update_percent: Option<S<f64>>,
     pub full_resync: Option<S<String>>,
     pub concurrency: Option<S<i64>>,
     pub run_timeout: Option<S<String>>,

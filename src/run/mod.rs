@@ -19,7 +19,7 @@ pub use snapshot::merge;
 
 use crate::config::{Config, DirectoryConfig};
 use crate::error::RunError;
-use crate::guard::{guard, Guarded, HoldReason, Limits};
+use crate::guard::{guard, rename_suspect, window_start, Context, Guarded, HoldReason, Limits};
 use crate::mapping::{desired, Desired};
 use crate::model::{DeactivationReason, LearnerFields};
 use crate::plan::{Operation, Planner};
@@ -51,8 +51,13 @@ pub struct RunReport {
     pub retries: u64,
     /// The operations applied (or, in a dry run, that would be).
     pub applied: Vec<Operation>,
+    /// Everything held: deactivations, field changes (`Update`s carrying only the
+    /// held changes) and the creates of a directory that looks renamed.
     pub held: Vec<Operation>,
+    /// Why deactivations were held.
     pub hold_reason: Option<HoldReason>,
+    /// Why field changes or creates were held, each with the command that settles it.
+    pub other_holds: Vec<String>,
     pub full_read: bool,
     pub error: Option<RunError>,
 }
@@ -69,6 +74,7 @@ impl RunReport {
             applied: vec![],
             held: vec![],
             hold_reason: None,
+            other_holds: vec![],
             full_read: false,
             error: Some(error),
         }
@@ -215,6 +221,7 @@ async fn steps(
         config,
         name,
         &mut o.store,
+        o.state.as_ref(),
         wanted,
         only.as_ref(),
         empty_read,
@@ -239,7 +246,25 @@ async fn steps(
         (Some(ids), Some(st)) => carried_holds(st, name, ids)?,
         _ => vec![],
     };
-    let planned = summary::carry_holds(summary::planned(&guarded), carried.len());
+    // Nothing of a run held as a rename is kept: `rename-directory` moves the old
+    // directory's snapshot and cursor here.
+    let renamed = guarded.rename.is_some();
+    if let (true, Some(st)) = (renamed, o.writable()) {
+        st.stage_snapshot(name, &BTreeMap::new(), &Snapshot::new())?;
+    }
+    let carried_learners = carried
+        .iter()
+        .map(Operation::external_id)
+        .filter(|id| !guarded.all_held().any(|h| h.external_id() == *id))
+        .collect::<BTreeSet<_>>()
+        .len();
+    let planned = summary::carry_holds(summary::planned(&guarded), carried_learners);
+    let update_hold_reasons: BTreeMap<String, String> = guarded
+        .update_holds
+        .iter()
+        .map(|h| (h.field.clone(), h.to_string()))
+        .collect();
+    let all_held: Vec<Operation> = guarded.all_held().cloned().collect();
     let finish = |(counts, outcome), error, guarded: Guarded| RunReport {
         directory: name.to_string(),
         outcome,
@@ -248,7 +273,14 @@ async fn steps(
         requests,
         retries,
         applied: guarded.apply.operations,
-        held: guarded.held.into_iter().chain(carried).collect(),
+        other_holds: summary::other_holds(name, &guarded.update_holds, guarded.rename.as_ref()),
+        held: guarded
+            .held
+            .into_iter()
+            .chain(guarded.held_updates)
+            .chain(guarded.held_creates)
+            .chain(carried)
+            .collect(),
         hold_reason: guarded.hold_reason,
         full_read,
         error,
@@ -268,7 +300,14 @@ async fn steps(
         guarded.apply.operations.len()
     ));
     let operations = &guarded.apply.operations;
-    let begun = journal::begin(st, name, "sync", full_read, operations, &guarded.held)?;
+    let begun = journal::begin(
+        st,
+        name,
+        "sync",
+        full_read && !renamed,
+        operations,
+        &all_held,
+    )?;
     let report = match journal::apply(st, store, name, &begun, operations).await {
         Ok(r) => r,
         Err(error) => return Ok(RunReport::failed(name, started, requests, error)),
@@ -286,13 +325,16 @@ async fn steps(
         outcome,
         counts: counts.clone(),
         requests,
-        snapshot_deletes: &deletes,
-        cursor: Some(next_cursor),
-        full_read,
+        snapshot_deletes: if renamed { &[] } else { &deletes },
+        cursor: (!renamed).then_some(next_cursor),
+        full_read: full_read && !renamed,
         held: &guarded.held,
         evaluated: only.as_ref(),
         binding: Some(bound),
         hold_reason: guarded.hold_reason.as_ref().map(|r| r.to_string()),
+        held_updates: &guarded.held_updates,
+        update_hold_reasons: &update_hold_reasons,
+        directory_hold: Some(guarded.rename.as_ref().map(|r| r.to_string())),
         failed: &report.failed,
         error: error.as_ref().map(|e| e.to_string()),
     };
@@ -408,7 +450,7 @@ fn blank_user_name(guarded: &Guarded) -> Option<String> {
         .map(|o| o.external_id().to_string())
 }
 
-/// The held deactivations of learners a delta run did not evaluate.
+/// The held deactivations and field changes of learners a delta run did not evaluate.
 fn carried_holds(
     st: &State,
     name: &str,
@@ -428,6 +470,23 @@ fn carried_holds(
             reason: DeactivationReason::parse(&h.reason)
                 .unwrap_or(DeactivationReason::DeletedInDirectory),
         })
+        .chain(
+            st.held_updates(name)?
+                .into_iter()
+                .filter(|h| !evaluated.contains(&h.external_id))
+                .map(|h| Operation::Update {
+                    fields: LearnerFields {
+                        user_name: h.user_name,
+                        ..Default::default()
+                    },
+                    external_id: h.external_id,
+                    changes: vec![crate::plan::FieldChange {
+                        field: h.field,
+                        before: h.before,
+                        after: h.after,
+                    }],
+                }),
+        )
         .collect())
 }
 
@@ -436,21 +495,22 @@ async fn plan_and_guard(
     config: &Config,
     name: &str,
     store: &mut Store,
+    state: Option<&State>,
     wanted: BTreeMap<String, Desired>,
     only: Option<&BTreeSet<String>>,
     empty_read: bool,
 ) -> Result<Guarded, RunError> {
     let mut planner = Planner::new(wanted);
     let visit = &mut |l| planner.visit(l);
-    let (active, untouched) = match only {
+    let (active, learners, untouched) = match only {
         None => {
             store.for_each_learner(name, visit).await?;
-            (planner.active_before(), 0)
+            (planner.active_before(), planner.visited(), 0)
         }
         Some(ids) => {
             store.learners_by_id(name, ids, visit).await?;
             let (total, active) = store.counts(name).await?;
-            (active, total.saturating_sub(planner.visited()))
+            (active, total, total.saturating_sub(planner.visited()))
         }
     };
     let mut full_plan = planner.finish();
@@ -458,8 +518,52 @@ async fn plan_and_guard(
     let limits = Limits {
         max_deactivations: config.sync.max_deactivations,
         max_deactivation_percent: config.sync.max_deactivation_percent,
+        max_deactivation_percent_per_day: config.sync.max_deactivation_percent_per_day,
+        max_update_percent: config.sync.max_update_percent,
     };
-    Ok(guard(full_plan, active, empty_read, limits))
+    let mut ctx = Context {
+        active,
+        learners,
+        empty_read,
+        deactivated_in_window: 0,
+    };
+    // Without a state DB (a dry run before the first sync) there is no history.
+    let Some(st) = state else {
+        return Ok(guard(full_plan, ctx, limits, None));
+    };
+    ctx.deactivated_in_window = st.deactivated_since(name, &window_start(chrono::Utc::now()))?;
+    let suspect = renamed_from(config, name, st, &ctx, &full_plan)?;
+    Ok(guard(full_plan, ctx, limits, suspect))
+}
+
+/// Whether this directory, with no learners yet, is one renamed in the config: most
+/// of its creates are users the snapshot holds under a directory the config no longer
+/// has. Not asked again once `approve` said it is a new directory.
+fn renamed_from(
+    config: &Config,
+    name: &str,
+    st: &State,
+    ctx: &Context,
+    plan: &crate::plan::Plan,
+) -> Result<Option<crate::guard::RenameSuspect>, RunError> {
+    let creates: BTreeSet<&str> = plan
+        .operations
+        .iter()
+        .filter(|o| matches!(o, Operation::Create { .. }))
+        .map(Operation::external_id)
+        .collect();
+    if ctx.learners > 0 || creates.is_empty() {
+        return Ok(None);
+    }
+    if st
+        .directory_hold(name)?
+        .is_some_and(|h| h.approved_at.is_some())
+    {
+        return Ok(None);
+    }
+    let configured: BTreeSet<&str> = config.directories.iter().map(|d| d.name.as_str()).collect();
+    let shared = st.unconfigured_sharing(&configured, &creates)?;
+    Ok(rename_suspect(name, ctx, creates.len(), &shared))
 }
 
 #[cfg(test)]

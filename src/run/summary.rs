@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::guard::Guarded;
+use crate::guard::{Guarded, RenameSuspect, UpdateHold};
 use crate::plan::{ActionKind, Operation};
 use crate::state::{Counts, Outcome};
 use crate::store::ApplyReport;
@@ -16,7 +16,7 @@ pub fn planned(guarded: &Guarded) -> (Counts, Outcome) {
         updated: apply.count(ActionKind::Updated),
         deactivated: apply.count(ActionKind::Deactivated),
         reactivated: apply.count(ActionKind::Reactivated),
-        held: guarded.held.len(),
+        held: guarded.held_learners(),
         unchanged: apply.unchanged,
         failed: 0,
     };
@@ -32,12 +32,30 @@ pub fn planned(guarded: &Guarded) -> (Counts, Outcome) {
                     .any(|h| h.external_id() == o.external_id())
         })
         .count();
-    let outcome = if guarded.held.is_empty() {
-        Outcome::Ok
-    } else {
+    let outcome = if guarded.holds() {
         Outcome::Held
+    } else {
+        Outcome::Ok
     };
     (counts, outcome)
+}
+
+/// The lines that explain held field changes and held creates, each with what to do.
+pub fn other_holds(
+    directory: &str,
+    updates: &[UpdateHold],
+    rename: Option<&RenameSuspect>,
+) -> Vec<String> {
+    updates
+        .iter()
+        .map(|h| {
+            format!(
+                "{} changes held: {h}; review with `learner-sync status`, release with `learner-sync approve {directory}`",
+                h.field
+            )
+        })
+        .chain(rename.map(|r| format!("creates held: {r}")))
+        .collect()
 }
 
 /// Add the holds a delta run carries over from earlier runs (learners it did not look
@@ -130,6 +148,7 @@ mod tests {
             },
             held: vec![deactivate("2")],
             hold_reason: Some(HoldReason::EmptyRead { active: 1 }),
+            ..Default::default()
         };
         let (counts, outcome) = planned(&guarded);
         assert_eq!(outcome, Outcome::Held);
@@ -161,8 +180,7 @@ mod tests {
                 operations: ops.clone(),
                 unchanged: 0,
             },
-            held: vec![],
-            hold_reason: None,
+            ..Default::default()
         };
         let report = ApplyReport {
             failed: vec![("2".into(), "409 uniqueness".into())],

@@ -74,6 +74,33 @@ ALTER TABLE cursors ADD COLUMN store TEXT;
 ALTER TABLE cursors ADD COLUMN store_learners INTEGER;
 "#,
         ),
+        // The guards across runs: field changes held for `approve`, a directory whose
+        // creates are held because it looks renamed, and the action log by time for
+        // the 24-hour deactivation window.
+        M::up(
+            r#"
+CREATE TABLE held_updates (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    hold_reason TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (directory, external_id, field)
+) WITHOUT ROWID;
+
+CREATE TABLE directory_holds (
+    directory TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    approved_at TEXT
+);
+
+CREATE INDEX actions_by_time ON actions(directory, action, time);
+"#,
+        ),
     ])
 }
 

@@ -109,6 +109,13 @@ pub struct RunCommit<'a> {
     pub hold_reason: Option<String>,
     /// What the run read from and wrote to, recorded with the cursor (a sync run).
     pub binding: Option<Binding>,
+    /// Field changes held by the mass-update guard (replace the directory's previous
+    /// ones), and each held field's reason.
+    pub held_updates: &'a [Operation],
+    pub update_hold_reasons: &'a BTreeMap<String, String>,
+    /// `Some(reason)` holds the directory's creates (it looks renamed), `Some(None)`
+    /// clears such a hold, `None` leaves it as it is.
+    pub directory_hold: Option<Option<String>>,
     /// Operations the store refused, with the store's explanation.
     pub failed: &'a [(String, String)],
     pub error: Option<String>,
@@ -523,6 +530,7 @@ impl State {
                 .map_err(e)?;
             }
         }
+        query::record_holds(&tx, &c).map_err(e)?;
         {
             let mut fail = tx
                 .prepare_cached(

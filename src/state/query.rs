@@ -1,9 +1,12 @@
-//! Read-side queries of the state DB: `status`, `history` and `approve`.
+//! Queries of the state DB beyond a run's own bookkeeping: `status`, `history`,
+//! `approve`, what the guards need to know across runs, and `rename-directory`.
 
-use rusqlite::params;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::{State, StateError};
+use super::{RunCommit, State, StateError};
 use crate::plan::FieldChange;
 
 #[derive(Debug, Clone, Serialize)]
@@ -13,6 +16,35 @@ pub struct HeldRow {
     pub reason: String,
     pub hold_reason: String,
     pub run: i64,
+}
+
+/// A field change held by the mass-update guard.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldUpdateRow {
+    pub external_id: String,
+    pub user_name: String,
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub hold_reason: String,
+    pub run: i64,
+}
+
+/// Every create of a directory held because it looks renamed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectoryHold {
+    pub reason: String,
+    pub run: i64,
+    /// When `approve` released it: the next run creates the learners.
+    pub approved_at: Option<String>,
+}
+
+/// What `rename-directory` moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renamed {
+    pub snapshot: usize,
+    pub runs: usize,
+    pub actions: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,5 +211,262 @@ impl State {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
         Ok(rows)
+    }
+}
+
+/// Write the holds of a run being committed (inside `commit_run`'s transaction): the
+/// held field changes replace the previous ones (of the learners the run evaluated),
+/// and the directory hold
+/// is set, cleared or left as `RunCommit::directory_hold` says.
+pub(super) fn record_holds(tx: &Connection, c: &RunCommit<'_>) -> rusqlite::Result<()> {
+    // Like the held deactivations: a delta run replaces only the holds of the learners
+    // it evaluated.
+    match c.evaluated {
+        None => {
+            tx.execute(
+                "DELETE FROM held_updates WHERE directory = ?1",
+                [c.directory],
+            )?;
+        }
+        Some(ids) => {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM held_updates WHERE directory = ?1 AND external_id = ?2",
+            )?;
+            for id in ids {
+                delete.execute(params![c.directory, id])?;
+            }
+        }
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO held_updates (directory, external_id, field, user_name, before, after, hold_reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for op in c.held_updates {
+        for change in op.changes() {
+            ins.execute(params![
+                c.directory,
+                op.external_id(),
+                change.field,
+                op.fields().user_name,
+                change.before,
+                change.after,
+                c.update_hold_reasons
+                    .get(&change.field)
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                c.run_id
+            ])?;
+        }
+    }
+    match &c.directory_hold {
+        None => {}
+        Some(None) => {
+            tx.execute(
+                "DELETE FROM directory_holds WHERE directory = ?1",
+                [c.directory],
+            )?;
+        }
+        Some(Some(reason)) => {
+            tx.execute(
+                "INSERT INTO directory_holds (directory, reason, run_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (directory) DO UPDATE SET reason = excluded.reason, run_id = excluded.run_id, approved_at = NULL",
+                params![c.directory, reason, c.run_id],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    /// Whether the schema has a table (a state DB written by an older version, opened
+    /// read-only, may not have the newer ones yet).
+    fn has_table(&self, name: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Deactivations of a directory that reached the store at or after `since`
+    /// (RFC 3339 UTC, as the action log writes times), by sync runs and `approve`.
+    pub fn deactivated_since(&self, directory: &str, since: &str) -> Result<usize, StateError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM actions a JOIN runs r ON r.id = a.run_id
+                 WHERE a.directory = ?1 AND a.action = 'deactivated' AND a.time >= ?2
+                   AND r.outcome NOT IN ('running', 'aborted')",
+                params![directory, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn held_updates(&self, directory: &str) -> Result<Vec<HeldUpdateRow>, StateError> {
+        if !self.has_table("held_updates")? {
+            return Ok(vec![]);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT external_id, user_name, field, before, after, hold_reason, run_id FROM held_updates
+                 WHERE directory = ?1 ORDER BY field, external_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok(HeldUpdateRow {
+                    external_id: r.get(0)?,
+                    user_name: r.get(1)?,
+                    field: r.get(2)?,
+                    before: r.get(3)?,
+                    after: r.get(4)?,
+                    hold_reason: r.get(5)?,
+                    run: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn directory_hold(&self, directory: &str) -> Result<Option<DirectoryHold>, StateError> {
+        if !self.has_table("directory_holds")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT reason, run_id, approved_at FROM directory_holds WHERE directory = ?1",
+                [directory],
+                |r| {
+                    Ok(DirectoryHold {
+                        reason: r.get(0)?,
+                        run: r.get(1)?,
+                        approved_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Release a directory hold: the next run creates the directory's learners.
+    pub fn approve_directory_hold(&mut self, directory: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE directory_holds SET approved_at = ?2 WHERE directory = ?1",
+                params![directory, crate::db::now()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The directories of the snapshot other than `configured`, with how many of `ids`
+    /// each holds: where a directory renamed in the config left its users.
+    pub fn unconfigured_sharing(
+        &self,
+        configured: &BTreeSet<&str>,
+        ids: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, usize>, StateError> {
+        let directories: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT DISTINCT directory FROM snapshot ORDER BY directory")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+            rows
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM snapshot WHERE directory = ?1 AND external_id = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for d in directories
+            .into_iter()
+            .filter(|d| !configured.contains(d.as_str()))
+        {
+            let mut n = 0;
+            for id in ids {
+                n += stmt
+                    .query_row(params![d, id], |r| r.get::<_, i64>(0))
+                    .map_err(|e| self.err(e))? as usize;
+            }
+            out.insert(d, n);
+        }
+        Ok(out)
+    }
+
+    /// Directories the state DB knows (a snapshot, a cursor or a run), in name order.
+    pub fn known_directories(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT directory FROM snapshot UNION SELECT directory FROM cursors
+                 UNION SELECT directory FROM runs ORDER BY 1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Whether the directory has a snapshot or a cursor (runs alone, such as one held
+    /// because it looked renamed, are history, not data).
+    pub fn has_data(&self, directory: &str) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM snapshot WHERE directory = ?1)
+                     OR EXISTS (SELECT 1 FROM cursors WHERE directory = ?1)",
+                [directory],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Move everything the state DB keeps about `old` to `new`: snapshot, cursor,
+    /// held deactivations and updates, and the history (runs and the action log, so
+    /// that `history --directory NEW` tells the whole story). `new`'s own runs (a run
+    /// held because it looked renamed) stay; its directory hold is settled.
+    /// The caller checked that `new` has no data.
+    pub fn rename_directory(&mut self, old: &str, new: &str) -> Result<Renamed, StateError> {
+        let path = self.path.clone();
+        let e = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut moved = Renamed::default();
+        let mv = |table: &str| -> Result<usize, StateError> {
+            tx.execute(
+                &format!("UPDATE {table} SET directory = ?2 WHERE directory = ?1"),
+                params![old, new],
+            )
+            .map_err(e)
+        };
+        moved.snapshot = mv("snapshot")?;
+        moved.runs = mv("runs")?;
+        moved.actions = mv("actions")?;
+        mv("cursors")?;
+        // Holds planned under `new` were planned against an empty store: stale now.
+        for table in ["held", "held_updates", "directory_holds"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE directory = ?1"), [new])
+                .map_err(e)?;
+            mv(table)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(moved)
     }
 }

@@ -222,6 +222,35 @@ impl Store {
         }
     }
 
+    /// Move a directory's learners to a new name (`rename-directory`); refuses when
+    /// `new` already has learners. Returns how many moved.
+    pub async fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rename_directory(old, new),
+            Store::Scim(s) => s.rename_directory(old, new),
+            #[cfg(test)]
+            Store::Memory(s) => {
+                let moving: Vec<(String, String)> = s
+                    .learners
+                    .keys()
+                    .filter(|(d, _)| d == old)
+                    .cloned()
+                    .collect();
+                if s.learners.keys().any(|(d, _)| d == new) {
+                    return Err(StoreError::Other(format!(
+                        "directory `{new}` already has learners"
+                    )));
+                }
+                for key in &moving {
+                    if let Some(l) = s.learners.remove(key) {
+                        s.learners.insert((new.to_string(), key.1.clone()), l);
+                    }
+                }
+                Ok(moving.len())
+            }
+        }
+    }
+
     /// The state DB has closed a run; a store may drop what it kept to settle it.
     pub async fn forget_run(&mut self, run_key: &str) -> Result<(), StoreError> {
         match self {

@@ -301,6 +301,11 @@ impl ScimStore {
         })
     }
 
+    /// Move a directory's learners to a new name in the mirror (see `Mirror`).
+    pub fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
+        self.mirror.rename_directory(old, new)
+    }
+
     pub fn for_each_learner(
         &mut self,
         directory: &str,

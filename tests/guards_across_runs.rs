@@ -164,6 +164,13 @@ fn every_email_changing_at_once_is_held_until_approve_and_other_changes_apply() 
         status.contains("user1@x.io (E1): user1@x.io -> user1@new.example"),
         "{status}"
     );
+    let check = env.run(&["check"]);
+    assert_eq!(code(&check), 0, "a hold is not a fault of the setup");
+    assert!(
+        stdout(&check).contains("note directory hr: 20 changes of email held; review with `learner-sync status`, release with `learner-sync approve hr`"),
+        "{}",
+        stdout(&check)
+    );
     let out = env.run(&["history", "--json", "--directory", "hr"]);
     let history: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
     let held: Vec<_> = history.iter().filter(|r| r["action"] == "held").collect();
@@ -234,6 +241,15 @@ fn a_directory_renamed_in_the_config_holds_its_creates_until_rename_directory() 
     let status = stdout(&env.run(&["status"]));
     assert!(status.contains("held:      every create:"), "{status}");
     assert!(status.contains("hr (not in the config)"), "{status}");
+    let check = stdout(&env.run(&["check"]));
+    assert!(
+        check.contains("note directory people: every create held: `people` has no learners yet"),
+        "{check}"
+    );
+    assert!(
+        check.contains("note state: directory `hr` is not in the config; its learners stay as they are; if it was renamed, run `learner-sync rename-directory hr NEW`"),
+        "{check}"
+    );
 
     // Refused: an unknown old name, and a new name with data.
     let out = env.run(&["rename-directory", "nobody", "people"]);

@@ -5,6 +5,7 @@ use super::Exit;
 use crate::check::CheckLine;
 use crate::config::Config;
 use crate::source::Source;
+use crate::state::State;
 use crate::store::Store;
 
 fn print(subject: &str, lines: &[CheckLine]) -> bool {
@@ -44,5 +45,50 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
         Err(e) => vec![CheckLine::failed(e.to_string(), "fix the [store] settings")],
     };
     all_ok &= print("store", &lines);
+    print_holds(config);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// What the guards hold and what a renamed directory left behind: not faults of the
+/// setup (the exit code ignores them), but each waits for an admin's decision, so each
+/// line names the command that settles it.
+fn print_holds(config: &Config) {
+    let Ok(Some(state)) = State::open_read_only(&config.sync.state_db) else {
+        return;
+    };
+    for dir in &config.directories {
+        let name = &dir.name;
+        if let Ok(Some(h)) = state.directory_hold(name) {
+            if h.approved_at.is_none() {
+                println!("note directory {name}: every create held: {}", h.reason);
+            }
+        }
+        let release = format!(
+            "review with `learner-sync status`, release with `learner-sync approve {name}`"
+        );
+        if let Ok(held) = state.held(name) {
+            if let Some(first) = held.first() {
+                println!(
+                    "note directory {name}: {} deactivations held ({}); {release}",
+                    held.len(),
+                    first.hold_reason
+                );
+            }
+        }
+        if let Ok(updates) = state.held_updates(name) {
+            let mut fields: Vec<&str> = updates.iter().map(|h| h.field.as_str()).collect();
+            fields.dedup();
+            for field in fields {
+                let n = updates.iter().filter(|h| h.field == field).count();
+                println!("note directory {name}: {n} changes of {field} held; {release}");
+            }
+        }
+    }
+    for d in state.known_directories().unwrap_or_default() {
+        if config.directory(&d).is_none() {
+            println!(
+                "note state: directory `{d}` is not in the config; its learners stay as they are; if it was renamed, run `learner-sync rename-directory {d} NEW`"
+            );
+        }
+    }
 }

@@ -5,8 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "support/scim_mock.rs"]
+mod scim_mock;
 
 use common::{code, stderr, stdout, Env};
+use scim_mock::ScimMock;
 
 const HEADER: &str = "external_id,user_name,email,given_name,family_name,department,active\n";
 
@@ -344,4 +347,56 @@ fn bad_guard_settings_name_the_file_line_and_key() {
         err.contains("sync.max_deactivation_percent_per_day"),
         "{err}"
     );
+}
+
+#[test]
+fn rename_directory_moves_a_scim_stores_learners_without_a_request_to_the_provider() {
+    const TOKEN: &str = "mock-scim-token-guards-5e1d";
+    let mock = ScimMock::start(TOKEN);
+    let env = Env::new();
+    let scim_config = |name: &str| {
+        env.write(
+            "config.toml",
+            &format!(
+                r#"
+[sync]
+state_db = "state/state.db"
+
+[store]
+kind = "scim"
+url = "{}"
+token = {{ env = "SCIM_TOKEN" }}
+
+[[directory]]
+name = "{name}"
+kind = "csv"
+path = "hr.csv"
+"#,
+                mock.base()
+            ),
+        );
+    };
+    let run = |args: &[&str]| env.run_with(args, &[("SCIM_TOKEN", TOKEN)]);
+    scim_config("hr");
+    env.write("hr.csv", &csv(1..=12, "x.io", None));
+    assert_eq!(code(&run(&["sync"])), 0);
+    assert_eq!(mock.requests("POST").len(), 12);
+
+    scim_config("people");
+    let out = run(&["sync"]);
+    assert_eq!(code(&out), 4, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("rename-directory hr people"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&["rename-directory", "hr", "people"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(stdout(&out).contains("unchanged 12"), "{}", stdout(&out));
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let n = if method == "POST" { 12 } else { 0 };
+        assert_eq!(mock.requests(method).len(), n, "{method} requests");
+    }
 }

@@ -27,13 +27,16 @@ Verify config, credentials, permissions and store reachability, one line each, w
 Run every directory on its schedule until SIGTERM or SIGINT; SIGHUP reloads the config (a bad one is logged and the old one kept). Serves /healthz and /metrics when \fB[daemon] listen\fR is set; speaks the systemd notify protocol.
 .TP
 \fBstatus\fR [\fB\-\-json\fR]
-Last run per directory, next run, consecutive failures, held deactivations.
+Last run per directory, next run, consecutive failures, and what the safety guards hold (deactivations, field changes, a directory's creates), with the command that releases it.
 .TP
 \fBhistory\fR [\fB\-\-directory\fR NAME] [\fB\-\-user\fR TEXT] [\fB\-\-since\fR TIME] [\fB\-\-limit\fR N] [\fB\-\-json\fR]
 The action log, newest first.
 .TP
 \fBapprove\fR NAME
-Apply the deactivations a safety guard held back for directory NAME.
+Apply what a safety guard held back for directory NAME: its held deactivations and held field changes; a directory held because it looked renamed is released as a new one, and its next run creates its learners.
+.TP
+\fBrename-directory\fR OLD NEW
+Give a directory a new name: move its learners in the store and its snapshot, cursor, holds and history in the state DB from OLD to NEW, then rename it in the config. Refused when NEW already has learners or a snapshot, or OLD is unknown.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR
@@ -46,7 +49,7 @@ Bad usage or config (the message names the file, line and key).
 At least one directory failed (source, auth or store error); the others still ran.
 .TP
 \fB4\fR
-A safety guard held deactivations back; everything else was applied. A failure outranks a held guard.
+A safety guard held something back (deactivations, a mass change of one field, or the creates of a directory that looks renamed); everything else was applied. A failure outranks a held guard.
 .SH "ENVIRONMENT"
 .TP
 \fBLEARNER_SYNC_CONFIG\fR

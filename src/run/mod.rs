@@ -330,7 +330,8 @@ async fn steps(
         full_read: full_read && !renamed,
         held: &guarded.held,
         evaluated: only.as_ref(),
-        binding: Some(bound),
+        // A run held as a rename records nothing of where it read from, like its snapshot.
+        binding: (!renamed).then_some(bound),
         hold_reason: guarded.hold_reason.as_ref().map(|r| r.to_string()),
         held_updates: &guarded.held_updates,
         update_hold_reasons: &update_hold_reasons,

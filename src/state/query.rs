@@ -423,13 +423,14 @@ impl State {
         Ok(rows)
     }
 
-    /// Whether the directory has a snapshot or a cursor (runs alone, such as one held
-    /// because it looked renamed, are history, not data).
+    /// Whether the directory has a snapshot, a cursor or a full read on record (runs
+    /// alone, such as one held because it looked renamed, are history, not data).
     pub fn has_data(&self, directory: &str) -> Result<bool, StateError> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM snapshot WHERE directory = ?1)
-                     OR EXISTS (SELECT 1 FROM cursors WHERE directory = ?1)",
+                     OR EXISTS (SELECT 1 FROM cursors WHERE directory = ?1
+                                AND (cursor IS NOT NULL OR full_read_at IS NOT NULL))",
                 [directory],
                 |r| r.get::<_, bool>(0),
             )
@@ -459,6 +460,10 @@ impl State {
         moved.snapshot = mv("snapshot")?;
         moved.runs = mv("runs")?;
         moved.actions = mv("actions")?;
+        // `new` has no cursor (the caller checked), at most what a run recorded of
+        // where it read from: `old`'s takes its place.
+        tx.execute("DELETE FROM cursors WHERE directory = ?1", [new])
+            .map_err(e)?;
         mv("cursors")?;
         // Holds planned under `new` were planned against an empty store: stale now.
         for table in ["held", "held_updates", "directory_holds"] {

@@ -138,6 +138,14 @@ fn every_email_changing_at_once_is_held_until_approve_and_other_changes_apply() 
 
     // A botched export: every email moved to another domain; one real department change.
     env.write("hr.csv", &csv(1..=20, "new.example", Some(7)));
+    let dry = stdout(&env.run(&["sync", "--dry-run"]));
+    assert!(
+        dry.contains(
+            "hr: hold update user1@x.io (E1)\nhr:     email: user1@x.io -> user1@new.example"
+        ),
+        "{dry}"
+    );
+    assert!(dry.contains("hr:     department: Sales -> Legal"), "{dry}");
     let (c, out) = sync(&env);
     assert_eq!(c, 4, "{out}");
     assert!(

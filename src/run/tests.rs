@@ -156,8 +156,7 @@ fn only_a_write_of_directory_fields_without_a_user_name_is_refused() {
             operations,
             unchanged: 0,
         },
-        held: vec![],
-        hold_reason: None,
+        ..Default::default()
     };
     let update = Operation::Update {
         external_id: "u1".into(),

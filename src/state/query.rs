@@ -475,3 +475,106 @@ impl State {
         Ok(moved)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LearnerFields;
+    use crate::plan::Operation;
+    use crate::state::{Counts, Outcome};
+
+    fn email_change(id: &str) -> Operation {
+        Operation::Update {
+            external_id: id.into(),
+            fields: LearnerFields {
+                user_name: format!("{id}@x.io"),
+                ..Default::default()
+            },
+            changes: vec![FieldChange {
+                field: "email".into(),
+                before: Some(format!("{id}@old.io")),
+                after: Some(format!("{id}@new.io")),
+            }],
+        }
+    }
+
+    /// Commit a sync run of `hr` holding these email changes, having evaluated `only`.
+    fn commit(st: &mut State, held: &[Operation], only: Option<&BTreeSet<String>>) {
+        let run_id = st
+            .begin_run(
+                "hr",
+                &uuid::Uuid::new_v4().to_string(),
+                "sync",
+                false,
+                &[],
+                held,
+            )
+            .unwrap();
+        let reasons = BTreeMap::from([("email".to_string(), "too many".to_string())]);
+        st.commit_run(RunCommit {
+            run_id,
+            directory: "hr",
+            outcome: Outcome::Held,
+            counts: Counts::default(),
+            requests: 0,
+            snapshot_deletes: &[],
+            cursor: None,
+            full_read: false,
+            held: &[],
+            evaluated: only,
+            hold_reason: None,
+            binding: None,
+            held_updates: held,
+            update_hold_reasons: &reasons,
+            directory_hold: None,
+            failed: &[],
+            error: None,
+        })
+        .unwrap();
+    }
+
+    fn held_ids(st: &State) -> Vec<String> {
+        st.held_updates("hr")
+            .unwrap()
+            .into_iter()
+            .map(|h| h.external_id)
+            .collect()
+    }
+
+    #[test]
+    fn a_delta_run_replaces_only_the_held_changes_of_the_learners_it_evaluated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("state.db")).unwrap();
+        commit(&mut st, &[email_change("a"), email_change("b")], None);
+        assert_eq!(held_ids(&st), ["a", "b"]);
+        let row = &st.held_updates("hr").unwrap()[0];
+        assert_eq!(
+            (
+                row.before.as_deref(),
+                row.after.as_deref(),
+                row.hold_reason.as_str()
+            ),
+            (Some("a@old.io"), Some("a@new.io"), "too many")
+        );
+        // A delta that saw only `b` (whose change is gone) keeps `a`'s.
+        let only = BTreeSet::from(["b".to_string()]);
+        commit(&mut st, &[], Some(&only));
+        assert_eq!(held_ids(&st), ["a"]);
+        // A full run replaces them all.
+        commit(&mut st, &[email_change("c")], None);
+        assert_eq!(held_ids(&st), ["c"]);
+    }
+
+    #[test]
+    fn rename_moves_the_history_and_the_holds_to_the_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = State::open(&dir.path().join("state.db")).unwrap();
+        commit(&mut st, &[email_change("a")], None);
+        assert!(!st.has_data("people").unwrap());
+        let moved = st.rename_directory("hr", "people").unwrap();
+        assert_eq!((moved.runs, moved.snapshot), (1, 0));
+        assert!(st.held_updates("hr").unwrap().is_empty());
+        assert_eq!(st.held_updates("people").unwrap().len(), 1);
+        assert_eq!(st.known_directories().unwrap(), ["people"]);
+    }
+}

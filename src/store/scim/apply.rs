@@ -17,8 +17,8 @@ use super::mirror::{Linked, Owner};
 use super::resource::{filter_eq, patch_body, user_resource, ENTERPRISE_SCHEMA, PATCH_SCHEMA};
 use super::{Features, ScimStore};
 use crate::config::ScimDeactivate;
-use crate::model::LearnerFields;
-use crate::plan::Operation;
+use crate::model::{Field, LearnerFields};
+use crate::plan::{FieldChange, Operation};
 use crate::store::{ApplyReport, StoreError};
 
 /// What became of one operation.
@@ -356,18 +356,19 @@ async fn perform(
 ) -> Result<Linked, ScimError> {
     let f = op.fields();
     let ext = op.external_id();
-    let (active, changed): (bool, Vec<&str>) = match op {
+    let fields_of = |changes: &[FieldChange]| -> Vec<Field> {
+        changes
+            .iter()
+            .filter_map(|c| Field::parse(&c.field))
+            .collect()
+    };
+    let (active, changed): (bool, Vec<Field>) = match op {
         Operation::Create { .. } => (true, vec![]),
-        Operation::Update { changes, .. } => (
-            linked.as_ref().is_none_or(|l| l.active),
-            changes.iter().map(|c| c.field.as_str()).collect(),
-        ),
-        Operation::Deactivate { changes, .. } => {
-            (false, changes.iter().map(|c| c.field.as_str()).collect())
+        Operation::Update { changes, .. } => {
+            (linked.as_ref().is_none_or(|l| l.active), fields_of(changes))
         }
-        Operation::Reactivate { changes, .. } => {
-            (true, changes.iter().map(|c| c.field.as_str()).collect())
-        }
+        Operation::Deactivate { changes, .. } => (false, fields_of(changes)),
+        Operation::Reactivate { changes, .. } => (true, fields_of(changes)),
     };
     let done = |scim_id: String| Linked {
         scim_id,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
-use crate::model::{Learner, LearnerFields};
+use crate::model::{Field, Learner, LearnerFields};
 use crate::store::StoreError;
 
 /// Append-only.
@@ -194,17 +194,17 @@ impl Mirror {
             return Ok(());
         };
         let mut stmt = conn
-            .prepare(
-                "SELECT external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
-                 FROM scim_learners WHERE directory = ?1",
-            )
+            .prepare(&format!(
+                "SELECT {} FROM scim_learners WHERE directory = ?1",
+                Field::column_list(&["external_id"], &["active"])
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([directory], |r| {
                 Ok(Learner {
                     external_id: r.get(0)?,
                     fields: fields_from(r, 1)?,
-                    active: r.get::<_, i64>(10)? == 1,
+                    active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -219,14 +219,16 @@ impl Mirror {
             return Ok(None);
         };
         conn.query_row(
-            "SELECT scim_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
-             FROM scim_learners WHERE directory = ?1 AND external_id = ?2",
+            &format!(
+                "SELECT {} FROM scim_learners WHERE directory = ?1 AND external_id = ?2",
+                Field::column_list(&["scim_id"], &["active"])
+            ),
             params![directory, external_id],
             |r| {
                 Ok(Linked {
                     scim_id: r.get(0)?,
                     fields: fields_from(r, 1)?,
-                    active: r.get::<_, i64>(10)? == 1,
+                    active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             },
         )
@@ -255,38 +257,40 @@ impl Mirror {
         let f = &linked.fields;
         // One statement, so that the check and the write cannot be split by another
         // process writing the same mirror. (`WHERE` also lets SQLite parse the upsert.)
-        let written = conn.prepare_cached(
-            "INSERT INTO scim_learners (directory, external_id, scim_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+        let n = Field::ALL.len();
+        // ?1 directory, ?2 external id, ?3 SCIM id, then the fields, `active` and the time.
+        let values: Vec<String> = (1..=n + 5).map(|i| format!("?{i}")).collect();
+        let updates: Vec<String> = ["scim_id"]
+            .into_iter()
+            .chain(Field::ALL.map(Field::name))
+            .chain(["active", "updated_at"])
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO scim_learners ({})
+             SELECT {}
              WHERE NOT EXISTS (SELECT 1 FROM scim_learners
                                WHERE scim_id = ?3 AND NOT (directory = ?1 AND external_id = ?2))
-             ON CONFLICT (directory, external_id) DO UPDATE SET
-                scim_id = excluded.scim_id, user_name = excluded.user_name, email = excluded.email,
-                given_name = excluded.given_name, family_name = excluded.family_name,
-                display_name = excluded.display_name, department = excluded.department,
-                job_title = excluded.job_title, employee_id = excluded.employee_id,
-                manager_email = excluded.manager_email, active = excluded.active,
-                updated_at = excluded.updated_at",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                directory,
-                external_id,
-                linked.scim_id,
-                f.user_name,
-                f.email,
-                f.given_name,
-                f.family_name,
-                f.display_name,
-                f.department,
-                f.job_title,
-                f.employee_id,
-                f.manager_email,
-                linked.active as i64,
-                crate::state::now(),
-            ])
-        })
-        .map_err(|e| self.err(e))?;
+             ON CONFLICT (directory, external_id) DO UPDATE SET {}",
+            Field::column_list(
+                &["directory", "external_id", "scim_id"],
+                &["active", "updated_at"]
+            ),
+            values.join(", "),
+            updates.join(", "),
+        );
+        let mut row: Vec<rusqlite::types::Value> = vec![
+            directory.to_string().into(),
+            external_id.to_string().into(),
+            linked.scim_id.clone().into(),
+        ];
+        row.extend(Field::ALL.map(|field| f.get(field).map(str::to_string).into()));
+        row.push((linked.active as i64).into());
+        row.push(crate::state::now().into());
+        let written = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(row)))
+            .map_err(|e| self.err(e))?;
         if written > 0 {
             if let Some(run_key) = landed {
                 tx.execute(
@@ -392,18 +396,11 @@ impl Mirror {
 }
 
 fn fields_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LearnerFields> {
-    Ok(LearnerFields {
-        user_name: r.get(at)?,
-        email: r.get(at + 1)?,
-        given_name: r.get(at + 2)?,
-        family_name: r.get(at + 3)?,
-        display_name: r.get(at + 4)?,
-        department: r.get(at + 5)?,
-        job_title: r.get(at + 6)?,
-        employee_id: r.get(at + 7)?,
-        manager_email: r.get(at + 8)?,
-    })
+    LearnerFields::try_from_columns(|i, _| r.get(at + i))
 }
+
+/// The index of `active` in a row of `SELECT <one column>, <the fields>, active`.
+const ACTIVE_AT: usize = 1 + Field::ALL.len();
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::LearnerFields;
+use crate::model::{Field, LearnerFields, ScimPath};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -42,46 +42,55 @@ pub fn user_resource(
 ) -> Value {
     let mut schemas = vec![USER_SCHEMA];
     let mut body = Map::new();
-    body.insert("userName".into(), json!(f.user_name));
     body.insert("externalId".into(), json!(external_id));
-    let mut name = Map::new();
-    if let Some(v) = &f.given_name {
-        name.insert("givenName".into(), json!(v));
-    }
-    if let Some(v) = &f.family_name {
-        name.insert("familyName".into(), json!(v));
-    }
-    if !name.is_empty() {
-        body.insert("name".into(), Value::Object(name));
-    }
-    if let Some(v) = &f.display_name {
-        body.insert("displayName".into(), json!(v));
-    }
-    if let Some(v) = &f.email {
-        body.insert("emails".into(), emails(v));
-    }
-    if let Some(v) = &f.job_title {
-        body.insert("title".into(), json!(v));
+    let mut ext = Map::new();
+    for field in Field::ALL {
+        let value = match field {
+            // The manager is sent whenever it is linked (its SCIM id is known).
+            Field::ManagerEmail => manager.map(|id| json!({ "value": id })),
+            _ => f.get(field).map(|v| value(field, v)),
+        };
+        let Some(value) = value else { continue };
+        match field.scim() {
+            ScimPath::Core(path) => insert_at(&mut body, path, value),
+            ScimPath::Enterprise(name) if enterprise => {
+                ext.insert(name.into(), value);
+            }
+            ScimPath::Enterprise(_) => {}
+        }
     }
     body.insert("active".into(), json!(active));
-    if enterprise {
-        let mut ext = Map::new();
-        if let Some(v) = &f.department {
-            ext.insert("department".into(), json!(v));
-        }
-        if let Some(v) = &f.employee_id {
-            ext.insert("employeeNumber".into(), json!(v));
-        }
-        if let Some(id) = manager {
-            ext.insert("manager".into(), json!({ "value": id }));
-        }
-        if !ext.is_empty() {
-            schemas.push(ENTERPRISE_SCHEMA);
-            body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
-        }
+    if !ext.is_empty() {
+        schemas.push(ENTERPRISE_SCHEMA);
+        body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
     }
     body.insert("schemas".into(), json!(schemas));
     Value::Object(body)
+}
+
+/// Put `value` at a core path: `a` or `a.b` (a sub-attribute of the complex `a`).
+fn insert_at(body: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        Some((parent, sub)) => {
+            if let Value::Object(parent) = body
+                .entry(parent)
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                parent.insert(sub.into(), value);
+            }
+        }
+        None => {
+            body.insert(path.into(), value);
+        }
+    }
+}
+
+/// A column's value as SCIM has it (but the manager, a reference: see `attribute`).
+fn value(field: Field, v: &str) -> Value {
+    match field {
+        Field::Email => emails(v),
+        _ => json!(v),
+    }
 }
 
 fn emails(value: &str) -> Value {
@@ -91,52 +100,37 @@ fn emails(value: &str) -> Value {
 /// The SCIM attribute path of a learner column, and its value; `None` for a column
 /// the provider is not sent (the extension when not announced, a manager not linked).
 fn attribute(
-    field: &str,
+    field: Field,
     value: Option<&str>,
     enterprise: bool,
     manager: Option<&str>,
 ) -> Option<(String, Option<Value>)> {
-    if field == "manager_email" && enterprise {
-        let path = format!("{ENTERPRISE_SCHEMA}:manager");
-        return match (value, manager) {
-            (None, _) => Some((path, None)),
-            (Some(_), Some(id)) => Some((path, Some(json!({ "value": id })))),
-            // Not linked yet: set by the second pass once the manager is.
-            (Some(_), None) => None,
-        };
-    }
-    let path = match field {
-        "user_name" => "userName".to_string(),
-        "email" => "emails".to_string(),
-        "given_name" => "name.givenName".to_string(),
-        "family_name" => "name.familyName".to_string(),
-        "display_name" => "displayName".to_string(),
-        "job_title" => "title".to_string(),
-        "department" if enterprise => format!("{ENTERPRISE_SCHEMA}:department"),
-        "employee_id" if enterprise => format!("{ENTERPRISE_SCHEMA}:employeeNumber"),
-        _ => return None,
+    let path = match field.scim() {
+        ScimPath::Core(path) => path.to_string(),
+        ScimPath::Enterprise(name) if enterprise => format!("{ENTERPRISE_SCHEMA}:{name}"),
+        ScimPath::Enterprise(_) => return None,
     };
-    let value = value.map(|v| {
-        if field == "email" {
-            emails(v)
-        } else {
-            json!(v)
-        }
-    });
+    let value = match (field, value, manager) {
+        (_, None, _) => None,
+        (Field::ManagerEmail, Some(_), Some(id)) => Some(json!({ "value": id })),
+        // Not linked yet: set by the second pass once the manager is.
+        (Field::ManagerEmail, Some(_), None) => return None,
+        (_, Some(v), _) => Some(self::value(field, v)),
+    };
     Some((path, value))
 }
 
 /// A PatchOp setting the columns given (`remove` for a cleared one) and maybe `active`.
 pub fn patch_body(
     f: &LearnerFields,
-    fields: &[&str],
+    fields: &[Field],
     active: Option<bool>,
     enterprise: bool,
     manager: Option<&str>,
 ) -> Option<Value> {
     let mut ops: Vec<Value> = fields
         .iter()
-        .filter_map(|name| attribute(name, f.get(name), enterprise, manager))
+        .filter_map(|&field| attribute(field, f.get(field), enterprise, manager))
         .map(|(path, value)| match value {
             Some(v) => json!({"op": "replace", "path": path, "value": v}),
             None => json!({"op": "remove", "path": path}),
@@ -195,13 +189,19 @@ pub(super) mod tests {
 
     #[test]
     fn patch_sends_only_changed_attributes_and_removes_cleared_ones() {
-        let body = patch_body(&fields(), &["department", "family_name"], None, true, None)
-            .unwrap_or_default();
+        let body = patch_body(
+            &fields(),
+            &[Field::Department, Field::FamilyName],
+            None,
+            true,
+            None,
+        )
+        .unwrap_or_default();
         let ops = body["Operations"].as_array().cloned().unwrap_or_default();
         assert_eq!(ops.len(), 2);
         assert_eq!(ops[0]["path"], format!("{ENTERPRISE_SCHEMA}:department"));
         assert_eq!(ops[1], json!({"op": "remove", "path": "name.familyName"}));
-        assert!(patch_body(&fields(), &["manager_email"], None, false, None).is_none());
+        assert!(patch_body(&fields(), &[Field::ManagerEmail], None, false, None).is_none());
     }
 
     #[test]

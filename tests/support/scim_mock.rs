@@ -39,6 +39,8 @@ pub struct MockState {
     pub revoke_after_creates: Option<usize>,
     /// userNames refused with 400 invalidValue.
     pub refuse: BTreeSet<String>,
+    /// Every request answers `307` to this base plus the request's path and query.
+    pub redirect_to: Option<String>,
     pub log: Vec<Logged>,
 }
 
@@ -63,6 +65,7 @@ impl ScimMock {
             lagging_index: BTreeSet::new(),
             refuse: BTreeSet::new(),
             revoke_after_creates: None,
+            redirect_to: None,
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -112,6 +115,13 @@ impl ScimMock {
 
     pub fn state(&self) -> MutexGuard<'_, MockState> {
         self.state.lock().expect("mock state")
+    }
+
+    /// Add a user with the id given (as the provider would hand it out, unescaped).
+    pub fn add_user_with_id(&self, id: &str, mut user: Value) {
+        user["id"] = json!(id);
+        user["meta"] = json!({"resourceType": "User", "version": "W/\"1\""});
+        self.state().users.insert(id.to_string(), user);
     }
 
     pub fn add_user(&self, user: Value) -> String {
@@ -232,7 +242,40 @@ fn set_path(user: &mut Value, path: &str, value: Option<Value>) {
     }
 }
 
+/// A path segment's percent-escapes decoded, as a provider reads an id from its URL.
+fn decode_segment(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]) -> Response {
+    if let Some(to) = &s.redirect_to {
+        let location = format!("{to}{uri}");
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", location.as_str())],
+            "",
+        )
+            .into_response();
+    }
     if auth != format!("Bearer {}", s.token) || s.revoke_after_creates == Some(0) {
         return error(401, None, "Authorization failure");
     }
@@ -332,7 +375,7 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
             scim(201, s.users[&id].clone())
         }
         (m, p) if p.starts_with("/Users/") => {
-            let id = p.trim_start_matches("/Users/").to_string();
+            let id = decode_segment(p.trim_start_matches("/Users/"));
             let Some(existing) = s.users.get(&id).cloned() else {
                 return error(404, None, &format!("Resource {id} not found"));
             };

@@ -306,14 +306,12 @@ impl ScimStore {
             ) else {
                 continue;
             };
-            let path = format!("Users/{}", linked.scim_id);
+            let id = linked.scim_id.as_str();
             let sent = if ctx.features.patch {
                 let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [
                     {"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": {"value": manager}}
                 ]});
-                ctx.client
-                    .send(Method::PATCH, &path, &[], Some(&body))
-                    .await
+                ctx.client.send_user(Method::PATCH, id, Some(&body)).await
             } else {
                 let mut body = user_resource(
                     &external_id,
@@ -323,7 +321,7 @@ impl ScimStore {
                     Some(manager),
                 );
                 body["id"] = json!(linked.scim_id);
-                ctx.client.send(Method::PUT, &path, &[], Some(&body)).await
+                ctx.client.send_user(Method::PUT, id, Some(&body)).await
             };
             if let Err(e) = sent {
                 tracing::warn!(
@@ -381,9 +379,9 @@ async fn perform(
             .await
             .map(done);
     };
-    let path = format!("Users/{}", link.scim_id);
+    let id = link.scim_id.as_str();
     if matches!(op, Operation::Deactivate { .. }) && ctx.deactivate == ScimDeactivate::Delete {
-        return match ctx.client.send(Method::DELETE, &path, &[], None).await {
+        return match ctx.client.send_user(Method::DELETE, id, None).await {
             Ok(_) => Ok(done(link.scim_id)),
             Err(e) if e.status() == Some(404) => Ok(done(link.scim_id)),
             Err(e) => Err(e),
@@ -411,7 +409,7 @@ async fn perform(
         ) {
             Some(body) => ctx
                 .client
-                .send(Method::PATCH, &path, &[], Some(&body))
+                .send_user(Method::PATCH, id, Some(&body))
                 .await
                 .map(|_| ()),
             None => Ok(()),
@@ -420,7 +418,7 @@ async fn perform(
         let mut body = user_resource(ext, f, active, ctx.features.enterprise, manager);
         body["id"] = json!(link.scim_id);
         ctx.client
-            .send(Method::PUT, &path, &[], Some(&body))
+            .send_user(Method::PUT, id, Some(&body))
             .await
             .map(|_| ())
     };
@@ -624,11 +622,7 @@ async fn adopt(
     );
     let mut body = user_resource(&me.1, f, active, ctx.features.enterprise, manager);
     body["id"] = json!(id);
-    match ctx
-        .client
-        .send(Method::PUT, &format!("Users/{id}"), &[], Some(&body))
-        .await
-    {
+    match ctx.client.send_user(Method::PUT, &id, Some(&body)).await {
         Ok(_) => Ok(id),
         Err(e) => {
             if newly_claimed {

@@ -65,7 +65,11 @@ impl ScimStore {
         state_db: &Path,
         read_only: bool,
     ) -> Result<ScimStore, StoreError> {
-        let mirror = Mirror::open(&mirror::mirror_path(state_db), read_only)?;
+        let mirror = Mirror::open(
+            &mirror::mirror_path(state_db),
+            read_only,
+            &mirror::provider_key(url),
+        )?;
         let client =
             ScimClient::new(url.clone(), token, request_timeout).map_err(StoreError::Other)?;
         Ok(ScimStore {
@@ -74,6 +78,13 @@ impl ScimStore {
             concurrency: concurrency.max(1),
             deactivate,
         })
+    }
+
+    /// Set when the SCIM `url` changed since the mirror's links were made: none of them
+    /// is used, every learner is resolved again on the configured provider. For the
+    /// run's summary.
+    pub fn provider_change(&self) -> Option<&mirror::ProviderChange> {
+        self.mirror.provider_change()
     }
 
     pub fn for_each_learner(
@@ -150,6 +161,16 @@ impl ScimStore {
                 )));
             }
             Err(e) => lines.push(failed_line(&base, "GET /Users", &e)),
+        }
+        if let Some(change) = self.mirror.provider_change() {
+            lines.push(CheckLine::ok(format!(
+                "scim store mirror {}: its {} links were made on {}, not on {}: the next sync looks every learner up on {} (adopting by externalId or userName) or creates it",
+                self.mirror.path().display(),
+                change.unlinked,
+                change.from,
+                change.to,
+                change.to
+            )));
         }
         match self.mirror.count() {
             Ok(n) => lines.push(CheckLine::ok(format!(

@@ -41,6 +41,10 @@ pub struct MockState {
     pub refuse: BTreeSet<String>,
     /// Every request answers `307` to this base plus the request's path and query.
     pub redirect_to: Option<String>,
+    /// PATCH accepts only what Entra's provisioning sends by default (api-notes.md):
+    /// one op per attribute with a path, `Add`/`Replace`/`Remove`, the work email as
+    /// `emails[type eq "work"].value`, `active` as "True"/"False", the manager a bare id.
+    pub entra_patch_only: bool,
     pub log: Vec<Logged>,
 }
 
@@ -66,6 +70,7 @@ impl ScimMock {
             refuse: BTreeSet::new(),
             revoke_after_creates: None,
             redirect_to: None,
+            entra_patch_only: false,
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -242,6 +247,62 @@ fn set_path(user: &mut Value, path: &str, value: Option<Value>) {
     }
 }
 
+/// Entra's default PATCH operations, checked strictly and turned into the RFC form
+/// the mock applies; anything else is refused with why.
+fn entra_ops(ops: &[Value]) -> Result<Vec<Value>, String> {
+    let manager = format!("{ENTERPRISE}:manager");
+    let mut out = Vec::new();
+    for op in ops {
+        let name = op["op"].as_str().unwrap_or_default();
+        let lower = match name {
+            "Add" => "add",
+            "Replace" => "replace",
+            "Remove" => "remove",
+            other => return Err(format!("op {other:?}: Entra sends Add, Replace or Remove")),
+        };
+        let Some(path) = op["path"].as_str().filter(|p| !p.is_empty()) else {
+            return Err(format!("an op without a path: {op}"));
+        };
+        let value = &op["value"];
+        let rfc_value = if lower == "remove" {
+            Value::Null
+        } else if path == "active" {
+            match value.as_str() {
+                Some("True") => json!(true),
+                Some("False") => json!(false),
+                _ => return Err(format!("active {value}: Entra sends \"True\" or \"False\"")),
+            }
+        } else if path == manager {
+            match value.as_str() {
+                Some(id) => json!({ "value": id }),
+                None => return Err(format!("manager {value}: Entra sends the bare id")),
+            }
+        } else if path.starts_with("emails") {
+            match (path, value.as_str()) {
+                ("emails[type eq \"work\"].value", Some(v)) => {
+                    json!([{"value": v, "type": "work", "primary": true}])
+                }
+                _ => {
+                    return Err(format!(
+                        "{path} {value}: Entra sends emails[type eq \"work\"].value"
+                    ))
+                }
+            }
+        } else if value.is_string() {
+            value.clone()
+        } else {
+            return Err(format!("{path} {value}: Entra sends a string"));
+        };
+        let path = if path.starts_with("emails") {
+            "emails"
+        } else {
+            path
+        };
+        out.push(json!({"op": lower, "path": path, "value": rfc_value}));
+    }
+    Ok(out)
+}
+
 /// A path segment's percent-escapes decoded, as a provider reads an id from its URL.
 fn decode_segment(segment: &str) -> String {
     let bytes = segment.as_bytes();
@@ -416,11 +477,17 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
                         );
                     }
                     let mut user = existing;
-                    for op in json_body["Operations"]
+                    let mut ops = json_body["Operations"]
                         .as_array()
                         .cloned()
-                        .unwrap_or_default()
-                    {
+                        .unwrap_or_default();
+                    if s.entra_patch_only {
+                        match entra_ops(&ops) {
+                            Ok(rfc) => ops = rfc,
+                            Err(why) => return error(400, Some("invalidSyntax"), &why),
+                        }
+                    }
+                    for op in ops {
                         let path = op["path"].as_str().unwrap_or_default();
                         match op["op"].as_str() {
                             Some("replace") | Some("add") => {

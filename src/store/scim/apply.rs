@@ -14,9 +14,9 @@ use super::claims::{
 };
 use super::client::{ScimClient, ScimError};
 use super::mirror::{Linked, Owner};
-use super::resource::{filter_eq, patch_body, user_resource, ENTERPRISE_SCHEMA, PATCH_SCHEMA};
+use super::resource::{filter_eq, manager_patch, patch_body, user_resource};
 use super::{Features, ScimStore};
-use crate::config::ScimDeactivate;
+use crate::config::{ScimDeactivate, ScimDialect};
 use crate::model::{Field, LearnerFields};
 use crate::plan::{FieldChange, Operation};
 use crate::store::{ApplyReport, StoreError};
@@ -62,6 +62,7 @@ struct Ctx {
     client: ScimClient,
     features: Features,
     deactivate: ScimDeactivate,
+    dialect: ScimDialect,
     index: Option<Arc<Index>>,
     /// The directory being applied: with an external id, the learner a task works for.
     directory: Arc<str>,
@@ -89,6 +90,7 @@ impl ScimStore {
             client: self.client.clone(),
             features,
             deactivate: self.deactivate,
+            dialect: self.dialect,
             index: None,
             directory: Arc::from(directory),
             claims: Arc::new(
@@ -308,9 +310,7 @@ impl ScimStore {
             };
             let id = linked.scim_id.as_str();
             let sent = if ctx.features.patch {
-                let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [
-                    {"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": {"value": manager}}
-                ]});
+                let body = manager_patch(manager, ctx.dialect);
                 ctx.client.send_user(Method::PATCH, id, Some(&body)).await
             } else {
                 let mut body = user_resource(
@@ -406,6 +406,7 @@ async fn perform(
             sets_active.then_some(active),
             ctx.features.enterprise,
             manager,
+            ctx.dialect,
         ) {
             Some(body) => ctx
                 .client
@@ -783,6 +784,7 @@ mod tests {
                 patch: true,
             },
             deactivate: ScimDeactivate::Patch,
+            dialect: ScimDialect::Rfc,
             index: None,
             directory: Arc::from("hr"),
             // E1 and E2 are learners of these tests' directory.

@@ -79,7 +79,13 @@ impl Found {
                 .and_then(Value::as_str)
                 .filter(|e| !e.is_empty())
                 .map(str::to_string),
-            active: user.get("active").and_then(Value::as_bool),
+            // Providers built for Entra may answer "True"/"False" (what Entra sends).
+            active: user.get("active").and_then(|a| match a {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+                Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+                _ => None,
+            }),
         })
     }
 }

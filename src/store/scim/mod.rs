@@ -36,7 +36,7 @@ use self::mirror::Mirror;
 use self::resource::announces_enterprise;
 use super::StoreError;
 use crate::check::CheckLine;
-use crate::config::{ScimDeactivate, Secret};
+use crate::config::{ScimDeactivate, ScimDialect, Secret};
 use crate::model::Learner;
 
 pub use self::resource::{ENTERPRISE_SCHEMA, USER_SCHEMA};
@@ -46,6 +46,7 @@ pub struct ScimStore {
     mirror: Mirror,
     concurrency: usize,
     deactivate: ScimDeactivate,
+    dialect: ScimDialect,
 }
 
 /// What the provider announces, fetched once per apply.
@@ -77,7 +78,13 @@ impl ScimStore {
             mirror,
             concurrency: concurrency.max(1),
             deactivate,
+            dialect: ScimDialect::Rfc,
         })
+    }
+
+    /// Send PATCH requests in this dialect (RFC 7644 unless told).
+    pub fn with_dialect(self, dialect: ScimDialect) -> ScimStore {
+        ScimStore { dialect, ..self }
     }
 
     /// Set when the SCIM `url` changed since the mirror's links were made: none of them

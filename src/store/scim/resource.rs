@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::ScimDialect;
 use crate::model::{Field, LearnerFields, ScimPath};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -99,47 +100,112 @@ fn emails(value: &str) -> Value {
 
 /// The SCIM attribute path of a learner column, and its value; `None` for a column
 /// the provider is not sent (the extension when not announced, a manager not linked).
+/// Entra's dialects address the work email by a filter path and send plain strings.
 fn attribute(
     field: Field,
     value: Option<&str>,
     enterprise: bool,
     manager: Option<&str>,
+    dialect: ScimDialect,
 ) -> Option<(String, Option<Value>)> {
+    let entra = dialect != ScimDialect::Rfc;
     let path = match field.scim() {
+        ScimPath::Core(_) if entra && field == Field::Email => WORK_EMAIL.to_string(),
         ScimPath::Core(path) => path.to_string(),
         ScimPath::Enterprise(name) if enterprise => format!("{ENTERPRISE_SCHEMA}:{name}"),
         ScimPath::Enterprise(_) => return None,
     };
     let value = match (field, value, manager) {
         (_, None, _) => None,
-        (Field::ManagerEmail, Some(_), Some(id)) => Some(json!({ "value": id })),
+        (Field::ManagerEmail, Some(_), Some(id)) => Some(manager_value(id, dialect)),
         // Not linked yet: set by the second pass once the manager is.
         (Field::ManagerEmail, Some(_), None) => return None,
+        (Field::Email, Some(v), _) if entra => Some(json!(v)),
         (_, Some(v), _) => Some(self::value(field, v)),
     };
     Some((path, value))
 }
 
-/// A PatchOp setting the columns given (`remove` for a cleared one) and maybe `active`.
+/// The path Entra sets the work email by.
+const WORK_EMAIL: &str = "emails[type eq \"work\"].value";
+
+/// The manager reference: `{"value": id}` (RFC 7643), or the bare id (Entra).
+fn manager_value(id: &str, dialect: ScimDialect) -> Value {
+    match dialect {
+        ScimDialect::Rfc => json!({ "value": id }),
+        ScimDialect::Entra | ScimDialect::Entra2020 => json!(id),
+    }
+}
+
+/// An operation's name in the dialect: Entra's default capitalises it.
+fn op(name: &'static str, dialect: ScimDialect) -> &'static str {
+    match (dialect, name) {
+        (ScimDialect::Entra, "add") => "Add",
+        (ScimDialect::Entra, "replace") => "Replace",
+        (ScimDialect::Entra, "remove") => "Remove",
+        _ => name,
+    }
+}
+
+/// `active` as the dialect sends it: Entra's default sends the strings "True"/"False".
+fn active_value(active: bool, dialect: ScimDialect) -> Value {
+    match (dialect, active) {
+        (ScimDialect::Entra, true) => json!("True"),
+        (ScimDialect::Entra, false) => json!("False"),
+        _ => json!(active),
+    }
+}
+
+/// A PatchOp setting the columns given (`remove` for a cleared one) and maybe `active`,
+/// in the dialect's shape: one operation per attribute with a path, except Entra's
+/// 2020 dialect, which sets every value in one no-path `replace` with dotted keys.
 pub fn patch_body(
     f: &LearnerFields,
     fields: &[Field],
     active: Option<bool>,
     enterprise: bool,
     manager: Option<&str>,
+    dialect: ScimDialect,
 ) -> Option<Value> {
-    let mut ops: Vec<Value> = fields
+    let attributes = fields
         .iter()
-        .filter_map(|&field| attribute(field, f.get(field), enterprise, manager))
-        .map(|(path, value)| match value {
-            Some(v) => json!({"op": "replace", "path": path, "value": v}),
-            None => json!({"op": "remove", "path": path}),
-        })
-        .collect();
-    if let Some(a) = active {
-        ops.push(json!({"op": "replace", "path": "active", "value": a}));
+        .filter_map(|&field| attribute(field, f.get(field), enterprise, manager, dialect));
+    let mut ops: Vec<Value> = Vec::new();
+    let mut values = Map::new();
+    for (path, value) in attributes {
+        match value {
+            None => ops.push(json!({"op": op("remove", dialect), "path": path})),
+            Some(v) if dialect == ScimDialect::Entra2020 => {
+                values.insert(path, v);
+            }
+            Some(v) => ops.push(json!({"op": op("replace", dialect), "path": path, "value": v})),
+        }
+    }
+    match (active, dialect) {
+        (Some(a), ScimDialect::Entra2020) => {
+            values.insert("active".into(), json!(a));
+        }
+        (Some(a), _) => ops.push(
+            json!({"op": op("replace", dialect), "path": "active", "value": active_value(a, dialect)}),
+        ),
+        (None, _) => {}
+    }
+    if !values.is_empty() {
+        ops.push(json!({"op": "replace", "value": values}));
     }
     (!ops.is_empty()).then(|| json!({"schemas": [PATCH_SCHEMA], "Operations": ops}))
+}
+
+/// The second pass's PatchOp setting a manager linked after its report.
+pub fn manager_patch(id: &str, dialect: ScimDialect) -> Value {
+    let (name, value) = match dialect {
+        ScimDialect::Rfc => ("replace", manager_value(id, dialect)),
+        // What Entra sends once the manager exists: an `Add` of the bare id.
+        ScimDialect::Entra | ScimDialect::Entra2020 => ("add", manager_value(id, dialect)),
+    };
+    json!({"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": op(name, dialect), "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": value}
+    ]})
 }
 
 /// A SCIM filter string literal: quotes and backslashes escaped.
@@ -195,13 +261,22 @@ pub(super) mod tests {
             None,
             true,
             None,
+            ScimDialect::Rfc,
         )
         .unwrap_or_default();
         let ops = body["Operations"].as_array().cloned().unwrap_or_default();
         assert_eq!(ops.len(), 2);
         assert_eq!(ops[0]["path"], format!("{ENTERPRISE_SCHEMA}:department"));
         assert_eq!(ops[1], json!({"op": "remove", "path": "name.familyName"}));
-        assert!(patch_body(&fields(), &[Field::ManagerEmail], None, false, None).is_none());
+        assert!(patch_body(
+            &fields(),
+            &[Field::ManagerEmail],
+            None,
+            false,
+            None,
+            ScimDialect::Rfc
+        )
+        .is_none());
     }
 
     #[test]
@@ -215,4 +290,58 @@ pub(super) mod tests {
     }
 
     // --- Adoption: identity is the externalId, a userName never ties two learners ---
+
+    #[test]
+    fn the_entra_dialect_sends_one_capitalised_op_per_attribute_with_a_path() {
+        let body = patch_body(
+            &fields(),
+            &[Field::Email, Field::Department, Field::FamilyName],
+            Some(false),
+            true,
+            None,
+            ScimDialect::Entra,
+        )
+        .unwrap();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "ann@example.org"},
+                {"op": "Replace", "path": format!("{ENTERPRISE_SCHEMA}:department"), "value": "R&D"},
+                {"op": "Remove", "path": "name.familyName"},
+                {"op": "Replace", "path": "active", "value": "False"},
+            ])
+        );
+        assert_eq!(
+            manager_patch("m1", ScimDialect::Entra)["Operations"],
+            json!([{"op": "Add", "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": "m1"}])
+        );
+        assert_eq!(
+            manager_patch("m1", ScimDialect::Rfc)["Operations"][0]["value"],
+            json!({"value": "m1"})
+        );
+    }
+
+    #[test]
+    fn the_entra_2020_dialect_sets_values_in_one_no_path_replace() {
+        let body = patch_body(
+            &fields(),
+            &[Field::Email, Field::EmployeeId, Field::FamilyName],
+            Some(true),
+            true,
+            None,
+            ScimDialect::Entra2020,
+        )
+        .unwrap();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "remove", "path": "name.familyName"},
+                {"op": "replace", "value": {
+                    "emails[type eq \"work\"].value": "ann@example.org",
+                    format!("{ENTERPRISE_SCHEMA}:employeeNumber"): "42",
+                    "active": true,
+                }},
+            ])
+        );
+    }
 }

@@ -342,4 +342,101 @@ mod tests {
             );
         }
     }
+
+    /// A provider on 127.0.0.1 that moved below `/new`: everything else answers 307
+    /// there (or, for `/away`, to `elsewhere`). Returns its base and what it was sent.
+    async fn moved(elsewhere: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let log = log.clone();
+            let elsewhere = elsewhere.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock().unwrap().push(format!("{} {auth}", uri.path()));
+                let path = uri.path().to_string();
+                if let Some(rest) = path.strip_prefix("/new") {
+                    return (StatusCode::OK, format!("{{\"at\": \"{rest}\"}}")).into_response();
+                }
+                let to = match path.strip_prefix("/away") {
+                    Some(rest) => format!("{elsewhere}{rest}"),
+                    None => format!("/new{path}"),
+                };
+                (StatusCode::TEMPORARY_REDIRECT, [("location", to)], "").into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, seen)
+    }
+
+    fn client(base: &str) -> ScimClient {
+        ScimClient::new(
+            reqwest::Url::parse(base).unwrap(),
+            Secret::new("tok-1".into()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_followed_with_the_token_only_within_the_base_origin() {
+        let (other, other_seen) = moved(String::new()).await;
+        let (base, seen) = moved(other.clone()).await;
+        // Same origin: followed, and the token goes along.
+        let got = client(&base)
+            .get("ServiceProviderConfig", &[])
+            .await
+            .unwrap();
+        assert_eq!(got["at"], "/ServiceProviderConfig");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/ServiceProviderConfig Bearer tok-1",
+                "/new/ServiceProviderConfig Bearer tok-1"
+            ]
+        );
+        // Another origin: refused, with why; nothing reaches it.
+        let err = client(&format!("{base}/away"))
+            .send_user(Method::PATCH, "u1", Some(&serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert!(!err.is_per_user());
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "redirected to {other}, another origin than the configured {base}"
+            )),
+            "{text}"
+        );
+        assert!(other_seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_id_is_one_escaped_segment_below_users() {
+        let base = reqwest::Url::parse("https://lms.example.com/scim/v2/").unwrap();
+        let url = |id: &str| user_url(&base, id).map(|u| u.to_string());
+        assert_eq!(
+            url("u1").unwrap(),
+            "https://lms.example.com/scim/v2/Users/u1"
+        );
+        assert_eq!(
+            url("../u1").unwrap(),
+            "https://lms.example.com/scim/v2/Users/..%2Fu1"
+        );
+        assert_eq!(
+            url("a/b?c#d%2e").unwrap(),
+            "https://lms.example.com/scim/v2/Users/a%2Fb%3Fc%23d%252e"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(url(bad).is_err(), "{bad:?}");
+        }
+    }
 }

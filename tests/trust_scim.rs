@@ -214,3 +214,28 @@ fn a_new_scim_url_never_reuses_the_old_providers_ids_and_never_touches_its_users
     assert_eq!(b.state().users[&bob], bob_before);
     assert_eq!(b.requests("POST").len(), 1);
 }
+
+#[test]
+fn on_a_new_scim_url_a_learner_the_new_provider_already_holds_is_adopted_there() {
+    let a = ScimMock::start(TOKEN);
+    let b = ScimMock::start(TOKEN);
+    let env = setup(&a.base());
+    env.write("hr.csv", &csv(&[(1, "Sales")]));
+    assert_code(&run(&env, &["sync"]), 0);
+    let old_id = a.user("E1")["id"].as_str().unwrap().to_string();
+    // On B, another person at E1's old id, and E1 itself (say, migrated) at another.
+    let bob = b.add_user(json!({"userName": "bob@other.io", "externalId": "B-77", "active": true}));
+    assert_eq!(bob, old_id);
+    let bob_before = b.state().users[&bob].clone();
+    let e1_on_b = b.add_user(json!({"userName": "user1@x.io", "externalId": "E1", "active": true}));
+
+    config(&env, &b.base());
+    env.write("hr.csv", &csv(&[(1, "Legal")]));
+    assert_code(&run(&env, &["sync"]), 0);
+    assert_eq!(b.state().users[&bob], bob_before);
+    assert!(b.requests("POST").is_empty(), "adopted, not duplicated");
+    let e1 = b.user("E1");
+    assert_eq!(e1["id"], e1_on_b.as_str());
+    assert_eq!(e1[ENTERPRISE]["department"], "Legal");
+    assert_eq!(e1["name"]["givenName"], "Given1");
+}

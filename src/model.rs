@@ -17,62 +17,184 @@ pub struct LearnerFields {
     pub manager_email: Option<String>,
 }
 
+/// A managed learner column. The one list of them: the store columns, the plan's
+/// diff, the CSV header and the SCIM attributes all follow `Field::ALL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    UserName,
+    Email,
+    GivenName,
+    FamilyName,
+    DisplayName,
+    Department,
+    JobTitle,
+    EmployeeId,
+    ManagerEmail,
+}
+
+/// Where a column lives in a SCIM User resource (RFC 7643 section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimPath {
+    /// A core attribute: `userName`, or a sub-attribute such as `name.givenName`.
+    Core(&'static str),
+    /// An attribute of the enterprise extension, sent only when the provider announces it.
+    Enterprise(&'static str),
+}
+
+impl Field {
+    /// Every managed column, in schema order.
+    pub const ALL: [Field; 9] = [
+        Field::UserName,
+        Field::Email,
+        Field::GivenName,
+        Field::FamilyName,
+        Field::DisplayName,
+        Field::Department,
+        Field::JobTitle,
+        Field::EmployeeId,
+        Field::ManagerEmail,
+    ];
+
+    /// The column's name: in the stores, the CSV header and a plan's changes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::UserName => "user_name",
+            Field::Email => "email",
+            Field::GivenName => "given_name",
+            Field::FamilyName => "family_name",
+            Field::DisplayName => "display_name",
+            Field::Department => "department",
+            Field::JobTitle => "job_title",
+            Field::EmployeeId => "employee_id",
+            Field::ManagerEmail => "manager_email",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Where the column goes in a SCIM User. `emails` carries the address as the
+    /// primary work entry; `manager` is a reference to the manager's SCIM id.
+    pub const fn scim(self) -> ScimPath {
+        match self {
+            Field::UserName => ScimPath::Core("userName"),
+            Field::Email => ScimPath::Core("emails"),
+            Field::GivenName => ScimPath::Core("name.givenName"),
+            Field::FamilyName => ScimPath::Core("name.familyName"),
+            Field::DisplayName => ScimPath::Core("displayName"),
+            Field::Department => ScimPath::Enterprise("department"),
+            Field::JobTitle => ScimPath::Core("title"),
+            Field::EmployeeId => ScimPath::Enterprise("employeeNumber"),
+            Field::ManagerEmail => ScimPath::Enterprise("manager"),
+        }
+    }
+
+    /// Whether values compare case-insensitively (email addresses do).
+    pub const fn case_insensitive(self) -> bool {
+        matches!(self, Field::Email | Field::ManagerEmail)
+    }
+
+    /// `before`, the column names and `after`, comma-separated: a SQL column list.
+    pub fn column_list(before: &[&str], after: &[&str]) -> String {
+        let names = Field::ALL.map(Field::name);
+        [before, &names[..], after].concat().join(", ")
+    }
+}
+
 /// Names of the managed columns, in schema order.
-pub const FIELD_NAMES: [&str; 9] = [
-    "user_name",
-    "email",
-    "given_name",
-    "family_name",
-    "display_name",
-    "department",
-    "job_title",
-    "employee_id",
-    "manager_email",
-];
+pub const FIELD_NAMES: [&str; 9] = {
+    let mut names = [""; 9];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Field::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 impl LearnerFields {
-    /// The value of a managed column by name (`user_name` is never null).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        match name {
-            "user_name" => Some(self.user_name.as_str()),
-            "email" => self.email.as_deref(),
-            "given_name" => self.given_name.as_deref(),
-            "family_name" => self.family_name.as_deref(),
-            "display_name" => self.display_name.as_deref(),
-            "department" => self.department.as_deref(),
-            "job_title" => self.job_title.as_deref(),
-            "employee_id" => self.employee_id.as_deref(),
-            "manager_email" => self.manager_email.as_deref(),
-            _ => None,
+    /// The value of a managed column (`user_name` is never null).
+    pub fn get(&self, field: Field) -> Option<&str> {
+        match field {
+            Field::UserName => Some(self.user_name.as_str()),
+            Field::Email => self.email.as_deref(),
+            Field::GivenName => self.given_name.as_deref(),
+            Field::FamilyName => self.family_name.as_deref(),
+            Field::DisplayName => self.display_name.as_deref(),
+            Field::Department => self.department.as_deref(),
+            Field::JobTitle => self.job_title.as_deref(),
+            Field::EmployeeId => self.employee_id.as_deref(),
+            Field::ManagerEmail => self.manager_email.as_deref(),
         }
+    }
+
+    /// The slot of a nullable column (`None` for `user_name`, which is never null).
+    fn optional_mut(&mut self, field: Field) -> Option<&mut Option<String>> {
+        match field {
+            Field::UserName => None,
+            Field::Email => Some(&mut self.email),
+            Field::GivenName => Some(&mut self.given_name),
+            Field::FamilyName => Some(&mut self.family_name),
+            Field::DisplayName => Some(&mut self.display_name),
+            Field::Department => Some(&mut self.department),
+            Field::JobTitle => Some(&mut self.job_title),
+            Field::EmployeeId => Some(&mut self.employee_id),
+            Field::ManagerEmail => Some(&mut self.manager_email),
+        }
+    }
+
+    /// Set a column (a null `user_name` is the empty string).
+    pub fn set(&mut self, field: Field, value: Option<String>) {
+        match self.optional_mut(field) {
+            Some(slot) => *slot = value,
+            None => self.user_name = value.unwrap_or_default(),
+        }
+    }
+
+    /// Built from the columns given in `Field::ALL` order, e.g. a store row's.
+    pub fn try_from_columns<E>(
+        mut column: impl FnMut(usize, Field) -> Result<Option<String>, E>,
+    ) -> Result<LearnerFields, E> {
+        let mut fields = LearnerFields::default();
+        for (i, field) in Field::ALL.into_iter().enumerate() {
+            fields.set(field, column(i, field)?);
+        }
+        Ok(fields)
     }
 
     /// Trim every value and turn blanks into nulls, so that `" x "` and `"x"` (or `""`
     /// and a missing value) never count as a change.
     pub fn normalized(mut self) -> Self {
         self.user_name = self.user_name.trim().to_string();
-        for slot in [
-            &mut self.email,
-            &mut self.given_name,
-            &mut self.family_name,
-            &mut self.display_name,
-            &mut self.department,
-            &mut self.job_title,
-            &mut self.employee_id,
-            &mut self.manager_email,
-        ] {
-            *slot = slot
-                .take()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty());
+        for field in Field::ALL {
+            if let Some(slot) = self.optional_mut(field) {
+                *slot = slot
+                    .take()
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty());
+            }
         }
         self
     }
 }
 
-/// Whether a column compares case-insensitively (email addresses do).
-pub fn case_insensitive(field: &str) -> bool {
-    matches!(field, "email" | "manager_email")
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_read_and_written_by_its_own_slot() {
+        let mut f = LearnerFields::default();
+        for field in Field::ALL {
+            f.set(field, Some(field.name().to_string()));
+        }
+        for field in Field::ALL {
+            assert_eq!(f.get(field), Some(field.name()));
+            assert_eq!(Field::parse(field.name()), Some(field));
+        }
+        assert_eq!(FIELD_NAMES, Field::ALL.map(Field::name));
+    }
 }
 
 /// Why a directory says a user should not be an active learner.

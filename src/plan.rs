@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::mapping::Desired;
-use crate::model::{case_insensitive, DeactivationReason, Learner, LearnerFields, FIELD_NAMES};
+use crate::model::{DeactivationReason, Field, Learner, LearnerFields};
 
 /// One changed column, with its old and new value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -233,16 +233,16 @@ impl Planner {
 
 /// The columns that differ, in schema order. Emails compare case-insensitively.
 pub fn diff(before: &LearnerFields, after: &LearnerFields) -> Vec<FieldChange> {
-    FIELD_NAMES
-        .iter()
-        .filter_map(|name| {
-            let (b, a) = (before.get(name), after.get(name));
+    Field::ALL
+        .into_iter()
+        .filter_map(|field| {
+            let (b, a) = (before.get(field), after.get(field));
             let same = match (b, a) {
-                (Some(b), Some(a)) if case_insensitive(name) => b.eq_ignore_ascii_case(a),
+                (Some(b), Some(a)) if field.case_insensitive() => b.eq_ignore_ascii_case(a),
                 _ => b == a,
             };
             (!same).then(|| FieldChange {
-                field: name.to_string(),
+                field: field.name().to_string(),
                 before: b.map(str::to_string),
                 after: a.map(str::to_string),
             })

@@ -66,6 +66,7 @@ pub enum StoreConfig {
         token: SecretRef,
         concurrency: usize,
         deactivate: ScimDeactivate,
+        dialect: ScimDialect,
     },
 }
 
@@ -73,6 +74,19 @@ pub enum StoreConfig {
 pub enum ScimDeactivate {
     Patch,
     Delete,
+}
+
+/// The shape of the PATCH requests a SCIM store sends (`[store] dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimDialect {
+    /// RFC 7644 section 3.5.2: lowercase ops, boolean `active`, complex values.
+    Rfc,
+    /// What Entra's provisioning sends by default: one op per attribute with a path,
+    /// capitalised ops, `emails[type eq "work"].value`, `active` as "True"/"False".
+    Entra,
+    /// Entra with `aadOptscim062020`: lowercase ops, one no-path `replace` of every
+    /// set attribute (dotted keys), boolean `active`.
+    Entra2020,
 }
 
 #[derive(Debug, Clone)]
@@ -399,12 +413,13 @@ impl Validator<'_> {
     fn store(&self, raw: S<raw::RawStore>) -> Result<StoreConfig, ConfigError> {
         let s = raw.get_ref();
         let only = |allowed: &[&str]| -> Result<(), ConfigError> {
-            let present: [(&str, Option<std::ops::Range<usize>>); 5] = [
+            let present: [(&str, Option<std::ops::Range<usize>>); 6] = [
                 ("path", s.path.as_ref().map(|v| v.span())),
                 ("url", s.url.as_ref().map(|v| v.span())),
                 ("token", s.token.as_ref().map(|v| v.span())),
                 ("concurrency", s.concurrency.as_ref().map(|v| v.span())),
                 ("deactivate", s.deactivate.as_ref().map(|v| v.span())),
+                ("dialect", s.dialect.as_ref().map(|v| v.span())),
             ];
             for (key, at) in present {
                 if let (Some(at), false) = (at, allowed.contains(&key)) {
@@ -427,7 +442,7 @@ impl Validator<'_> {
                 Ok(StoreConfig::Sqlite { path })
             }
             "scim" => {
-                only(&["url", "token", "concurrency", "deactivate"])?;
+                only(&["url", "token", "concurrency", "deactivate", "dialect"])?;
                 let url = s
                     .url
                     .as_ref()
@@ -461,11 +476,29 @@ impl Validator<'_> {
                         }
                     },
                 };
+                // "rfc" stays the default for now; Entra's dialect is what the
+                // platforms' endpoints were built for (issue 15).
+                let dialect = match s.dialect.as_ref() {
+                    None => ScimDialect::Rfc,
+                    Some(v) => match v.get_ref().as_str() {
+                        "rfc" => ScimDialect::Rfc,
+                        "entra" => ScimDialect::Entra,
+                        "entra-2020" => ScimDialect::Entra2020,
+                        _ => {
+                            return Err(self.err(
+                                v,
+                                "store.dialect",
+                                "must be \"entra\", \"entra-2020\" or \"rfc\"",
+                            ))
+                        }
+                    },
+                };
                 Ok(StoreConfig::Scim {
                     url,
                     token,
                     concurrency,
                     deactivate,
+                    dialect,
                 })
             }
             _ => Err(self.err(&s.kind, "store.kind", "must be \"sqlite\" or \"scim\"")),

@@ -46,6 +46,7 @@ pub struct RawStore {
     pub token: Option<S<toml::Value>>,
     pub concurrency: Option<S<i64>>,
     pub deactivate: Option<S<String>>,
+    pub dialect: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,19 +74,23 @@ impl Store {
                 token,
                 concurrency,
                 deactivate,
+                dialect,
             } => {
                 let token = token
                     .resolve()
                     .map_err(|e| StoreError::Other(format!("[store] token: {e}")))?;
-                Ok(Store::Scim(scim::ScimStore::open(
-                    url,
-                    token,
-                    sync.request_timeout,
-                    *concurrency,
-                    *deactivate,
-                    state_db,
-                    read_only,
-                )?))
+                Ok(Store::Scim(
+                    scim::ScimStore::open(
+                        url,
+                        token,
+                        sync.request_timeout,
+                        *concurrency,
+                        *deactivate,
+                        state_db,
+                        read_only,
+                    )?
+                    .with_dialect(*dialect),
+                ))
             }
         }
     }

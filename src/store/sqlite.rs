@@ -10,7 +10,7 @@ use rusqlite_migration::{Migrations, M};
 use super::{ApplyReport, StoreError};
 use crate::check::CheckLine;
 use crate::db;
-use crate::model::{Learner, LearnerFields};
+use crate::model::{Field, Learner, LearnerFields};
 use crate::plan::Operation;
 
 /// Append-only. The `learners` table is read by other programs: never change a column.
@@ -57,23 +57,15 @@ INSERT INTO learner_sync_store (generation) VALUES (lower(hex(randomblob(16))));
     ])
 }
 
-const LEARNER_COLUMNS: &str = "external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active";
+fn learner_columns() -> String {
+    Field::column_list(&["external_id"], &["active"])
+}
 
 fn learner_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Learner> {
     Ok(Learner {
         external_id: r.get(0)?,
-        fields: LearnerFields {
-            user_name: r.get(1)?,
-            email: r.get(2)?,
-            given_name: r.get(3)?,
-            family_name: r.get(4)?,
-            display_name: r.get(5)?,
-            department: r.get(6)?,
-            job_title: r.get(7)?,
-            employee_id: r.get(8)?,
-            manager_email: r.get(9)?,
-        },
-        active: r.get::<_, i64>(10)? == 1,
+        fields: LearnerFields::try_from_columns(|i, _| r.get(1 + i))?,
+        active: r.get::<_, i64>(1 + Field::ALL.len())? == 1,
     })
 }
 
@@ -148,7 +140,8 @@ impl SqliteStore {
         };
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {LEARNER_COLUMNS} FROM learners WHERE directory = ?1"
+                "SELECT {} FROM learners WHERE directory = ?1",
+                learner_columns()
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -171,7 +164,8 @@ impl SqliteStore {
         };
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {LEARNER_COLUMNS} FROM learners WHERE directory = ?1 AND external_id = ?2"
+                "SELECT {} FROM learners WHERE directory = ?1 AND external_id = ?2",
+                learner_columns()
             ))
             .map_err(|e| self.err(e))?;
         for id in ids {

@@ -39,6 +39,12 @@ pub struct MockState {
     pub revoke_after_creates: Option<usize>,
     /// userNames refused with 400 invalidValue.
     pub refuse: BTreeSet<String>,
+    /// Every request answers `307` to this base plus the request's path and query.
+    pub redirect_to: Option<String>,
+    /// PATCH accepts only what Entra's provisioning sends by default (api-notes.md):
+    /// one op per attribute with a path, `Add`/`Replace`/`Remove`, the work email as
+    /// `emails[type eq "work"].value`, `active` as "True"/"False", the manager a bare id.
+    pub entra_patch_only: bool,
     pub log: Vec<Logged>,
 }
 
@@ -63,6 +69,8 @@ impl ScimMock {
             lagging_index: BTreeSet::new(),
             refuse: BTreeSet::new(),
             revoke_after_creates: None,
+            redirect_to: None,
+            entra_patch_only: false,
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -112,6 +120,13 @@ impl ScimMock {
 
     pub fn state(&self) -> MutexGuard<'_, MockState> {
         self.state.lock().expect("mock state")
+    }
+
+    /// Add a user with the id given (as the provider would hand it out, unescaped).
+    pub fn add_user_with_id(&self, id: &str, mut user: Value) {
+        user["id"] = json!(id);
+        user["meta"] = json!({"resourceType": "User", "version": "W/\"1\""});
+        self.state().users.insert(id.to_string(), user);
     }
 
     pub fn add_user(&self, user: Value) -> String {
@@ -232,7 +247,96 @@ fn set_path(user: &mut Value, path: &str, value: Option<Value>) {
     }
 }
 
+/// Entra's default PATCH operations, checked strictly and turned into the RFC form
+/// the mock applies; anything else is refused with why.
+fn entra_ops(ops: &[Value]) -> Result<Vec<Value>, String> {
+    let manager = format!("{ENTERPRISE}:manager");
+    let mut out = Vec::new();
+    for op in ops {
+        let name = op["op"].as_str().unwrap_or_default();
+        let lower = match name {
+            "Add" => "add",
+            "Replace" => "replace",
+            "Remove" => "remove",
+            other => return Err(format!("op {other:?}: Entra sends Add, Replace or Remove")),
+        };
+        let Some(path) = op["path"].as_str().filter(|p| !p.is_empty()) else {
+            return Err(format!("an op without a path: {op}"));
+        };
+        let value = &op["value"];
+        let rfc_value = if lower == "remove" {
+            Value::Null
+        } else if path == "active" {
+            match value.as_str() {
+                Some("True") => json!(true),
+                Some("False") => json!(false),
+                _ => return Err(format!("active {value}: Entra sends \"True\" or \"False\"")),
+            }
+        } else if path == manager {
+            match value.as_str() {
+                Some(id) => json!({ "value": id }),
+                None => return Err(format!("manager {value}: Entra sends the bare id")),
+            }
+        } else if path.starts_with("emails") {
+            match (path, value.as_str()) {
+                ("emails[type eq \"work\"].value", Some(v)) => {
+                    json!([{"value": v, "type": "work", "primary": true}])
+                }
+                _ => {
+                    return Err(format!(
+                        "{path} {value}: Entra sends emails[type eq \"work\"].value"
+                    ))
+                }
+            }
+        } else if value.is_string() {
+            value.clone()
+        } else {
+            return Err(format!("{path} {value}: Entra sends a string"));
+        };
+        let path = if path.starts_with("emails") {
+            "emails"
+        } else {
+            path
+        };
+        out.push(json!({"op": lower, "path": path, "value": rfc_value}));
+    }
+    Ok(out)
+}
+
+/// A path segment's percent-escapes decoded, as a provider reads an id from its URL.
+fn decode_segment(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]) -> Response {
+    if let Some(to) = &s.redirect_to {
+        let location = format!("{to}{uri}");
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", location.as_str())],
+            "",
+        )
+            .into_response();
+    }
     if auth != format!("Bearer {}", s.token) || s.revoke_after_creates == Some(0) {
         return error(401, None, "Authorization failure");
     }
@@ -332,7 +436,7 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
             scim(201, s.users[&id].clone())
         }
         (m, p) if p.starts_with("/Users/") => {
-            let id = p.trim_start_matches("/Users/").to_string();
+            let id = decode_segment(p.trim_start_matches("/Users/"));
             let Some(existing) = s.users.get(&id).cloned() else {
                 return error(404, None, &format!("Resource {id} not found"));
             };
@@ -373,11 +477,17 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
                         );
                     }
                     let mut user = existing;
-                    for op in json_body["Operations"]
+                    let mut ops = json_body["Operations"]
                         .as_array()
                         .cloned()
-                        .unwrap_or_default()
-                    {
+                        .unwrap_or_default();
+                    if s.entra_patch_only {
+                        match entra_ops(&ops) {
+                            Ok(rfc) => ops = rfc,
+                            Err(why) => return error(400, Some("invalidSyntax"), &why),
+                        }
+                    }
+                    for op in ops {
                         let path = op["path"].as_str().unwrap_or_default();
                         match op["op"].as_str() {
                             Some("replace") | Some("add") => {

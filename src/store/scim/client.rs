@@ -98,7 +98,7 @@ impl ScimClient {
         token: Secret,
         request_timeout: Duration,
     ) -> Result<Self, String> {
-        let http = crate::http::client(request_timeout)?;
+        let http = http_client(&base, request_timeout)?;
         Ok(ScimClient {
             http,
             base,
@@ -127,7 +127,8 @@ impl ScimClient {
             .map(|v| v.unwrap_or(Value::Null))
     }
 
-    /// Send one request, retrying 429 and 5xx. `Ok(None)` for an empty body (204).
+    /// Send one request to an endpoint below the base (`Users`, `ServiceProviderConfig`).
+    /// `Ok(None)` for an empty body (204).
     pub async fn send(
         &self,
         method: Method,
@@ -135,8 +136,33 @@ impl ScimClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Option<Value>, ScimError> {
-        let url = self.url(path, query);
         let shown = format!("/{}", path.trim_start_matches('/'));
+        self.send_to(method, self.url(path, query), shown, body)
+            .await
+    }
+
+    /// Send one request to the User resource with this SCIM id. The id is one path
+    /// segment, escaped: whatever the provider put in it (`/`, `?`, `%`), the request
+    /// goes to `{base}/Users/{id}` and never to another resource or host.
+    pub async fn send_user(
+        &self,
+        method: Method,
+        id: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ScimError> {
+        let url = user_url(&self.base, id)?;
+        self.send_to(method, url, format!("/Users/{id}"), body)
+            .await
+    }
+
+    /// Send one request, retrying 429 and 5xx.
+    async fn send_to(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        shown: String,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ScimError> {
         let mut retries = Retries::new(MIN_DELAY, Duration::from_secs(30), MAX_ATTEMPTS);
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +224,65 @@ impl ScimClient {
     }
 }
 
+/// `{base}/Users/{id}`, the id escaped as one segment. An id that cannot name a
+/// resource that way (empty, `.` or `..`, which URLs resolve away) is malformed.
+pub fn user_url(base: &reqwest::Url, id: &str) -> Result<reqwest::Url, ScimError> {
+    if matches!(id, "" | "." | "..") {
+        return Err(ScimError::Malformed {
+            path: "/Users".to_string(),
+            detail: format!("the SCIM id {id:?} cannot name a resource"),
+        });
+    }
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| ScimError::Malformed {
+            path: "/Users".to_string(),
+            detail: "the SCIM base cannot have a path".to_string(),
+        })?
+        .pop_if_empty()
+        .push("Users")
+        .push(id);
+    Ok(url)
+}
+
+/// Redirects are followed only within the base's origin (scheme, host and port): the
+/// bearer token and the learners' data never go to a host the admin did not configure.
+const MAX_REDIRECTS: usize = 10;
+
+/// A redirect to another origin, refused.
+#[derive(Debug, thiserror::Error)]
+#[error("the SCIM provider redirected to {to}, another origin than the configured {from}; not followed (the token is only sent to [store] url's origin)")]
+struct OffOrigin {
+    from: String,
+    to: String,
+}
+
+fn http_client(base: &reqwest::Url, timeout: Duration) -> Result<reqwest::Client, String> {
+    let origin = base.origin();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        let to = attempt.url().origin();
+        if to != origin {
+            let error = OffOrigin {
+                from: origin.ascii_serialization(),
+                to: to.ascii_serialization(),
+            };
+            attempt.error(error)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    });
+    // The settings of `crate::http::client`, plus the redirect policy.
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(30)))
+        .timeout(timeout)
+        .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
+        .redirect(policy)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// A SCIM error body (`urn:ietf:params:scim:api:messages:2.0:Error`) into an error.
 fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError {
     let parsed: Option<Value> = serde_json::from_slice(&body.bytes).ok();
@@ -255,6 +340,103 @@ mod tests {
                 !status_error(s, &body(b""), "GET", "/Users").is_per_user(),
                 "{s}"
             );
+        }
+    }
+
+    /// A provider on 127.0.0.1 that moved below `/new`: everything else answers 307
+    /// there (or, for `/away`, to `elsewhere`). Returns its base and what it was sent.
+    async fn moved(elsewhere: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+            let log = log.clone();
+            let elsewhere = elsewhere.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock().unwrap().push(format!("{} {auth}", uri.path()));
+                let path = uri.path().to_string();
+                if let Some(rest) = path.strip_prefix("/new") {
+                    return (StatusCode::OK, format!("{{\"at\": \"{rest}\"}}")).into_response();
+                }
+                let to = match path.strip_prefix("/away") {
+                    Some(rest) => format!("{elsewhere}{rest}"),
+                    None => format!("/new{path}"),
+                };
+                (StatusCode::TEMPORARY_REDIRECT, [("location", to)], "").into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, seen)
+    }
+
+    fn client(base: &str) -> ScimClient {
+        ScimClient::new(
+            reqwest::Url::parse(base).unwrap(),
+            Secret::new("tok-1".into()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_followed_with_the_token_only_within_the_base_origin() {
+        let (other, other_seen) = moved(String::new()).await;
+        let (base, seen) = moved(other.clone()).await;
+        // Same origin: followed, and the token goes along.
+        let got = client(&base)
+            .get("ServiceProviderConfig", &[])
+            .await
+            .unwrap();
+        assert_eq!(got["at"], "/ServiceProviderConfig");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/ServiceProviderConfig Bearer tok-1",
+                "/new/ServiceProviderConfig Bearer tok-1"
+            ]
+        );
+        // Another origin: refused, with why; nothing reaches it.
+        let err = client(&format!("{base}/away"))
+            .send_user(Method::PATCH, "u1", Some(&serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert!(!err.is_per_user());
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "redirected to {other}, another origin than the configured {base}"
+            )),
+            "{text}"
+        );
+        assert!(other_seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_id_is_one_escaped_segment_below_users() {
+        let base = reqwest::Url::parse("https://lms.example.com/scim/v2/").unwrap();
+        let url = |id: &str| user_url(&base, id).map(|u| u.to_string());
+        assert_eq!(
+            url("u1").unwrap(),
+            "https://lms.example.com/scim/v2/Users/u1"
+        );
+        assert_eq!(
+            url("../u1").unwrap(),
+            "https://lms.example.com/scim/v2/Users/..%2Fu1"
+        );
+        assert_eq!(
+            url("a/b?c#d%2e").unwrap(),
+            "https://lms.example.com/scim/v2/Users/a%2Fb%3Fc%23d%252e"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(url(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
-use crate::model::{Learner, LearnerFields};
+use crate::model::{Field, Learner, LearnerFields};
 use crate::store::StoreError;
 
 /// Append-only.
@@ -62,6 +62,14 @@ CREATE TABLE scim_runs (
     PRIMARY KEY (run_key, external_id)
 ) WITHOUT ROWID;",
         ),
+        // The provider the links are to (see `provider_key`): SCIM ids mean nothing on
+        // another provider, where one may name another person's account.
+        M::up(
+            "CREATE TABLE scim_provider (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    base TEXT NOT NULL
+);",
+        ),
     ])
 }
 
@@ -78,6 +86,30 @@ pub fn mirror_path(state_db: &Path) -> PathBuf {
 pub struct Mirror {
     conn: Option<Connection>,
     path: PathBuf,
+    /// Set when the links were made on another provider than the configured one.
+    provider_change: Option<Box<ProviderChange>>,
+    /// Read-only with another provider's links: they read as none.
+    hide_links: bool,
+}
+
+/// The SCIM `url` changed since the mirror's links were made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderChange {
+    /// The provider the links were made on, and the configured one (see `provider_key`).
+    pub from: String,
+    pub to: String,
+    /// Learners that were linked to resources of `from`.
+    pub unlinked: i64,
+}
+
+/// What identifies a provider: the base's origin (scheme, host, port) and path, without
+/// credentials, query or a trailing slash.
+pub fn provider_key(base: &reqwest::Url) -> String {
+    format!(
+        "{}{}",
+        base.origin().ascii_serialization(),
+        base.path().trim_end_matches('/')
+    )
 }
 
 /// One mirrored learner: its SCIM id and what the provider was last told.
@@ -89,18 +121,97 @@ pub struct Linked {
 }
 
 impl Mirror {
-    pub fn open(path: &Path, read_only: bool) -> Result<Mirror, StoreError> {
+    /// Open the mirror of the provider `provider` (a `provider_key`). Links made on
+    /// another provider are never used: opened for writing, they are dropped and the
+    /// mirror is bound to `provider`; read-only (a dry run), the mirror reads as empty.
+    /// Either way each learner is then resolved again by lookup on `provider`.
+    pub fn open(path: &Path, read_only: bool, provider: &str) -> Result<Mirror, StoreError> {
         // NORMAL in WAL mode: a row survives the process being killed; a power loss may
         // lose the last rows, and the next run re-links those users by lookup.
         let conn = crate::store::sqlite::open_file(path, read_only, "NORMAL", &migrations())?;
-        let mirror = Mirror {
+        let mut mirror = Mirror {
             conn,
             path: path.to_path_buf(),
+            provider_change: None,
+            hide_links: false,
         };
+        mirror.bind(provider, read_only)?;
         if !read_only {
             mirror.unlink_shared()?;
         }
         Ok(mirror)
+    }
+
+    /// Whether the links are to another provider than the configured one.
+    pub fn provider_change(&self) -> Option<&ProviderChange> {
+        self.provider_change.as_deref()
+    }
+
+    /// Check (and, writable, record) which provider the links are to.
+    fn bind(&mut self, provider: &str, read_only: bool) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let bound = conn
+            .query_row("SELECT base FROM scim_provider WHERE id = 1", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional();
+        let bound = match bound {
+            Ok(bound) => bound,
+            // A read-only mirror an older version made has no such table: unbound.
+            Err(_) if read_only => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        let from = match bound {
+            Some(from) if from == provider => return Ok(()),
+            Some(from) => from,
+            // Made before mirrors were bound, or new: the links are the configured
+            // provider's (the only one a mirror could have been used with).
+            None if read_only => return Ok(()),
+            None => {
+                return conn
+                    .execute(
+                        "INSERT INTO scim_provider (id, base) VALUES (1, ?1)",
+                        [provider],
+                    )
+                    .map(|_| ())
+                    .map_err(|e| self.err(e));
+            }
+        };
+        let unlinked: i64 = conn
+            .query_row("SELECT count(*) FROM scim_learners", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        tracing::warn!(
+            from,
+            to = provider,
+            unlinked,
+            "the SCIM url changed: the mirror's links are the old provider's resource ids and are not reused; every learner is looked up on the new provider (adopted by externalId or userName) or created"
+        );
+        if !read_only {
+            let tx = conn.unchecked_transaction().map_err(|e| self.err(e))?;
+            tx.execute("DELETE FROM scim_learners", [])
+                .and_then(|_| {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO scim_provider (id, base) VALUES (1, ?1)",
+                        [provider],
+                    )
+                })
+                .map_err(|e| self.err(e))?;
+            tx.commit().map_err(|e| self.err(e))?;
+        }
+        self.hide_links = read_only;
+        self.provider_change = Some(Box::new(ProviderChange {
+            from,
+            to: provider.to_string(),
+            unlinked,
+        }));
+        Ok(())
+    }
+
+    /// The connection for reading links: none when they are another provider's.
+    fn links_conn(&self) -> Option<&Connection> {
+        self.conn.as_ref().filter(|_| !self.hide_links)
     }
 
     /// Unlink every learner whose SCIM id another learner shares too (left by a version
@@ -144,7 +255,7 @@ impl Mirror {
 
     /// The learner linked to each SCIM id, over every directory.
     pub fn owners(&self) -> Result<HashMap<String, Owner>, StoreError> {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.links_conn() else {
             return Ok(HashMap::new());
         };
         conn.prepare("SELECT scim_id, directory, external_id FROM scim_learners")
@@ -190,21 +301,21 @@ impl Mirror {
         directory: &str,
         visit: &mut dyn FnMut(Learner),
     ) -> Result<(), StoreError> {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.links_conn() else {
             return Ok(());
         };
         let mut stmt = conn
-            .prepare(
-                "SELECT external_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
-                 FROM scim_learners WHERE directory = ?1",
-            )
+            .prepare(&format!(
+                "SELECT {} FROM scim_learners WHERE directory = ?1",
+                Field::column_list(&["external_id"], &["active"])
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([directory], |r| {
                 Ok(Learner {
                     external_id: r.get(0)?,
                     fields: fields_from(r, 1)?,
-                    active: r.get::<_, i64>(10)? == 1,
+                    active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -215,18 +326,20 @@ impl Mirror {
     }
 
     pub fn get(&self, directory: &str, external_id: &str) -> Result<Option<Linked>, StoreError> {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.links_conn() else {
             return Ok(None);
         };
         conn.query_row(
-            "SELECT scim_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active
-             FROM scim_learners WHERE directory = ?1 AND external_id = ?2",
+            &format!(
+                "SELECT {} FROM scim_learners WHERE directory = ?1 AND external_id = ?2",
+                Field::column_list(&["scim_id"], &["active"])
+            ),
             params![directory, external_id],
             |r| {
                 Ok(Linked {
                     scim_id: r.get(0)?,
                     fields: fields_from(r, 1)?,
-                    active: r.get::<_, i64>(10)? == 1,
+                    active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             },
         )
@@ -255,38 +368,40 @@ impl Mirror {
         let f = &linked.fields;
         // One statement, so that the check and the write cannot be split by another
         // process writing the same mirror. (`WHERE` also lets SQLite parse the upsert.)
-        let written = conn.prepare_cached(
-            "INSERT INTO scim_learners (directory, external_id, scim_id, user_name, email, given_name, family_name, display_name, department, job_title, employee_id, manager_email, active, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+        let n = Field::ALL.len();
+        // ?1 directory, ?2 external id, ?3 SCIM id, then the fields, `active` and the time.
+        let values: Vec<String> = (1..=n + 5).map(|i| format!("?{i}")).collect();
+        let updates: Vec<String> = ["scim_id"]
+            .into_iter()
+            .chain(Field::ALL.map(Field::name))
+            .chain(["active", "updated_at"])
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO scim_learners ({})
+             SELECT {}
              WHERE NOT EXISTS (SELECT 1 FROM scim_learners
                                WHERE scim_id = ?3 AND NOT (directory = ?1 AND external_id = ?2))
-             ON CONFLICT (directory, external_id) DO UPDATE SET
-                scim_id = excluded.scim_id, user_name = excluded.user_name, email = excluded.email,
-                given_name = excluded.given_name, family_name = excluded.family_name,
-                display_name = excluded.display_name, department = excluded.department,
-                job_title = excluded.job_title, employee_id = excluded.employee_id,
-                manager_email = excluded.manager_email, active = excluded.active,
-                updated_at = excluded.updated_at",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                directory,
-                external_id,
-                linked.scim_id,
-                f.user_name,
-                f.email,
-                f.given_name,
-                f.family_name,
-                f.display_name,
-                f.department,
-                f.job_title,
-                f.employee_id,
-                f.manager_email,
-                linked.active as i64,
-                crate::db::now(),
-            ])
-        })
-        .map_err(|e| self.err(e))?;
+             ON CONFLICT (directory, external_id) DO UPDATE SET {}",
+            Field::column_list(
+                &["directory", "external_id", "scim_id"],
+                &["active", "updated_at"]
+            ),
+            values.join(", "),
+            updates.join(", "),
+        );
+        let mut row: Vec<rusqlite::types::Value> = vec![
+            directory.to_string().into(),
+            external_id.to_string().into(),
+            linked.scim_id.clone().into(),
+        ];
+        row.extend(Field::ALL.map(|field| f.get(field).map(str::to_string).into()));
+        row.push((linked.active as i64).into());
+        row.push(crate::db::now().into());
+        let written = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(row)))
+            .map_err(|e| self.err(e))?;
         if written > 0 {
             if let Some(run_key) = landed {
                 tx.execute(
@@ -310,7 +425,7 @@ impl Mirror {
     /// `(userName or email, scim id)` of every linked learner of a directory, for
     /// resolving managers (emails last, so that they win).
     pub fn links(&self, directory: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let Some(conn) = &self.conn else {
+        let Some(conn) = self.links_conn() else {
             return Ok(vec![]);
         };
         let mut stmt = conn
@@ -422,7 +537,7 @@ impl Mirror {
     }
 
     pub fn count(&self) -> Result<i64, StoreError> {
-        match &self.conn {
+        match self.links_conn() {
             Some(c) => c
                 .query_row("SELECT count(*) FROM scim_learners", [], |r| r.get(0))
                 .map_err(|e| self.err(e)),
@@ -432,18 +547,11 @@ impl Mirror {
 }
 
 fn fields_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LearnerFields> {
-    Ok(LearnerFields {
-        user_name: r.get(at)?,
-        email: r.get(at + 1)?,
-        given_name: r.get(at + 2)?,
-        family_name: r.get(at + 3)?,
-        display_name: r.get(at + 4)?,
-        department: r.get(at + 5)?,
-        job_title: r.get(at + 6)?,
-        employee_id: r.get(at + 7)?,
-        manager_email: r.get(at + 8)?,
-    })
+    LearnerFields::try_from_columns(|i, _| r.get(at + i))
 }
+
+/// The index of `active` in a row of `SELECT <one column>, <the fields>, active`.
+const ACTIVE_AT: usize = 1 + Field::ALL.len();
 
 #[cfg(test)]
 mod tests {
@@ -492,7 +600,7 @@ mod tests {
     #[test]
     fn a_second_learner_is_never_linked_to_one_scim_id() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Mirror::open(&dir.path().join("m.db"), false).unwrap();
+        let m = Mirror::open(&dir.path().join("m.db"), false, "http://a").unwrap();
         assert_eq!(
             m.upsert("hr", "E1", &linked("r1", "dup@x.io"), None)
                 .unwrap(),
@@ -542,7 +650,7 @@ mod tests {
     #[test]
     fn a_write_records_its_run_landed_and_a_refused_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Mirror::open(&dir.path().join("m.db"), false).unwrap();
+        let m = Mirror::open(&dir.path().join("m.db"), false, "http://a").unwrap();
         m.begin_run("hr", "run-1").unwrap();
         assert_eq!(
             m.upsert("hr", "E1", &linked("r1", "a@x.io"), Some("run-1"))
@@ -568,7 +676,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         {
-            let m = Mirror::open(&path, false).unwrap();
+            let m = Mirror::open(&path, false, "http://a").unwrap();
             assert_eq!(
                 m.upsert("hr", "E1", &linked("r1", "dup@x.io"), None)
                     .unwrap(),
@@ -591,10 +699,78 @@ mod tests {
                 .unwrap();
         }
         // Read-only (status, --dry-run) changes nothing.
-        let ro = Mirror::open(&path, true).unwrap();
+        let ro = Mirror::open(&path, true, "http://a").unwrap();
         assert_eq!(ro.count().unwrap(), 3);
         drop(ro);
-        let m = Mirror::open(&path, false).unwrap();
+        let m = Mirror::open(&path, false, "http://a").unwrap();
         assert_eq!(rows(&m), [row("hr", "E9", "r9")]);
+    }
+
+    #[test]
+    fn links_made_on_another_provider_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            let m = Mirror::open(&path, false, "http://a/scim").unwrap();
+            assert_eq!(m.provider_change(), None);
+            assert_eq!(
+                m.upsert("hr", "E1", &linked("u1", "ann@x.io"), None)
+                    .unwrap(),
+                None
+            );
+        }
+        // Same provider: the links are used.
+        let m = Mirror::open(&path, false, "http://a/scim").unwrap();
+        assert_eq!(m.get("hr", "E1").unwrap().unwrap().scim_id, "u1");
+        drop(m);
+        // Another provider, read-only: nothing changes, nothing is read.
+        let ro = Mirror::open(&path, true, "http://b/scim").unwrap();
+        assert_eq!(ro.provider_change().map(|c| c.unlinked), Some(1));
+        assert!(ro.get("hr", "E1").unwrap().is_none());
+        assert!(ro.owners().unwrap().is_empty());
+        drop(ro);
+        assert!(Mirror::open(&path, true, "http://a/scim")
+            .unwrap()
+            .get("hr", "E1")
+            .unwrap()
+            .is_some());
+        // Writable: the links are dropped, the mirror is bound to the new provider.
+        let m = Mirror::open(&path, false, "http://b/scim").unwrap();
+        assert_eq!(
+            m.provider_change(),
+            Some(&ProviderChange {
+                from: "http://a/scim".into(),
+                to: "http://b/scim".into(),
+                unlinked: 1
+            })
+        );
+        assert_eq!(m.count().unwrap(), 0);
+        assert_eq!(
+            m.upsert("hr", "E1", &linked("u9", "ann@x.io"), None)
+                .unwrap(),
+            None
+        );
+        assert_eq!(m.get("hr", "E1").unwrap().unwrap().scim_id, "u9");
+        drop(m);
+        let m = Mirror::open(&path, false, "http://b/scim").unwrap();
+        assert_eq!(m.provider_change(), None);
+        assert_eq!(m.get("hr", "E1").unwrap().unwrap().scim_id, "u9");
+    }
+
+    #[test]
+    fn a_provider_is_its_origin_and_path_without_credentials_or_trailing_slash() {
+        let key = |u: &str| provider_key(&reqwest::Url::parse(u).unwrap());
+        assert_eq!(
+            key("https://user:pw@LMS.example.com:443/scim/v2/"),
+            "https://lms.example.com/scim/v2"
+        );
+        assert_ne!(
+            key("https://lms.example.com/scim/v2"),
+            key("https://lms.example.com:8443/scim/v2")
+        );
+        assert_ne!(
+            key("https://lms.example.com/a/v2"),
+            key("https://lms.example.com/b/v2")
+        );
     }
 }

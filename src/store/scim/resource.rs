@@ -1,0 +1,347 @@
+//! The SCIM resource shapes: the JSON bodies sent (User resources, PatchOps, filters)
+//! and what is read from the provider's discovery endpoints.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::ScimDialect;
+use crate::model::{Field, LearnerFields, ScimPath};
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+pub fn announces_enterprise(resource_types: &Value) -> bool {
+    let list: Vec<&Value> = match resource_types.get("Resources") {
+        Some(Value::Array(a)) => a.iter().collect(),
+        _ => match resource_types {
+            Value::Array(a) => a.iter().collect(),
+            other => vec![other],
+        },
+    };
+    list.iter()
+        .filter(|rt| {
+            rt.get("endpoint").and_then(Value::as_str) == Some("/Users")
+                || rt.get("schema").and_then(Value::as_str) == Some(USER_SCHEMA)
+        })
+        .any(|rt| {
+            rt.get("schemaExtensions")
+                .and_then(Value::as_array)
+                .is_some_and(|exts| {
+                    exts.iter()
+                        .any(|x| x.get("schema").and_then(Value::as_str) == Some(ENTERPRISE_SCHEMA))
+                })
+        })
+}
+
+/// The full SCIM User resource for a learner (POST and PUT bodies).
+pub fn user_resource(
+    external_id: &str,
+    f: &LearnerFields,
+    active: bool,
+    enterprise: bool,
+    manager: Option<&str>,
+) -> Value {
+    let mut schemas = vec![USER_SCHEMA];
+    let mut body = Map::new();
+    body.insert("externalId".into(), json!(external_id));
+    let mut ext = Map::new();
+    for field in Field::ALL {
+        let value = match field {
+            // The manager is sent whenever it is linked (its SCIM id is known).
+            Field::ManagerEmail => manager.map(|id| json!({ "value": id })),
+            _ => f.get(field).map(|v| value(field, v)),
+        };
+        let Some(value) = value else { continue };
+        match field.scim() {
+            ScimPath::Core(path) => insert_at(&mut body, path, value),
+            ScimPath::Enterprise(name) if enterprise => {
+                ext.insert(name.into(), value);
+            }
+            ScimPath::Enterprise(_) => {}
+        }
+    }
+    body.insert("active".into(), json!(active));
+    if !ext.is_empty() {
+        schemas.push(ENTERPRISE_SCHEMA);
+        body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
+    }
+    body.insert("schemas".into(), json!(schemas));
+    Value::Object(body)
+}
+
+/// Put `value` at a core path: `a` or `a.b` (a sub-attribute of the complex `a`).
+fn insert_at(body: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        Some((parent, sub)) => {
+            if let Value::Object(parent) = body
+                .entry(parent)
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                parent.insert(sub.into(), value);
+            }
+        }
+        None => {
+            body.insert(path.into(), value);
+        }
+    }
+}
+
+/// A column's value as SCIM has it (but the manager, a reference: see `attribute`).
+fn value(field: Field, v: &str) -> Value {
+    match field {
+        Field::Email => emails(v),
+        _ => json!(v),
+    }
+}
+
+fn emails(value: &str) -> Value {
+    json!([{ "value": value, "type": "work", "primary": true }])
+}
+
+/// The SCIM attribute path of a learner column, and its value; `None` for a column
+/// the provider is not sent (the extension when not announced, a manager not linked).
+/// Entra's dialects address the work email by a filter path and send plain strings.
+fn attribute(
+    field: Field,
+    value: Option<&str>,
+    enterprise: bool,
+    manager: Option<&str>,
+    dialect: ScimDialect,
+) -> Option<(String, Option<Value>)> {
+    let entra = dialect != ScimDialect::Rfc;
+    let path = match field.scim() {
+        ScimPath::Core(_) if entra && field == Field::Email => WORK_EMAIL.to_string(),
+        ScimPath::Core(path) => path.to_string(),
+        ScimPath::Enterprise(name) if enterprise => format!("{ENTERPRISE_SCHEMA}:{name}"),
+        ScimPath::Enterprise(_) => return None,
+    };
+    let value = match (field, value, manager) {
+        (_, None, _) => None,
+        (Field::ManagerEmail, Some(_), Some(id)) => Some(manager_value(id, dialect)),
+        // Not linked yet: set by the second pass once the manager is.
+        (Field::ManagerEmail, Some(_), None) => return None,
+        (Field::Email, Some(v), _) if entra => Some(json!(v)),
+        (_, Some(v), _) => Some(self::value(field, v)),
+    };
+    Some((path, value))
+}
+
+/// The path Entra sets the work email by.
+const WORK_EMAIL: &str = "emails[type eq \"work\"].value";
+
+/// The manager reference: `{"value": id}` (RFC 7643), or the bare id (Entra).
+fn manager_value(id: &str, dialect: ScimDialect) -> Value {
+    match dialect {
+        ScimDialect::Rfc => json!({ "value": id }),
+        ScimDialect::Entra | ScimDialect::Entra2020 => json!(id),
+    }
+}
+
+/// An operation's name in the dialect: Entra's default capitalises it.
+fn op(name: &'static str, dialect: ScimDialect) -> &'static str {
+    match (dialect, name) {
+        (ScimDialect::Entra, "add") => "Add",
+        (ScimDialect::Entra, "replace") => "Replace",
+        (ScimDialect::Entra, "remove") => "Remove",
+        _ => name,
+    }
+}
+
+/// `active` as the dialect sends it: Entra's default sends the strings "True"/"False".
+fn active_value(active: bool, dialect: ScimDialect) -> Value {
+    match (dialect, active) {
+        (ScimDialect::Entra, true) => json!("True"),
+        (ScimDialect::Entra, false) => json!("False"),
+        _ => json!(active),
+    }
+}
+
+/// A PatchOp setting the columns given (`remove` for a cleared one) and maybe `active`,
+/// in the dialect's shape: one operation per attribute with a path, except Entra's
+/// 2020 dialect, which sets every value in one no-path `replace` with dotted keys.
+pub fn patch_body(
+    f: &LearnerFields,
+    fields: &[Field],
+    active: Option<bool>,
+    enterprise: bool,
+    manager: Option<&str>,
+    dialect: ScimDialect,
+) -> Option<Value> {
+    let attributes = fields
+        .iter()
+        .filter_map(|&field| attribute(field, f.get(field), enterprise, manager, dialect));
+    let mut ops: Vec<Value> = Vec::new();
+    let mut values = Map::new();
+    for (path, value) in attributes {
+        match value {
+            None => ops.push(json!({"op": op("remove", dialect), "path": path})),
+            Some(v) if dialect == ScimDialect::Entra2020 => {
+                values.insert(path, v);
+            }
+            Some(v) => ops.push(json!({"op": op("replace", dialect), "path": path, "value": v})),
+        }
+    }
+    match (active, dialect) {
+        (Some(a), ScimDialect::Entra2020) => {
+            values.insert("active".into(), json!(a));
+        }
+        (Some(a), _) => ops.push(
+            json!({"op": op("replace", dialect), "path": "active", "value": active_value(a, dialect)}),
+        ),
+        (None, _) => {}
+    }
+    if !values.is_empty() {
+        ops.push(json!({"op": "replace", "value": values}));
+    }
+    (!ops.is_empty()).then(|| json!({"schemas": [PATCH_SCHEMA], "Operations": ops}))
+}
+
+/// The second pass's PatchOp setting a manager linked after its report.
+pub fn manager_patch(id: &str, dialect: ScimDialect) -> Value {
+    let (name, value) = match dialect {
+        ScimDialect::Rfc => ("replace", manager_value(id, dialect)),
+        // What Entra sends once the manager exists: an `Add` of the bare id.
+        ScimDialect::Entra | ScimDialect::Entra2020 => ("add", manager_value(id, dialect)),
+    };
+    json!({"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": op(name, dialect), "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": value}
+    ]})
+}
+
+/// A SCIM filter string literal: quotes and backslashes escaped.
+pub fn filter_eq(attribute: &str, value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("{attribute} eq \"{escaped}\"")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(crate) fn fields() -> LearnerFields {
+        LearnerFields {
+            user_name: "ann@example.org".into(),
+            email: Some("ann@example.org".into()),
+            given_name: Some("Ann".into()),
+            family_name: None,
+            display_name: Some("Ann".into()),
+            department: Some("R&D".into()),
+            job_title: None,
+            employee_id: Some("42".into()),
+            manager_email: None,
+        }
+    }
+
+    #[test]
+    fn filter_values_escape_quotes_and_backslashes() {
+        assert_eq!(
+            filter_eq("userName", r#"a"b\c"#),
+            r#"userName eq "a\"b\\c""#
+        );
+    }
+
+    #[test]
+    fn create_body_has_the_enterprise_extension_only_when_announced() {
+        let with = user_resource("e1", &fields(), true, true, Some("m1"));
+        assert_eq!(with[ENTERPRISE_SCHEMA]["employeeNumber"], "42");
+        assert_eq!(with[ENTERPRISE_SCHEMA]["manager"], json!({"value": "m1"}));
+        assert_eq!(with["emails"][0]["type"], "work");
+        assert_eq!(with["emails"][0]["primary"], true);
+        assert_eq!(with["externalId"], "e1");
+        let without = user_resource("e1", &fields(), true, false, Some("m1"));
+        assert!(without.get(ENTERPRISE_SCHEMA).is_none());
+        assert_eq!(without["schemas"], json!([USER_SCHEMA]));
+    }
+
+    #[test]
+    fn patch_sends_only_changed_attributes_and_removes_cleared_ones() {
+        let body = patch_body(
+            &fields(),
+            &[Field::Department, Field::FamilyName],
+            None,
+            true,
+            None,
+            ScimDialect::Rfc,
+        )
+        .unwrap_or_default();
+        let ops = body["Operations"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0]["path"], format!("{ENTERPRISE_SCHEMA}:department"));
+        assert_eq!(ops[1], json!({"op": "remove", "path": "name.familyName"}));
+        assert!(patch_body(
+            &fields(),
+            &[Field::ManagerEmail],
+            None,
+            false,
+            None,
+            ScimDialect::Rfc
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn resource_types_announcing_the_enterprise_extension_are_recognised() {
+        let v = json!({"Resources": [{"endpoint": "/Users", "schema": USER_SCHEMA,
+            "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA, "required": false}]}]});
+        assert!(announces_enterprise(&v));
+        assert!(!announces_enterprise(
+            &json!({"Resources": [{"endpoint": "/Users"}]})
+        ));
+    }
+
+    // --- Adoption: identity is the externalId, a userName never ties two learners ---
+
+    #[test]
+    fn the_entra_dialect_sends_one_capitalised_op_per_attribute_with_a_path() {
+        let body = patch_body(
+            &fields(),
+            &[Field::Email, Field::Department, Field::FamilyName],
+            Some(false),
+            true,
+            None,
+            ScimDialect::Entra,
+        )
+        .unwrap();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "ann@example.org"},
+                {"op": "Replace", "path": format!("{ENTERPRISE_SCHEMA}:department"), "value": "R&D"},
+                {"op": "Remove", "path": "name.familyName"},
+                {"op": "Replace", "path": "active", "value": "False"},
+            ])
+        );
+        assert_eq!(
+            manager_patch("m1", ScimDialect::Entra)["Operations"],
+            json!([{"op": "Add", "path": format!("{ENTERPRISE_SCHEMA}:manager"), "value": "m1"}])
+        );
+        assert_eq!(
+            manager_patch("m1", ScimDialect::Rfc)["Operations"][0]["value"],
+            json!({"value": "m1"})
+        );
+    }
+
+    #[test]
+    fn the_entra_2020_dialect_sets_values_in_one_no_path_replace() {
+        let body = patch_body(
+            &fields(),
+            &[Field::Email, Field::EmployeeId, Field::FamilyName],
+            Some(true),
+            true,
+            None,
+            ScimDialect::Entra2020,
+        )
+        .unwrap();
+        assert_eq!(
+            body["Operations"],
+            json!([
+                {"op": "remove", "path": "name.familyName"},
+                {"op": "replace", "value": {
+                    "emails[type eq \"work\"].value": "ann@example.org",
+                    format!("{ENTERPRISE_SCHEMA}:employeeNumber"): "42",
+                    "active": true,
+                }},
+            ])
+        );
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{case_insensitive, LearnerFields, FIELD_NAMES};
+use crate::model::{Field, LearnerFields, FIELD_NAMES};
 use crate::plan::{FieldChange, Operation, Plan};
 
 /// The rolling window of `max_deactivation_percent_per_day`.
@@ -215,33 +215,21 @@ impl Guarded {
     }
 }
 
-/// Set a managed column by name (`user_name` is never null).
+/// Set a managed column by name (`user_name` is never null); an unknown name is ignored.
 pub fn set_field(fields: &mut LearnerFields, name: &str, value: Option<String>) {
-    let slot = match name {
-        "user_name" => {
-            fields.user_name = value.unwrap_or_default();
-            return;
-        }
-        "email" => &mut fields.email,
-        "given_name" => &mut fields.given_name,
-        "family_name" => &mut fields.family_name,
-        "display_name" => &mut fields.display_name,
-        "department" => &mut fields.department,
-        "job_title" => &mut fields.job_title,
-        "employee_id" => &mut fields.employee_id,
-        "manager_email" => &mut fields.manager_email,
-        _ => return,
-    };
-    *slot = value;
+    if let Some(field) = Field::parse(name) {
+        fields.set(field, value);
+    }
 }
 
 /// Whether a held change still applies: the learner's value is still the one the
 /// change was planned from.
 pub fn still_before(fields: &LearnerFields, change: &FieldChange) -> bool {
-    match (fields.get(&change.field), change.before.as_deref()) {
-        (Some(now), Some(before)) if case_insensitive(&change.field) => {
-            now.eq_ignore_ascii_case(before)
-        }
+    let Some(field) = Field::parse(&change.field) else {
+        return false;
+    };
+    match (fields.get(field), change.before.as_deref()) {
+        (Some(now), Some(before)) if field.case_insensitive() => now.eq_ignore_ascii_case(before),
         (now, before) => now == before,
     }
 }

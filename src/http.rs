@@ -201,6 +201,32 @@ pub fn join(base: &reqwest::Url, path: &str, query: &[(&str, &str)]) -> reqwest:
     url
 }
 
+/// Whether `link` has the scheme, host and port of `base` (the configured API address).
+/// A paging or delta link is followed, and stored as a cursor, only when it does: the
+/// request carries the bearer token, and a link to anywhere else would hand it over.
+pub fn same_origin(base: &reqwest::Url, link: &reqwest::Url) -> bool {
+    // Tuple origins compare scheme, host and port (the default port filled in), so
+    // `https://h` and `https://h:443` agree; an opaque origin (`data:`, `file:`) equals
+    // nothing.
+    let (a, b) = (base.origin(), link.origin());
+    a.is_tuple() && a == b
+}
+
+/// `link` parsed and checked against `base` with [`same_origin`]; the error names the
+/// link's origin only (never its query, which may hold a cursor).
+pub fn checked_link(base: &reqwest::Url, link: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(link).map_err(|e| format!("the link is not a URL: {e}"))?;
+    if same_origin(base, &url) {
+        Ok(url)
+    } else {
+        Err(format!(
+            "the link points at {}, not at the configured {}: refusing to send the token there",
+            url.origin().ascii_serialization(),
+            base.origin().ascii_serialization()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +305,40 @@ mod tests {
                 "http://127.0.0.1:1/scim/v2/Users/abc?count=1"
             );
         }
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port() {
+        let base = reqwest::Url::parse("https://graph.microsoft.com/v1.0").unwrap();
+        let ok = |l: &str| same_origin(&base, &reqwest::Url::parse(l).unwrap());
+        assert!(ok("https://graph.microsoft.com/v1.0/users?$skiptoken=x"));
+        assert!(ok("https://GRAPH.microsoft.com:443/v1.0/users"));
+        assert!(!ok("http://graph.microsoft.com/v1.0/users"), "scheme");
+        assert!(
+            !ok("https://graph.microsoft.com.evil.test/v1.0/users"),
+            "host"
+        );
+        assert!(!ok("https://evil.test/v1.0/users"), "host");
+        assert!(!ok("https://graph.microsoft.com:8443/v1.0/users"), "port");
+        assert!(!ok("data:text/plain,x"), "opaque");
+        let local = reqwest::Url::parse("http://127.0.0.1:8080/").unwrap();
+        assert!(same_origin(
+            &local,
+            &reqwest::Url::parse("http://127.0.0.1:8080/a").unwrap()
+        ));
+        assert!(!same_origin(
+            &local,
+            &reqwest::Url::parse("http://127.0.0.1:8081/a").unwrap()
+        ));
+        assert!(!same_origin(
+            &local,
+            &reqwest::Url::parse("http://localhost:8080/a").unwrap()
+        ));
+        let err = checked_link(&local, "http://127.0.0.2:8080/a?token=SECRET").unwrap_err();
+        assert!(
+            err.contains("http://127.0.0.2:8080") && !err.contains("SECRET"),
+            "{err}"
+        );
+        assert!(checked_link(&local, "not a url").is_err());
     }
 }

@@ -29,6 +29,10 @@ pub enum GraphError {
     Transport { path: String, detail: String },
     #[error("Graph sent a malformed page for {path}: {detail}")]
     Malformed { path: String, detail: String },
+    /// A paging or delta link to another scheme, host or port than `graph_url`: it is
+    /// neither followed (the request would carry the token) nor stored.
+    #[error("Graph sent a link to another server for {path}: {detail}")]
+    ForeignLink { path: String, detail: String },
 }
 
 impl GraphError {
@@ -113,6 +117,7 @@ impl Graph {
     pub fn fetcher(&self, token: Secret) -> Fetcher {
         Fetcher {
             http: self.http.clone(),
+            base: self.base.clone(),
             token,
             requests: self.requests.clone(),
             retries: self.retries.clone(),
@@ -152,19 +157,29 @@ impl Graph {
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
+    /// `graph_url`: the only origin the token is sent to.
+    base: reqwest::Url,
     token: Secret,
     requests: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
 }
 
 impl Fetcher {
-    /// GET a JSON page, retrying throttling and server errors.
+    /// GET a JSON page, retrying throttling and server errors. Every request passes
+    /// here, so this is where a link to another origin is refused before the token
+    /// leaves.
     pub async fn page(&self, url: &str) -> Result<Page, GraphError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| GraphError::Malformed {
-            path: url.chars().take(80).collect(),
+            path: "a paging link".into(),
             detail: format!("bad link: {e}"),
         })?;
         let path = parsed.path().to_string();
+        if !crate::http::same_origin(&self.base, &parsed) {
+            return Err(GraphError::ForeignLink {
+                detail: foreign(&self.base, &parsed),
+                path,
+            });
+        }
         let mut retries = Retries::new(
             Duration::from_secs(1),
             Duration::from_secs(32),
@@ -212,6 +227,16 @@ impl Fetcher {
             return Err(err);
         }
     }
+}
+
+/// Why `link` is refused: its origin and the configured one (never its query, which
+/// may hold a delta token).
+pub fn foreign(base: &reqwest::Url, link: &reqwest::Url) -> String {
+    format!(
+        "the link points at {}, not at graph_url's {}; refusing to send the token there",
+        link.origin().ascii_serialization(),
+        base.origin().ascii_serialization()
+    )
 }
 
 fn status_error(status: u16, body: &Body, path: &str) -> GraphError {

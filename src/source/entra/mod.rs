@@ -57,7 +57,20 @@ impl EntraSource {
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let before = self.graph.requests();
         let started = std::time::Instant::now();
-        let (listing, delta_link) = match req.cursor {
+        // A cursor from another graph_url (the config changed since) is not called: its
+        // origin would get this graph_url's token. A fresh round replaces it.
+        let cursor = req.cursor.filter(|link| {
+            let ours = reqwest::Url::parse(link)
+                .is_ok_and(|url| crate::http::same_origin(&self.graph.base, &url));
+            if !ours {
+                tracing::warn!(
+                    tenant = %self.cfg.tenant_id,
+                    "the stored delta link is not on graph_url's server; reading everything again"
+                );
+            }
+            ours
+        });
+        let (listing, delta_link) = match cursor {
             None => self.full_round().await?,
             Some(link) => match self.changes_since(link, req.snapshot).await {
                 Ok(read) => read,
@@ -237,6 +250,17 @@ async fn walk(
                 on_page(page.value);
             }
             (None, Some(delta)) => {
+                // The deltaLink becomes the stored cursor, called with a token next run.
+                let checked = reqwest::Url::parse(&delta).map_err(|e| GraphError::Malformed {
+                    path: "users/delta".into(),
+                    detail: format!("bad @odata.deltaLink: {e}"),
+                })?;
+                if !crate::http::same_origin(&graph.base, &checked) {
+                    return Err(GraphError::ForeignLink {
+                        path: "users/delta".into(),
+                        detail: graph::foreign(&graph.base, &checked),
+                    });
+                }
                 on_page(page.value);
                 return Ok(delta);
             }

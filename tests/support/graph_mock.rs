@@ -87,9 +87,10 @@ pub struct MockState {
     pub delta_next_base: Option<String>,
     pub delta_link_base: Option<String>,
     pub paged_next_base: Option<String>,
-    /// Every delta nextLink (and every plain collection's) points at the second page
-    /// again, for ever.
+    /// Every delta nextLink points at the second page again, for ever.
     pub repeat_next_link: bool,
+    /// The same for plain collections (group members, app assignments).
+    pub repeat_paged_next_link: bool,
     /// A delta round never ends: past its users come pages of `endless` with fresh
     /// links for ever.
     pub endless: Option<Endless>,
@@ -105,6 +106,8 @@ pub struct MockState {
     pub assertions: Vec<String>,
     /// The `Host` header of every request of `log`.
     pub hosts: Vec<String>,
+    /// The last page of a delta round carries no deltaLink (nor a nextLink).
+    pub no_delta_link: bool,
 }
 
 /// What a never-ending delta round sends past the tenant's users.
@@ -171,12 +174,14 @@ impl GraphMock {
             delta_link_base: None,
             paged_next_base: None,
             repeat_next_link: false,
+            repeat_paged_next_link: false,
             endless: None,
             raw_items: Vec::new(),
             echo_token: None,
             echo_graph: None,
             assertions: Vec::new(),
             hosts: Vec::new(),
+            no_delta_link: false,
         }));
         let shared = state.clone();
         let thread = std::thread::spawn(move || {
@@ -612,7 +617,7 @@ fn paged(s: &MockState, path: &str, q: &BTreeMap<String, String>, items: Vec<Val
                 next.query_pairs_mut().append_pair(k, v);
             }
         }
-        let skip = if s.repeat_next_link {
+        let skip = if s.repeat_paged_next_link {
             top
         } else {
             offset + top
@@ -756,7 +761,7 @@ fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
         link.query_pairs_mut()
             .append_pair("$skiptoken", &format!("{kind}.{from}.{to}.{next}.{select}"));
         body["@odata.nextLink"] = json!(link.to_string());
-    } else {
+    } else if !s.no_delta_link {
         let origin = s.delta_link_base.as_deref().unwrap_or(&s.base);
         let mut link = url::Url::parse(&format!("{origin}/v1.0/users/delta")).expect("url");
         link.query_pairs_mut()

@@ -12,6 +12,9 @@ use crate::config::{Cloud, EntraConfig, EntraCredential, Secret};
 
 /// Renew a cached token this long before Entra says it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// The longest lifetime believed: Entra's tokens last 60 to 90 minutes, and a huge
+/// `expires_in` would overflow the clock (and keep a revoked token for ever).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// How long a client assertion is valid (Entra wants "a few minutes").
 const ASSERTION_LIFETIME: i64 = 300;
 /// Token requests answered 429/5xx, as for Graph: tries in all.
@@ -169,7 +172,10 @@ impl TokenProvider {
             );
             tokio::time::sleep(wait).await;
         };
-        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
+        let now = Instant::now();
+        let renew_at = now
+            .checked_add(lifetime.min(MAX_LIFETIME).saturating_sub(RENEW_BEFORE))
+            .unwrap_or(now);
         self.cached = Some((token.clone(), renew_at));
         Ok(token)
     }

@@ -14,6 +14,13 @@ use crate::config::Secret;
 /// Attempts per request before a throttled or failing endpoint fails the run.
 const MAX_ATTEMPTS: usize = 6;
 
+/// The most pages one read follows: a million-user tenant is a few thousand pages, so
+/// more means paging that never ends.
+pub const MAX_PAGES_PER_READ: u64 = 100_000;
+/// The most items (users, members, assignments) one read holds, for the same reason;
+/// the largest tenants have a few million users.
+pub const MAX_ITEMS_PER_READ: u64 = 5_000_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     #[error(transparent)]
@@ -33,6 +40,9 @@ pub enum GraphError {
     /// neither followed (the request would carry the token) nor stored.
     #[error("Graph sent a link to another server for {path}: {detail}")]
     ForeignLink { path: String, detail: String },
+    /// The same link twice, or more pages or items than any tenant has.
+    #[error("Graph's paging of {path} does not end: {detail}")]
+    Endless { path: String, detail: String },
 }
 
 impl GraphError {
@@ -142,14 +152,87 @@ impl Graph {
         &mut self,
         url: &str,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, GraphError> {
+        let path = reqwest::Url::parse(url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        let mut bounds = Bounds::new(path);
         let mut items = Vec::new();
         let mut next = Some(url.to_string());
         while let Some(url) = next {
+            bounds.follow(&url)?;
             let page = self.page(&url).await?;
+            bounds.items(page.value.len())?;
             items.extend(page.value);
             next = page.next_link;
         }
         Ok(items)
+    }
+}
+
+/// What keeps one read finite: no link followed twice, at most [`MAX_PAGES_PER_READ`]
+/// pages and [`MAX_ITEMS_PER_READ`] items.
+pub struct Bounds {
+    path: String,
+    /// Hashes of the links followed (a link is long; 100,000 hashes are 800 KiB).
+    seen: std::collections::HashSet<u64>,
+    pages: u64,
+    items: u64,
+    max_pages: u64,
+    max_items: u64,
+}
+
+impl Bounds {
+    /// Bounds for the read of `path` (named in the error).
+    pub fn new(path: impl Into<String>) -> Bounds {
+        // Tests lower the caps (never raise them) so that hitting one takes a few pages.
+        let lowered = |name: &str, max: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(max, |v| v.min(max))
+        };
+        Bounds {
+            path: path.into(),
+            seen: Default::default(),
+            pages: 0,
+            items: 0,
+            max_pages: lowered("LEARNER_SYNC_TEST_MAX_PAGES", MAX_PAGES_PER_READ),
+            max_items: lowered("LEARNER_SYNC_TEST_MAX_ITEMS", MAX_ITEMS_PER_READ),
+        }
+    }
+
+    /// Before following `link`: refuse one seen before in this read, or one page too many.
+    pub fn follow(&mut self, link: &str) -> Result<(), GraphError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        link.hash(&mut h);
+        if !self.seen.insert(h.finish()) {
+            return Err(self.endless(format!(
+                "page {} links back to a page already read",
+                self.pages
+            )));
+        }
+        self.pages += 1;
+        if self.pages > self.max_pages {
+            return Err(self.endless(format!("more than {} pages", self.max_pages)));
+        }
+        Ok(())
+    }
+
+    /// After a page of `n` items: refuse one item too many.
+    pub fn items(&mut self, n: usize) -> Result<(), GraphError> {
+        self.items += n as u64;
+        if self.items > self.max_items {
+            return Err(self.endless(format!("more than {} items", self.max_items)));
+        }
+        Ok(())
+    }
+
+    fn endless(&self, detail: String) -> GraphError {
+        GraphError::Endless {
+            path: self.path.clone(),
+            detail,
+        }
     }
 }
 

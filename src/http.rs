@@ -80,12 +80,13 @@ impl Body {
     }
 
     /// A short, printable account of an error body that is not the remote's JSON
-    /// error: an HTML page's title, else the start of the text.
+    /// error: an HTML page's title, else the start of the text, secrets masked.
     pub fn excerpt(&self) -> String {
         if let Some(title) = self.html_title() {
             return format!("an HTML page titled \"{title}\"");
         }
-        let text: String = String::from_utf8_lossy(&self.bytes)
+        // Scrubbed before it is cut short, so that no part of an echoed secret is left.
+        let text: String = crate::redact::scrub(&String::from_utf8_lossy(&self.bytes))
             .chars()
             .filter(|c| !c.is_control())
             .take(200)
@@ -113,7 +114,7 @@ impl Body {
         let start = lower.find("<title")?;
         let open_end = start + lower[start..].find('>')? + 1;
         let close = open_end + lower[open_end..].find("</title")?;
-        let title: String = text[open_end..close]
+        let title: String = crate::redact::scrub(&text[open_end..close])
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
@@ -186,7 +187,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    crate::redact::scrub(&text)
 }
 
 /// `{base}/{path}` with the query pairs given (`path` may hold several segments).

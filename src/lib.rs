@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod source;
 pub mod state;

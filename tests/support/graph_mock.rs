@@ -370,8 +370,12 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
     }
     if let Some(echo) = s.echo_token {
         let quoted = String::from_utf8_lossy(body).into_owned();
-        let decoded: Vec<String> = form.values().cloned().collect();
-        let text = format!("bad request {quoted} (values: {})", decoded.join(" "));
+        let credential = form
+            .get("client_secret")
+            .or_else(|| form.get("client_assertion"))
+            .cloned()
+            .unwrap_or_default();
+        let text = format!("rejected {credential} in {quoted}");
         return echo_response(echo, "invalid_request", &text, true);
     }
     if s.throttle_token_next > 0 {

@@ -114,6 +114,7 @@ impl TokenProvider {
                 let key_pem = std::fs::read(key_file).map_err(|e| {
                     AuthError::Credential(format!("cannot read {}: {e}", key_file.display()))
                 })?;
+                crate::redact::register_pem(&String::from_utf8_lossy(&key_pem));
                 let key = EncodingKey::from_rsa_pem(&key_pem).map_err(|e| {
                     AuthError::Credential(format!(
                         "{} is not an RSA private key in PEM: {e}",
@@ -231,7 +232,8 @@ impl TokenProvider {
                 .ok()
                 .and_then(|v| {
                     let d = v.get("error_description").or_else(|| v.get("error"))?;
-                    Some(d.as_str()?.lines().next()?.to_string())
+                    let d = crate::redact::scrub(d.as_str()?);
+                    Some(d.lines().next()?.to_string())
                 })
                 .unwrap_or_else(|| body.excerpt());
             return Err(AuthError::Unavailable {
@@ -245,7 +247,12 @@ impl TokenProvider {
             detail,
         })?;
         if !status.is_success() {
-            let text = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            // The identity platform's errors may quote the request (secret, assertion).
+            let text = |k: &str| {
+                json.get(k)
+                    .and_then(|v| v.as_str())
+                    .map(crate::redact::scrub)
+            };
             return match text("error") {
                 Some(code) => Err(AuthError::Refused {
                     code,
@@ -267,6 +274,7 @@ impl TokenProvider {
                 status: status.as_u16(),
                 detail: "no access_token in the body".into(),
             })?;
+        crate::redact::register_issued(token);
         let expires_in = json
             .get("expires_in")
             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
@@ -291,8 +299,10 @@ impl TokenProvider {
             "iat": now,
             "exp": now + ASSERTION_LIFETIME,
         });
-        jsonwebtoken::encode(&header, &claims, key)
-            .map_err(|e| AuthError::Credential(format!("cannot sign the client assertion: {e}")))
+        let jwt = jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|e| AuthError::Credential(format!("cannot sign the client assertion: {e}")))?;
+        crate::redact::register_jwt(&jwt);
+        Ok(jwt)
     }
 }
 

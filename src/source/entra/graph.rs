@@ -334,8 +334,12 @@ fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
         #[serde(default)]
         message: String,
     }
+    // A gateway may quote the request, token included.
     let (code, message) = match serde_json::from_slice::<ErrorBody>(&body.bytes) {
-        Ok(b) => (b.error.code, b.error.message),
+        Ok(b) => (
+            crate::redact::scrub(&b.error.code),
+            crate::redact::scrub(&b.error.message),
+        ),
         Err(_) => (String::new(), body.excerpt()),
     };
     GraphError::Status {

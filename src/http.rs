@@ -170,6 +170,54 @@ impl Retries {
     }
 }
 
+/// What one try of a request came to.
+pub enum Attempt<T, E> {
+    /// An answer to keep, good or bad.
+    Done(Result<T, E>),
+    /// "Try again later" (`status`, with the remote's `Retry-After` if it gave one);
+    /// `error` is the run's error when no try is left.
+    Again {
+        status: u16,
+        retry_after: Option<Duration>,
+        error: E,
+    },
+}
+
+/// Run `attempt` until it is done or `retries` gives up, waiting as [`Retries`] says in
+/// between: the one send/classify/sleep loop of the remotes. `remote` names the remote
+/// in the log line of each wait.
+pub async fn retrying<T, E, F, Fut>(
+    remote: &str,
+    mut retries: Retries,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Attempt::Done(result) => return result,
+            Attempt::Again {
+                status,
+                retry_after,
+                error,
+            } => {
+                let Some(wait) = retries.next_wait(retry_after) else {
+                    return Err(error);
+                };
+                tracing::info!(
+                    remote,
+                    status,
+                    wait_ms = wait.as_millis() as u64,
+                    "the remote asked us to wait; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`. An HTTP date is
 /// not understood: the caller falls back to its own backoff.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {

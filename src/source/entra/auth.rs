@@ -145,34 +145,28 @@ impl TokenProvider {
                 return Ok(token.clone());
             }
         }
-        let mut retries = crate::http::Retries::new(
+        let retries = crate::http::Retries::new(
             Duration::from_secs(1),
             Duration::from_secs(32),
             MAX_ATTEMPTS,
         );
-        let (token, lifetime) = loop {
-            let (status, detail, retry_after) = match self.request().await {
-                Err(AuthError::Unavailable {
+        let (token, lifetime) = crate::http::retrying("the token endpoint", retries, || async {
+            match self.request().await {
+                Err(
+                    error @ AuthError::Unavailable {
+                        status,
+                        retry_after,
+                        ..
+                    },
+                ) => crate::http::Attempt::Again {
                     status,
-                    detail,
                     retry_after,
-                }) => (status, detail, retry_after),
-                other => break other?,
-            };
-            let Some(wait) = retries.next_wait(retry_after) else {
-                return Err(AuthError::Unavailable {
-                    status,
-                    detail,
-                    retry_after,
-                });
-            };
-            tracing::info!(
-                status,
-                wait_ms = wait.as_millis() as u64,
-                "the token endpoint asked us to wait; retrying"
-            );
-            tokio::time::sleep(wait).await;
-        };
+                    error,
+                },
+                other => crate::http::Attempt::Done(other),
+            }
+        })
+        .await?;
         let now = Instant::now();
         let renew_at = now
             .checked_add(lifetime.min(MAX_LIFETIME).saturating_sub(RENEW_BEFORE))

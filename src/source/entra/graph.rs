@@ -263,51 +263,62 @@ impl Fetcher {
                 path,
             });
         }
-        let mut retries = Retries::new(
+        let retries = Retries::new(
             Duration::from_secs(1),
             Duration::from_secs(32),
             MAX_ATTEMPTS,
         );
-        loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = self
-                .http
-                .get(parsed.clone())
-                .bearer_auth(self.token.expose())
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .map_err(|e| GraphError::Transport {
-                    path: path.clone(),
-                    detail: error_chain(&e.without_url()),
-                })?;
-            let status = resp.status().as_u16();
-            let retry_after = retry_after(&resp);
-            let body = read_body(resp).await.map_err(|e| GraphError::Transport {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-            if (200..300).contains(&status) {
-                return body
-                    .json()
-                    .map_err(|detail| GraphError::Malformed { path, detail });
-            }
-            let err = status_error(status, &body, &path);
-            if is_retryable(status) {
-                let Some(wait) = retries.next_wait(retry_after) else {
-                    return Err(err);
-                };
-                tracing::info!(
-                    status,
-                    path,
-                    wait_ms = wait.as_millis() as u64,
-                    "Graph asked us to wait; retrying"
-                );
+        let mut tries = 0u32;
+        crate::http::retrying("Graph", retries, || {
+            tries += 1;
+            if tries > 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(wait).await;
-                continue;
             }
-            return Err(err);
+            self.try_once(&parsed, &path)
+        })
+        .await
+    }
+
+    async fn try_once(&self, url: &reqwest::Url, path: &str) -> Attempt<Page, GraphError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let transport = |detail: String| {
+            Attempt::Done(Err(GraphError::Transport {
+                path: path.to_string(),
+                detail,
+            }))
+        };
+        let resp = match self
+            .http
+            .get(url.clone())
+            .bearer_auth(self.token.expose())
+            .header("Accept", "application/json")
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => return transport(error_chain(&e.without_url())),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(&resp);
+        let body = match read_body(resp).await {
+            Ok(body) => body,
+            Err(e) => return transport(e.to_string()),
+        };
+        if (200..300).contains(&status) {
+            return Attempt::Done(body.json().map_err(|detail| GraphError::Malformed {
+                path: path.to_string(),
+                detail,
+            }));
+        }
+        let error = status_error(status, &body, path);
+        if is_retryable(status) {
+            Attempt::Again {
+                status,
+                retry_after,
+                error,
+            }
+        } else {
+            Attempt::Done(Err(error))
         }
     }
 }
@@ -351,7 +362,7 @@ fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
 }
 
 pub use crate::http::parse_retry_after;
-use crate::http::{error_chain, is_retryable, read_body, retry_after, Body, Retries};
+use crate::http::{error_chain, is_retryable, read_body, retry_after, Attempt, Body, Retries};
 
 #[cfg(test)]
 mod tests {

@@ -13,11 +13,28 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// timeout is longer: an unreachable host should not hold a run for minutes.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The client every remote uses: one request (body included) may take `timeout`.
+/// Redirects followed per request, all on the request's own origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// The client every remote uses: one request (body included) may take `timeout`. A
+/// redirect is followed only to the same scheme, host and port, as a paging link is
+/// ([`same_origin`]); a redirect elsewhere comes back as the 3xx answer it is, and the
+/// caller fails on it.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().cloned();
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.stop()
+        } else if from.is_some_and(|from| same_origin(&from, attempt.url())) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
     reqwest::Client::builder()
         .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
         .timeout(timeout)
+        .redirect(redirects)
         .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))

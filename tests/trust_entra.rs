@@ -247,6 +247,51 @@ fn a_scope_listing_next_link_to_another_origin_is_not_followed_and_fails_the_run
 }
 
 #[test]
+fn a_redirect_to_another_origin_is_not_followed_and_one_on_the_same_origin_is() {
+    for f in [Foreign::Port, Foreign::Host, Foreign::Scheme] {
+        let mock = GraphMock::start(SECRET);
+        let attacker = GraphMock::start(SECRET);
+        tenant(&mock);
+        tenant(&attacker);
+        let origin = foreign_origin(&mock, &attacker, f);
+        mock.state().redirect_delta_to = Some(origin.clone());
+        let env = env_for(&mock, "");
+        let out = sync(&env);
+        assert_failed_saying(
+            &out,
+            &[
+                "another server",
+                "307 redirect",
+                origin.trim_end_matches('/'),
+            ],
+        );
+        assert!(attacker.log().is_empty(), "{f:?}: {:?}", attacker.log());
+        let hosts = mock.state().hosts.clone();
+        assert!(
+            hosts.iter().all(|h| h.starts_with("127.0.0.1:")),
+            "{f:?}: {hosts:?}"
+        );
+        assert_eq!(learners(&env), vec![], "{f:?}");
+        assert_eq!(cursor(&env), None, "{f:?}");
+    }
+    // A redirect on the same origin (a gateway moving the path) is followed.
+    let mock = GraphMock::start(SECRET);
+    tenant(&mock);
+    let base = mock.base();
+    mock.state().redirect_delta_to = Some(base);
+    let env = env_for(&mock, "");
+    assert_ok(&sync(&env));
+    assert_eq!(learners(&env).len(), 3);
+    assert!(
+        mock.log()
+            .iter()
+            .any(|l| l.starts_with("GET /v1.0/users/microsoft.graph.delta")),
+        "{:?}",
+        mock.log()
+    );
+}
+
+#[test]
 fn a_stored_cursor_from_another_graph_url_is_not_called_and_a_full_round_replaces_it() {
     let old = GraphMock::start(SECRET);
     let new = GraphMock::start(SECRET);

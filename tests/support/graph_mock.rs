@@ -108,6 +108,9 @@ pub struct MockState {
     pub hosts: Vec<String>,
     /// The last page of a delta round carries no deltaLink (nor a nextLink).
     pub no_delta_link: bool,
+    /// Every `users/delta` page answers `307 Temporary Redirect` to
+    /// `users/microsoft.graph.delta` with the same query on this origin.
+    pub redirect_delta_to: Option<String>,
 }
 
 /// What a never-ending delta round sends past the tenant's users.
@@ -182,6 +185,7 @@ impl GraphMock {
             assertions: Vec::new(),
             hosts: Vec::new(),
             no_delta_link: false,
+            redirect_delta_to: None,
         }));
         let shared = state.clone();
         let thread = std::thread::spawn(move || {
@@ -516,7 +520,16 @@ fn graph(
     match segs.as_slice() {
         // SDKs call the function by its qualified name, with or without parentheses.
         ["users", "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()"] => {
-            delta(s, q)
+            match (&s.redirect_delta_to, uri.query()) {
+                (Some(origin), query) if segs[1] == "delta" => {
+                    let to = format!(
+                        "{origin}/v1.0/users/microsoft.graph.delta?{}",
+                        query.unwrap_or_default()
+                    );
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+                }
+                _ => delta(s, q),
+            }
         }
         ["users"] => {
             let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);

@@ -299,6 +299,22 @@ impl Fetcher {
             Err(e) => return transport(error_chain(&e.without_url())),
         };
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            // The client follows redirects on graph_url's origin only: this one leads
+            // elsewhere.
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            return Attempt::Done(Err(GraphError::ForeignLink {
+                path: path.to_string(),
+                detail: match to {
+                    Some(to) => format!("a {status} redirect: {}", foreign(&self.base, &to)),
+                    None => format!("a {status} redirect without a usable Location"),
+                },
+            }));
+        }
         let retry_after = retry_after(&resp);
         let body = match read_body(resp).await {
             Ok(body) => body,

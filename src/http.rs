@@ -13,11 +13,28 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// timeout is longer: an unreachable host should not hold a run for minutes.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The client every remote uses: one request (body included) may take `timeout`.
+/// Redirects followed per request, all on the request's own origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// The client every remote uses: one request (body included) may take `timeout`. A
+/// redirect is followed only to the same scheme, host and port, as a paging link is
+/// ([`same_origin`]); a redirect elsewhere comes back as the 3xx answer it is, and the
+/// caller fails on it.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().cloned();
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.stop()
+        } else if from.is_some_and(|from| same_origin(&from, attempt.url())) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
     reqwest::Client::builder()
         .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
         .timeout(timeout)
+        .redirect(redirects)
         .user_agent(concat!("learner-sync/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
@@ -80,12 +97,13 @@ impl Body {
     }
 
     /// A short, printable account of an error body that is not the remote's JSON
-    /// error: an HTML page's title, else the start of the text.
+    /// error: an HTML page's title, else the start of the text, secrets masked.
     pub fn excerpt(&self) -> String {
         if let Some(title) = self.html_title() {
             return format!("an HTML page titled \"{title}\"");
         }
-        let text: String = String::from_utf8_lossy(&self.bytes)
+        // Scrubbed before it is cut short, so that no part of an echoed secret is left.
+        let text: String = crate::redact::scrub(&String::from_utf8_lossy(&self.bytes))
             .chars()
             .filter(|c| !c.is_control())
             .take(200)
@@ -113,7 +131,7 @@ impl Body {
         let start = lower.find("<title")?;
         let open_end = start + lower[start..].find('>')? + 1;
         let close = open_end + lower[open_end..].find("</title")?;
-        let title: String = text[open_end..close]
+        let title: String = crate::redact::scrub(&text[open_end..close])
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
@@ -169,6 +187,54 @@ impl Retries {
     }
 }
 
+/// What one try of a request came to.
+pub enum Attempt<T, E> {
+    /// An answer to keep, good or bad.
+    Done(Result<T, E>),
+    /// "Try again later" (`status`, with the remote's `Retry-After` if it gave one);
+    /// `error` is the run's error when no try is left.
+    Again {
+        status: u16,
+        retry_after: Option<Duration>,
+        error: E,
+    },
+}
+
+/// Run `attempt` until it is done or `retries` gives up, waiting as [`Retries`] says in
+/// between: the one send/classify/sleep loop of the remotes. `remote` names the remote
+/// in the log line of each wait.
+pub async fn retrying<T, E, F, Fut>(
+    remote: &str,
+    mut retries: Retries,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Attempt::Done(result) => return result,
+            Attempt::Again {
+                status,
+                retry_after,
+                error,
+            } => {
+                let Some(wait) = retries.next_wait(retry_after) else {
+                    return Err(error);
+                };
+                tracing::info!(
+                    remote,
+                    status,
+                    wait_ms = wait.as_millis() as u64,
+                    "the remote asked us to wait; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// `Retry-After` in (possibly decimal) seconds, e.g. `10` or `2.128`. An HTTP date is
 /// not understood: the caller falls back to its own backoff.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -186,7 +252,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    crate::redact::scrub(&text)
 }
 
 /// `{base}/{path}` with the query pairs given (`path` may hold several segments).
@@ -199,6 +265,32 @@ pub fn join(base: &reqwest::Url, path: &str, query: &[(&str, &str)]) -> reqwest:
         url.query_pairs_mut().extend_pairs(query);
     }
     url
+}
+
+/// Whether `link` has the scheme, host and port of `base` (the configured API address).
+/// A paging or delta link is followed, and stored as a cursor, only when it does: the
+/// request carries the bearer token, and a link to anywhere else would hand it over.
+pub fn same_origin(base: &reqwest::Url, link: &reqwest::Url) -> bool {
+    // Tuple origins compare scheme, host and port (the default port filled in), so
+    // `https://h` and `https://h:443` agree; an opaque origin (`data:`, `file:`) equals
+    // nothing.
+    let (a, b) = (base.origin(), link.origin());
+    a.is_tuple() && a == b
+}
+
+/// `link` parsed and checked against `base` with [`same_origin`]; the error names the
+/// link's origin only (never its query, which may hold a cursor).
+pub fn checked_link(base: &reqwest::Url, link: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(link).map_err(|e| format!("the link is not a URL: {e}"))?;
+    if same_origin(base, &url) {
+        Ok(url)
+    } else {
+        Err(format!(
+            "the link points at {}, not at the configured {}: refusing to send the token there",
+            url.origin().ascii_serialization(),
+            base.origin().ascii_serialization()
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -279,5 +371,40 @@ mod tests {
                 "http://127.0.0.1:1/scim/v2/Users/abc?count=1"
             );
         }
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port() {
+        let base = reqwest::Url::parse("https://graph.microsoft.com/v1.0").unwrap();
+        let ok = |l: &str| same_origin(&base, &reqwest::Url::parse(l).unwrap());
+        assert!(ok("https://graph.microsoft.com/v1.0/users?$skiptoken=x"));
+        assert!(ok("https://GRAPH.microsoft.com:443/v1.0/users"));
+        assert!(!ok("http://graph.microsoft.com/v1.0/users"), "scheme");
+        assert!(
+            !ok("https://graph.microsoft.com.evil.test/v1.0/users"),
+            "host"
+        );
+        assert!(!ok("https://evil.test/v1.0/users"), "host");
+        assert!(!ok("https://graph.microsoft.com:8443/v1.0/users"), "port");
+        assert!(!ok("data:text/plain,x"), "opaque");
+        let local = reqwest::Url::parse("http://127.0.0.1:8080/").unwrap();
+        assert!(same_origin(
+            &local,
+            &reqwest::Url::parse("http://127.0.0.1:8080/a").unwrap()
+        ));
+        assert!(!same_origin(
+            &local,
+            &reqwest::Url::parse("http://127.0.0.1:8081/a").unwrap()
+        ));
+        assert!(!same_origin(
+            &local,
+            &reqwest::Url::parse("http://localhost:8080/a").unwrap()
+        ));
+        let err = checked_link(&local, "http://127.0.0.2:8080/a?token=SECRET").unwrap_err();
+        assert!(
+            err.contains("http://127.0.0.2:8080") && !err.contains("SECRET"),
+            "{err}"
+        );
+        assert!(checked_link(&local, "not a url").is_err());
     }
 }

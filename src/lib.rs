@@ -18,6 +18,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod source;

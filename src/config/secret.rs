@@ -69,6 +69,7 @@ impl SecretRef {
         if value.is_empty() {
             return Err(SecretError::Empty(self.describe()));
         }
+        crate::redact::register(&value);
         Ok(Secret(value))
     }
 }

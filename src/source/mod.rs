@@ -91,7 +91,9 @@ pub struct ReadRequest<'a> {
 /// Why a read failed. Every variant fails this directory's run and changes nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path}:{line}: {message}")]
+    // Every message passes through `redact::scrub`: it is printed and stored in the
+    // state DB, and may quote what a remote sent.
+    #[error("{path}:{line}: {}", crate::redact::scrub(message))]
     BadFile {
         path: String,
         line: u64,
@@ -103,7 +105,7 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error("{}", crate::redact::scrub(.0))]
     Other(String),
 }
 

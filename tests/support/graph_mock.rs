@@ -81,6 +81,56 @@ pub struct MockState {
     /// Graph answers 401 to tokens numbered up to this (revoked or expired early).
     pub revoked_up_to: u32,
     pub base: String,
+    /// Hostile links: the origin (`scheme://host:port`) put in delta nextLinks, in
+    /// deltaLinks, and in the nextLinks of plain collections (group members, app
+    /// assignments) instead of `base`.
+    pub delta_next_base: Option<String>,
+    pub delta_link_base: Option<String>,
+    pub paged_next_base: Option<String>,
+    /// Every delta nextLink points at the second page again, for ever.
+    pub repeat_next_link: bool,
+    /// The same for plain collections (group members, app assignments).
+    pub repeat_paged_next_link: bool,
+    /// A delta round never ends: past its users come pages of `endless` with fresh
+    /// links for ever.
+    pub endless: Option<Endless>,
+    /// Delta items sent as they are after the tenant's users in a fresh round, before
+    /// any `first_round_extra` (malformed items: no projection applied).
+    pub raw_items: Vec<Value>,
+    /// Echo secrets back: the token endpoint refuses with the request form (client
+    /// secret or assertion) in its error, in the way of `echo_token`.
+    pub echo_token: Option<Echo>,
+    /// Graph answers with the request's `Authorization` header in its error.
+    pub echo_graph: Option<Echo>,
+    /// Every client assertion the token endpoint received.
+    pub assertions: Vec<String>,
+    /// The `Host` header of every request of `log`.
+    pub hosts: Vec<String>,
+    /// The last page of a delta round carries no deltaLink (nor a nextLink).
+    pub no_delta_link: bool,
+    /// Every `users/delta` page answers `307 Temporary Redirect` to
+    /// `users/microsoft.graph.delta` with the same query on this origin.
+    pub redirect_delta_to: Option<String>,
+}
+
+/// What a never-ending delta round sends past the tenant's users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endless {
+    /// Empty pages.
+    Empty,
+    /// Pages of new users, never seen before.
+    NewUsers,
+}
+
+/// How an echoing remote shows the secret it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// 400 with an OAuth / Graph JSON error whose description quotes the request.
+    JsonError,
+    /// 503 (retried, then given up) with a text/plain body quoting the request.
+    PlainText,
+    /// 502 with an HTML page whose title quotes the request.
+    HtmlTitle,
 }
 
 pub struct GraphMock {
@@ -123,6 +173,19 @@ impl GraphMock {
             token_lifetime: 3599,
             revoked_up_to: 0,
             base: format!("http://{addr}"),
+            delta_next_base: None,
+            delta_link_base: None,
+            paged_next_base: None,
+            repeat_next_link: false,
+            repeat_paged_next_link: false,
+            endless: None,
+            raw_items: Vec::new(),
+            echo_token: None,
+            echo_graph: None,
+            assertions: Vec::new(),
+            hosts: Vec::new(),
+            no_delta_link: false,
+            redirect_delta_to: None,
         }));
         let shared = state.clone();
         let thread = std::thread::spawn(move || {
@@ -278,6 +341,12 @@ async fn handle(
         };
         s.log.push(shown);
         s.arrived.push(std::time::Instant::now());
+        let host = headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        s.hosts.push(host);
         if method == Method::POST && uri.path().ends_with("/oauth2/v2.0/token") {
             (token(&mut s, &uri, &body), Duration::ZERO)
         } else {
@@ -300,6 +369,19 @@ fn token(s: &mut MockState, uri: &Uri, body: &[u8]) -> Response {
         )
             .into_response()
     };
+    if let Some(a) = form.get("client_assertion") {
+        s.assertions.push(a.clone());
+    }
+    if let Some(echo) = s.echo_token {
+        let quoted = String::from_utf8_lossy(body).into_owned();
+        let credential = form
+            .get("client_secret")
+            .or_else(|| form.get("client_assertion"))
+            .cloned()
+            .unwrap_or_default();
+        let text = format!("rejected {credential} in {quoted}");
+        return echo_response(echo, "invalid_request", &text, true);
+    }
     if s.throttle_token_next > 0 {
         s.throttle_token_next -= 1;
         return (
@@ -394,6 +476,15 @@ fn graph(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer mock-token-"))
         .is_some_and(|n| n.parse::<u32>().map_or(true, |n| n > s.revoked_up_to));
+    if let Some(echo) = s.echo_graph {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let token = auth.strip_prefix("Bearer ").unwrap_or_default();
+        let text = format!("request rejected: Authorization: {auth} (token {token})");
+        return echo_response(echo, "BadRequest", &text, false);
+    }
     if !authorized {
         return MockState::graph_error(
             StatusCode::UNAUTHORIZED,
@@ -429,7 +520,16 @@ fn graph(
     match segs.as_slice() {
         // SDKs call the function by its qualified name, with or without parentheses.
         ["users", "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()"] => {
-            delta(s, q)
+            match (&s.redirect_delta_to, uri.query()) {
+                (Some(origin), query) if segs[1] == "delta" => {
+                    let to = format!(
+                        "{origin}/v1.0/users/microsoft.graph.delta?{}",
+                        query.unwrap_or_default()
+                    );
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+                }
+                _ => delta(s, q),
+            }
         }
         ["users"] => {
             let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
@@ -472,6 +572,37 @@ fn graph(
     }
 }
 
+/// An error that quotes `text` (the request's secret) in the way of `echo`.
+fn echo_response(echo: Echo, code: &str, text: &str, oauth: bool) -> Response {
+    match echo {
+        Echo::JsonError => {
+            let body = if oauth {
+                json!({"error": code, "error_description": format!("AADSTS90000: {text}\r\nTrace ID: 0")})
+            } else {
+                json!({"error": {"code": code, "message": text}})
+            };
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Echo::PlainText => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/plain"), ("retry-after", "0")],
+            text.to_string(),
+        )
+            .into_response(),
+        Echo::HtmlTitle => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html"), ("retry-after", "0")],
+            format!("<html><head><title>{text}</title></head><body>{text}</body></html>"),
+        )
+            .into_response(),
+    }
+}
+
 fn ok_json(v: Value) -> Response {
     (
         StatusCode::OK,
@@ -496,14 +627,20 @@ fn paged(s: &MockState, path: &str, q: &BTreeMap<String, String>, items: Vec<Val
     let page: Vec<Value> = items.iter().skip(offset).take(top).cloned().collect();
     let mut body = json!({ "value": page });
     if offset + top < items.len() {
-        let mut next = url::Url::parse(&format!("{}{}", s.base, path)).expect("url");
+        let origin = s.paged_next_base.as_deref().unwrap_or(&s.base);
+        let mut next = url::Url::parse(&format!("{origin}{path}")).expect("url");
         for (k, v) in q {
             if k != "$skiptoken" {
                 next.query_pairs_mut().append_pair(k, v);
             }
         }
+        let skip = if s.repeat_paged_next_link {
+            top
+        } else {
+            offset + top
+        };
         next.query_pairs_mut()
-            .append_pair("$skiptoken", &(offset + top).to_string());
+            .append_pair("$skiptoken", &skip.to_string());
         body["@odata.nextLink"] = json!(next.to_string());
     }
     ok_json(body)
@@ -588,14 +725,35 @@ fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
     let page_index = offset / s.page_size.max(1);
     let total;
     let page: Vec<Value> = if kind == "f" {
-        total = s.users.len() + s.first_round_extra.len();
-        s.users
+        let listed = s.users.len() + s.raw_items.len() + s.first_round_extra.len();
+        total = if s.endless.is_some() {
+            usize::MAX
+        } else {
+            listed
+        };
+        let mut page: Vec<Value> = s
+            .users
             .values()
-            .chain(s.first_round_extra.iter())
+            .map(|u| project(&s.full_item(u)))
+            .chain(s.raw_items.iter().cloned())
+            .chain(s.first_round_extra.iter().map(|u| project(&s.full_item(u))))
             .skip(offset)
             .take(s.page_size)
-            .map(|u| project(&s.full_item(u)))
-            .collect()
+            .collect();
+        if s.endless == Some(Endless::NewUsers) {
+            for n in offset.max(listed)..offset + s.page_size {
+                if page.len() < s.page_size {
+                    let id = format!("gen-{n}");
+                    page.push(project(&user(
+                        &id,
+                        &format!("{id}@contoso.test"),
+                        "Gen",
+                        "User",
+                    )));
+                }
+            }
+        }
+        page
     } else {
         total = to.saturating_sub(from);
         s.changes[from.min(to)..to]
@@ -609,14 +767,20 @@ fn delta(s: &mut MockState, q: &BTreeMap<String, String>) -> Response {
         "@odata.context": format!("{}/v1.0/$metadata#users", s.base),
         "value": page,
     });
-    let next = offset + s.page_size;
-    if next < total {
-        let mut link = url::Url::parse(&format!("{}/v1.0/users/delta", s.base)).expect("url");
+    let next = if s.repeat_next_link {
+        s.page_size
+    } else {
+        offset + s.page_size
+    };
+    if offset + s.page_size < total {
+        let origin = s.delta_next_base.as_deref().unwrap_or(&s.base);
+        let mut link = url::Url::parse(&format!("{origin}/v1.0/users/delta")).expect("url");
         link.query_pairs_mut()
             .append_pair("$skiptoken", &format!("{kind}.{from}.{to}.{next}.{select}"));
         body["@odata.nextLink"] = json!(link.to_string());
-    } else {
-        let mut link = url::Url::parse(&format!("{}/v1.0/users/delta", s.base)).expect("url");
+    } else if !s.no_delta_link {
+        let origin = s.delta_link_base.as_deref().unwrap_or(&s.base);
+        let mut link = url::Url::parse(&format!("{origin}/v1.0/users/delta")).expect("url");
         link.query_pairs_mut()
             .append_pair("$deltatoken", &format!("{to}.{select}"));
         body["@odata.deltaLink"] = json!(link.to_string());

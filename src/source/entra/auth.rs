@@ -12,6 +12,9 @@ use crate::config::{Cloud, EntraConfig, EntraCredential, Secret};
 
 /// Renew a cached token this long before Entra says it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// The longest lifetime believed: Entra's tokens last 60 to 90 minutes, and a huge
+/// `expires_in` would overflow the clock (and keep a revoked token for ever).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// How long a client assertion is valid (Entra wants "a few minutes").
 const ASSERTION_LIFETIME: i64 = 300;
 /// Token requests answered 429/5xx, as for Graph: tries in all.
@@ -111,6 +114,7 @@ impl TokenProvider {
                 let key_pem = std::fs::read(key_file).map_err(|e| {
                     AuthError::Credential(format!("cannot read {}: {e}", key_file.display()))
                 })?;
+                crate::redact::register_pem(&String::from_utf8_lossy(&key_pem));
                 let key = EncodingKey::from_rsa_pem(&key_pem).map_err(|e| {
                     AuthError::Credential(format!(
                         "{} is not an RSA private key in PEM: {e}",
@@ -141,35 +145,32 @@ impl TokenProvider {
                 return Ok(token.clone());
             }
         }
-        let mut retries = crate::http::Retries::new(
+        let retries = crate::http::Retries::new(
             Duration::from_secs(1),
             Duration::from_secs(32),
             MAX_ATTEMPTS,
         );
-        let (token, lifetime) = loop {
-            let (status, detail, retry_after) = match self.request().await {
-                Err(AuthError::Unavailable {
+        let (token, lifetime) = crate::http::retrying("the token endpoint", retries, || async {
+            match self.request().await {
+                Err(
+                    error @ AuthError::Unavailable {
+                        status,
+                        retry_after,
+                        ..
+                    },
+                ) => crate::http::Attempt::Again {
                     status,
-                    detail,
                     retry_after,
-                }) => (status, detail, retry_after),
-                other => break other?,
-            };
-            let Some(wait) = retries.next_wait(retry_after) else {
-                return Err(AuthError::Unavailable {
-                    status,
-                    detail,
-                    retry_after,
-                });
-            };
-            tracing::info!(
-                status,
-                wait_ms = wait.as_millis() as u64,
-                "the token endpoint asked us to wait; retrying"
-            );
-            tokio::time::sleep(wait).await;
-        };
-        let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE);
+                    error,
+                },
+                other => crate::http::Attempt::Done(other),
+            }
+        })
+        .await?;
+        let now = Instant::now();
+        let renew_at = now
+            .checked_add(lifetime.min(MAX_LIFETIME).saturating_sub(RENEW_BEFORE))
+            .unwrap_or(now);
         self.cached = Some((token.clone(), renew_at));
         Ok(token)
     }
@@ -225,7 +226,8 @@ impl TokenProvider {
                 .ok()
                 .and_then(|v| {
                     let d = v.get("error_description").or_else(|| v.get("error"))?;
-                    Some(d.as_str()?.lines().next()?.to_string())
+                    let d = crate::redact::scrub(d.as_str()?);
+                    Some(d.lines().next()?.to_string())
                 })
                 .unwrap_or_else(|| body.excerpt());
             return Err(AuthError::Unavailable {
@@ -239,7 +241,12 @@ impl TokenProvider {
             detail,
         })?;
         if !status.is_success() {
-            let text = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            // The identity platform's errors may quote the request (secret, assertion).
+            let text = |k: &str| {
+                json.get(k)
+                    .and_then(|v| v.as_str())
+                    .map(crate::redact::scrub)
+            };
             return match text("error") {
                 Some(code) => Err(AuthError::Refused {
                     code,
@@ -261,6 +268,7 @@ impl TokenProvider {
                 status: status.as_u16(),
                 detail: "no access_token in the body".into(),
             })?;
+        crate::redact::register_issued(token);
         let expires_in = json
             .get("expires_in")
             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
@@ -285,8 +293,10 @@ impl TokenProvider {
             "iat": now,
             "exp": now + ASSERTION_LIFETIME,
         });
-        jsonwebtoken::encode(&header, &claims, key)
-            .map_err(|e| AuthError::Credential(format!("cannot sign the client assertion: {e}")))
+        let jwt = jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|e| AuthError::Credential(format!("cannot sign the client assertion: {e}")))?;
+        crate::redact::register_jwt(&jwt);
+        Ok(jwt)
     }
 }
 

@@ -14,6 +14,13 @@ use crate::config::Secret;
 /// Attempts per request before a throttled or failing endpoint fails the run.
 const MAX_ATTEMPTS: usize = 6;
 
+/// The most pages one read follows: a million-user tenant is a few thousand pages, so
+/// more means paging that never ends.
+pub const MAX_PAGES_PER_READ: u64 = 100_000;
+/// The most items (users, members, assignments) one read holds, for the same reason;
+/// the largest tenants have a few million users.
+pub const MAX_ITEMS_PER_READ: u64 = 5_000_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     #[error(transparent)]
@@ -29,6 +36,13 @@ pub enum GraphError {
     Transport { path: String, detail: String },
     #[error("Graph sent a malformed page for {path}: {detail}")]
     Malformed { path: String, detail: String },
+    /// A paging or delta link to another scheme, host or port than `graph_url`: it is
+    /// neither followed (the request would carry the token) nor stored.
+    #[error("Graph sent a link to another server for {path}: {detail}")]
+    ForeignLink { path: String, detail: String },
+    /// The same link twice, or more pages or items than any tenant has.
+    #[error("Graph's paging of {path} does not end: {detail}")]
+    Endless { path: String, detail: String },
 }
 
 impl GraphError {
@@ -113,6 +127,7 @@ impl Graph {
     pub fn fetcher(&self, token: Secret) -> Fetcher {
         Fetcher {
             http: self.http.clone(),
+            base: self.base.clone(),
             token,
             requests: self.requests.clone(),
             retries: self.retries.clone(),
@@ -137,10 +152,16 @@ impl Graph {
         &mut self,
         url: &str,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, GraphError> {
+        let path = reqwest::Url::parse(url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        let mut bounds = Bounds::new(path);
         let mut items = Vec::new();
         let mut next = Some(url.to_string());
         while let Some(url) = next {
+            bounds.follow(&url)?;
             let page = self.page(&url).await?;
+            bounds.items(page.value.len())?;
             items.extend(page.value);
             next = page.next_link;
         }
@@ -148,70 +169,184 @@ impl Graph {
     }
 }
 
+/// What keeps one read finite: no link followed twice, at most [`MAX_PAGES_PER_READ`]
+/// pages and [`MAX_ITEMS_PER_READ`] items.
+pub struct Bounds {
+    path: String,
+    /// Hashes of the links followed (a link is long; 100,000 hashes are 800 KiB).
+    seen: std::collections::HashSet<u64>,
+    pages: u64,
+    items: u64,
+    max_pages: u64,
+    max_items: u64,
+}
+
+impl Bounds {
+    /// Bounds for the read of `path` (named in the error).
+    pub fn new(path: impl Into<String>) -> Bounds {
+        // Tests lower the caps (never raise them) so that hitting one takes a few pages.
+        let lowered = |name: &str, max: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(max, |v| v.min(max))
+        };
+        Bounds {
+            path: path.into(),
+            seen: Default::default(),
+            pages: 0,
+            items: 0,
+            max_pages: lowered("LEARNER_SYNC_TEST_MAX_PAGES", MAX_PAGES_PER_READ),
+            max_items: lowered("LEARNER_SYNC_TEST_MAX_ITEMS", MAX_ITEMS_PER_READ),
+        }
+    }
+
+    /// Before following `link`: refuse one seen before in this read, or one page too many.
+    pub fn follow(&mut self, link: &str) -> Result<(), GraphError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        link.hash(&mut h);
+        if !self.seen.insert(h.finish()) {
+            return Err(self.endless(format!(
+                "page {} links back to a page already read",
+                self.pages
+            )));
+        }
+        self.pages += 1;
+        if self.pages > self.max_pages {
+            return Err(self.endless(format!("more than {} pages", self.max_pages)));
+        }
+        Ok(())
+    }
+
+    /// After a page of `n` items: refuse one item too many.
+    pub fn items(&mut self, n: usize) -> Result<(), GraphError> {
+        self.items += n as u64;
+        if self.items > self.max_items {
+            return Err(self.endless(format!("more than {} items", self.max_items)));
+        }
+        Ok(())
+    }
+
+    fn endless(&self, detail: String) -> GraphError {
+        GraphError::Endless {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+}
+
 /// What a spawned page fetch needs: a client, a token and the request counter.
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
+    /// `graph_url`: the only origin the token is sent to.
+    base: reqwest::Url,
     token: Secret,
     requests: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
 }
 
 impl Fetcher {
-    /// GET a JSON page, retrying throttling and server errors.
+    /// GET a JSON page, retrying throttling and server errors. Every request passes
+    /// here, so this is where a link to another origin is refused before the token
+    /// leaves.
     pub async fn page(&self, url: &str) -> Result<Page, GraphError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| GraphError::Malformed {
-            path: url.chars().take(80).collect(),
+            path: "a paging link".into(),
             detail: format!("bad link: {e}"),
         })?;
         let path = parsed.path().to_string();
-        let mut retries = Retries::new(
+        if !crate::http::same_origin(&self.base, &parsed) {
+            return Err(GraphError::ForeignLink {
+                detail: foreign(&self.base, &parsed),
+                path,
+            });
+        }
+        let retries = Retries::new(
             Duration::from_secs(1),
             Duration::from_secs(32),
             MAX_ATTEMPTS,
         );
-        loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = self
-                .http
-                .get(parsed.clone())
-                .bearer_auth(self.token.expose())
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .map_err(|e| GraphError::Transport {
-                    path: path.clone(),
-                    detail: error_chain(&e.without_url()),
-                })?;
-            let status = resp.status().as_u16();
-            let retry_after = retry_after(&resp);
-            let body = read_body(resp).await.map_err(|e| GraphError::Transport {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-            if (200..300).contains(&status) {
-                return body
-                    .json()
-                    .map_err(|detail| GraphError::Malformed { path, detail });
-            }
-            let err = status_error(status, &body, &path);
-            if is_retryable(status) {
-                let Some(wait) = retries.next_wait(retry_after) else {
-                    return Err(err);
-                };
-                tracing::info!(
-                    status,
-                    path,
-                    wait_ms = wait.as_millis() as u64,
-                    "Graph asked us to wait; retrying"
-                );
+        let mut tries = 0u32;
+        crate::http::retrying("Graph", retries, || {
+            tries += 1;
+            if tries > 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(wait).await;
-                continue;
             }
-            return Err(err);
+            self.try_once(&parsed, &path)
+        })
+        .await
+    }
+
+    async fn try_once(&self, url: &reqwest::Url, path: &str) -> Attempt<Page, GraphError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let transport = |detail: String| {
+            Attempt::Done(Err(GraphError::Transport {
+                path: path.to_string(),
+                detail,
+            }))
+        };
+        let resp = match self
+            .http
+            .get(url.clone())
+            .bearer_auth(self.token.expose())
+            .header("Accept", "application/json")
+            .send()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => return transport(error_chain(&e.without_url())),
+        };
+        let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            // The client follows redirects on graph_url's origin only: this one leads
+            // elsewhere.
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok());
+            return Attempt::Done(Err(GraphError::ForeignLink {
+                path: path.to_string(),
+                detail: match to {
+                    Some(to) => format!("a {status} redirect: {}", foreign(&self.base, &to)),
+                    None => format!("a {status} redirect without a usable Location"),
+                },
+            }));
+        }
+        let retry_after = retry_after(&resp);
+        let body = match read_body(resp).await {
+            Ok(body) => body,
+            Err(e) => return transport(e.to_string()),
+        };
+        if (200..300).contains(&status) {
+            return Attempt::Done(body.json().map_err(|detail| GraphError::Malformed {
+                path: path.to_string(),
+                detail,
+            }));
+        }
+        let error = status_error(status, &body, path);
+        if is_retryable(status) {
+            Attempt::Again {
+                status,
+                retry_after,
+                error,
+            }
+        } else {
+            Attempt::Done(Err(error))
         }
     }
+}
+
+/// Why `link` is refused: its origin and the configured one (never its query, which
+/// may hold a delta token).
+pub fn foreign(base: &reqwest::Url, link: &reqwest::Url) -> String {
+    format!(
+        "the link points at {}, not at graph_url's {}; refusing to send the token there",
+        link.origin().ascii_serialization(),
+        base.origin().ascii_serialization()
+    )
 }
 
 fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
@@ -226,8 +361,12 @@ fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
         #[serde(default)]
         message: String,
     }
+    // A gateway may quote the request, token included.
     let (code, message) = match serde_json::from_slice::<ErrorBody>(&body.bytes) {
-        Ok(b) => (b.error.code, b.error.message),
+        Ok(b) => (
+            crate::redact::scrub(&b.error.code),
+            crate::redact::scrub(&b.error.message),
+        ),
         Err(_) => (String::new(), body.excerpt()),
     };
     GraphError::Status {
@@ -239,7 +378,7 @@ fn status_error(status: u16, body: &Body, path: &str) -> GraphError {
 }
 
 pub use crate::http::parse_retry_after;
-use crate::http::{error_chain, is_retryable, read_body, retry_after, Body, Retries};
+use crate::http::{error_chain, is_retryable, read_body, retry_after, Attempt, Body, Retries};
 
 #[cfg(test)]
 mod tests {

@@ -57,7 +57,20 @@ impl EntraSource {
     pub async fn read(&mut self, req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let before = self.graph.requests();
         let started = std::time::Instant::now();
-        let (listing, delta_link) = match req.cursor {
+        // A cursor from another graph_url (the config changed since) is not called: its
+        // origin would get this graph_url's token. A fresh round replaces it.
+        let cursor = req.cursor.filter(|link| {
+            let ours = reqwest::Url::parse(link)
+                .is_ok_and(|url| crate::http::same_origin(&self.graph.base, &url));
+            if !ours {
+                tracing::warn!(
+                    tenant = %self.cfg.tenant_id,
+                    "the stored delta link is not on graph_url's server; reading everything again"
+                );
+            }
+            ours
+        });
+        let (listing, delta_link) = match cursor {
             None => self.full_round().await?,
             Some(link) => match self.changes_since(link, req.snapshot).await {
                 Ok(read) => read,
@@ -96,19 +109,21 @@ impl EntraSource {
         let mut users: BTreeMap<String, DirectoryUser> = BTreeMap::new();
         let delta_link = walk(&mut self.graph, first.to_string(), |page| {
             for item in page {
-                let Some(id) = item_id(&item) else { continue };
+                let id = item_id(&item)?;
                 if item.contains_key("@removed") {
                     users.remove(&id);
                     continue;
                 }
                 // A duplicate later in the round updates what we got earlier.
                 let mut user = users.remove(&id).unwrap_or_else(|| blank(&id));
-                apply(&mut user, &item);
+                apply(&mut user, &item).map_err(malformed)?;
                 users.insert(id, user);
             }
+            Ok(())
         })
         .await
         .map_err(users_error)?;
+        users.values().try_for_each(usable).map_err(users_error)?;
         resolve_managers_all(&mut users);
         Ok((Listing::Complete(users.into_values().collect()), delta_link))
     }
@@ -122,7 +137,7 @@ impl EntraSource {
         let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
         let delta_link = walk(&mut self.graph, link.to_string(), |page| {
             for item in page {
-                let Some(id) = item_id(&item) else { continue };
+                let id = item_id(&item)?;
                 if item.contains_key("@removed") {
                     changed.insert(id, None);
                     continue;
@@ -132,11 +147,15 @@ impl EntraSource {
                     Some(None) => blank(&id),
                     None => snapshot.get(&id).unwrap_or_else(|| blank(&id)),
                 };
-                apply(&mut user, &item);
+                apply(&mut user, &item).map_err(malformed)?;
                 changed.insert(id, Some(user));
             }
+            Ok(())
         })
         .await?;
+        // A partial item for a user we never had (or one whose UPN was cleared) would
+        // make a learner without a user name.
+        changed.values().flatten().try_for_each(usable)?;
         Ok((
             Listing::Changes(resolve_managers_changes(snapshot, changed)),
             delta_link,
@@ -208,13 +227,17 @@ impl EntraSource {
 }
 
 /// Follow a delta round from `first` to its deltaLink, handing each page's items to
-/// `on_page`. The next page is fetched while the current one is processed.
+/// `on_page`. The next page is fetched while the current one is processed. A link seen
+/// before, too many pages or items, a link to another origin or a malformed item (from
+/// `on_page`) ends the round with an error.
 async fn walk(
     graph: &mut Graph,
     first: String,
-    mut on_page: impl FnMut(Vec<Map<String, Value>>),
+    mut on_page: impl FnMut(Vec<Map<String, Value>>) -> Result<(), GraphError>,
 ) -> Result<String, GraphError> {
+    let mut bounds = graph::Bounds::new("users/delta");
     let mut url = first;
+    bounds.follow(&url)?;
     let mut pending = spawn_fetch(graph, url.clone()).await?;
     loop {
         let page = match pending.await {
@@ -230,14 +253,30 @@ async fn walk(
                 })
             }
         };
+        bounds.items(page.value.len())?;
         match (page.next_link, page.delta_link) {
             (Some(next), _) => {
                 url = next;
+                bounds.follow(&url)?;
                 pending = spawn_fetch(graph, url.clone()).await?;
-                on_page(page.value);
+                if let Err(e) = on_page(page.value) {
+                    pending.abort();
+                    return Err(e);
+                }
             }
             (None, Some(delta)) => {
-                on_page(page.value);
+                // The deltaLink becomes the stored cursor, called with a token next run.
+                let checked = reqwest::Url::parse(&delta).map_err(|e| GraphError::Malformed {
+                    path: "users/delta".into(),
+                    detail: format!("bad @odata.deltaLink: {e}"),
+                })?;
+                if !crate::http::same_origin(&graph.base, &checked) {
+                    return Err(GraphError::ForeignLink {
+                        path: "users/delta".into(),
+                        detail: graph::foreign(&graph.base, &checked),
+                    });
+                }
+                on_page(page.value)?;
                 return Ok(delta);
             }
             (None, None) => {
@@ -271,8 +310,48 @@ fn users_error(e: GraphError) -> SourceError {
     SourceError::Other(format!("{e}{hint}"))
 }
 
-fn item_id(item: &Map<String, Value>) -> Option<String> {
-    item.get("id").and_then(|v| v.as_str()).map(str::to_string)
+/// A delta item's id. An item without a usable one is refused: skipped, its user
+/// would read as deleted.
+fn item_id(item: &Map<String, Value>) -> Result<String, GraphError> {
+    match item.get("id") {
+        Some(Value::String(id)) if !id.trim().is_empty() => Ok(id.clone()),
+        Some(Value::String(_)) => Err(malformed("an item with an empty `id`".into())),
+        Some(other) => Err(malformed(format!(
+            "an item whose `id` is {}, not a string",
+            kind(other)
+        ))),
+        None => Err(malformed("an item without an `id`".into())),
+    }
+}
+
+fn malformed(detail: String) -> GraphError {
+    GraphError::Malformed {
+        path: "users/delta".into(),
+        detail,
+    }
+}
+
+/// A user is written only with a user name, as a CSV row is.
+fn usable(user: &DirectoryUser) -> Result<(), GraphError> {
+    if user.fields.user_name.trim().is_empty() {
+        return Err(malformed(format!(
+            "user {} has no userPrincipalName",
+            user.external_id
+        )));
+    }
+    Ok(())
+}
+
+/// A JSON value's type, for messages (never the value, which may be personal data).
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn blank(id: &str) -> DirectoryUser {
@@ -286,20 +365,29 @@ fn blank(id: &str) -> DirectoryUser {
 }
 
 /// Merge one delta item into a user: a property present with a value sets it,
-/// present as `null` clears it, absent leaves it as it was.
-pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
-    let text = |v: &Value| v.as_str().map(str::to_string);
+/// present as `null` clears it, absent leaves it as it was. A mapped property of the
+/// wrong type (a number for a name, `"false"` for `accountEnabled`) is refused: read
+/// as absent or as its default it would change the learner silently.
+pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) -> Result<(), String> {
+    let id = user.external_id.clone();
+    let wrong =
+        |key: &str, v: &Value, want: &str| format!("user {id}: `{key}` is {}, not {want}", kind(v));
+    let text = |key: &str, v: &Value| match v {
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Null => Ok(None),
+        other => Err(wrong(key, other, "a string")),
+    };
     for (key, value) in item {
         let f = &mut user.fields;
         match key.as_str() {
-            "userPrincipalName" => f.user_name = text(value).unwrap_or_default(),
-            "givenName" => f.given_name = text(value),
-            "surname" => f.family_name = text(value),
-            "displayName" => f.display_name = text(value),
-            "department" => f.department = text(value),
-            "jobTitle" => f.job_title = text(value),
-            "employeeId" => f.employee_id = text(value),
-            "mail" => match text(value).filter(|m| !m.trim().is_empty()) {
+            "userPrincipalName" => f.user_name = text(key, value)?.unwrap_or_default(),
+            "givenName" => f.given_name = text(key, value)?,
+            "surname" => f.family_name = text(key, value)?,
+            "displayName" => f.display_name = text(key, value)?,
+            "department" => f.department = text(key, value)?,
+            "jobTitle" => f.job_title = text(key, value)?,
+            "employeeId" => f.employee_id = text(key, value)?,
+            "mail" => match text(key, value)?.filter(|m| !m.trim().is_empty()) {
                 Some(mail) => {
                     f.email = Some(mail);
                     user.extra.remove(EMAIL_FROM_UPN);
@@ -309,26 +397,28 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
                 }
             },
             "accountEnabled" => {
-                user.state = if value.as_bool() == Some(false) {
-                    AccountState::Disabled
-                } else {
-                    AccountState::Enabled
+                user.state = match value {
+                    Value::Bool(false) => AccountState::Disabled,
+                    // Graph leaves it null for a few synced accounts: they can sign in.
+                    Value::Bool(true) | Value::Null => AccountState::Enabled,
+                    other => return Err(wrong(key, other, "a boolean")),
                 }
             }
             "userType" => {
-                user.guest = value
-                    .as_str()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("guest"));
+                user.guest = text(key, value)?.is_some_and(|t| t.eq_ignore_ascii_case("guest"));
             }
             "manager@delta" => {
+                let links = match value {
+                    Value::Array(links) => links.as_slice(),
+                    Value::Null => &[],
+                    other => return Err(wrong(key, other, "an array")),
+                };
                 // The current manager is the entry not marked removed; none left = no manager.
-                let manager = value.as_array().and_then(|links| {
-                    links
-                        .iter()
-                        .filter(|l| l.get("@removed").is_none())
-                        .find_map(|l| l.get("id").and_then(|v| v.as_str()))
-                        .map(str::to_string)
-                });
+                let manager = links
+                    .iter()
+                    .filter(|l| l.get("@removed").is_none())
+                    .find_map(|l| l.get("id").and_then(|v| v.as_str()))
+                    .map(str::to_string);
                 set_extra(&mut user.extra, MANAGER_ID, manager);
             }
             _ => {}
@@ -340,6 +430,7 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) {
             .insert(EMAIL_FROM_UPN.to_string(), "true".to_string());
         user.fields.email = Some(user.fields.user_name.clone()).filter(|u| !u.trim().is_empty());
     }
+    Ok(())
 }
 
 fn set_extra(extra: &mut BTreeMap<String, String>, key: &str, value: Option<String>) {
@@ -449,16 +540,17 @@ mod tests {
             &obj(
                 json!({"id":"1","userPrincipalName":"ada@x","mail":"ada@mail","department":"Ops","jobTitle":"Eng"}),
             ),
-        );
+        ).unwrap();
         apply(
             &mut u,
             &obj(json!({"id":"1","department":null,"accountEnabled":false})),
-        );
+        )
+        .unwrap();
         assert_eq!(u.fields.job_title.as_deref(), Some("Eng"));
         assert_eq!(u.fields.department, None);
         assert_eq!(u.fields.email.as_deref(), Some("ada@mail"));
         assert_eq!(u.state, AccountState::Disabled);
-        apply(&mut u, &obj(json!({"id":"1","mail":null})));
+        apply(&mut u, &obj(json!({"id":"1","mail":null}))).unwrap();
         assert_eq!(
             u.fields.email.as_deref(),
             Some("ada@x"),
@@ -467,17 +559,19 @@ mod tests {
         apply(
             &mut u,
             &obj(json!({"id":"1","userPrincipalName":"ada.l@x"})),
-        );
+        )
+        .unwrap();
         assert_eq!(
             u.fields.email.as_deref(),
             Some("ada.l@x"),
             "follows the UPN"
         );
-        apply(&mut u, &obj(json!({"id":"1","mail":"ada@mail"})));
+        apply(&mut u, &obj(json!({"id":"1","mail":"ada@mail"}))).unwrap();
         apply(
             &mut u,
             &obj(json!({"id":"1","userPrincipalName":"ada.m@x"})),
-        );
+        )
+        .unwrap();
         assert_eq!(
             u.fields.email.as_deref(),
             Some("ada@mail"),
@@ -489,18 +583,19 @@ mod tests {
     #[test]
     fn a_managers_new_email_updates_their_reports() {
         let mut boss = blank("b");
-        apply(&mut boss, &obj(json!({"userPrincipalName":"boss@x"})));
+        apply(&mut boss, &obj(json!({"userPrincipalName":"boss@x"}))).unwrap();
         let mut report = blank("r");
         apply(
             &mut report,
             &obj(json!({"userPrincipalName":"r@x","manager@delta":[{"id":"b"}]})),
-        );
+        )
+        .unwrap();
         report.fields.manager_email = Some("boss@x".into());
         let snapshot: crate::source::Snapshot =
             [("b".to_string(), boss.clone()), ("r".to_string(), report)]
                 .into_iter()
                 .collect();
-        apply(&mut boss, &obj(json!({"mail":"chief@x"})));
+        apply(&mut boss, &obj(json!({"mail":"chief@x"}))).unwrap();
         let changes = resolve_managers_changes(&snapshot, [("b".to_string(), Some(boss))].into());
         let emails: Vec<_> = changes
             .iter()

@@ -366,3 +366,62 @@ fn a_200_that_is_not_a_users_listing_ends_nothing_early() {
         failed_untouched(&env, &out, 6, "is not a Directory API listing");
     }
 }
+
+/// A group-scoped directory of `n` users, all members of one group, synced once.
+fn group_synced(n: usize) -> (GoogleMock, Env) {
+    let mock = GoogleMock::start();
+    mock.with(|s| {
+        s.expected_scopes = vec![google_mock::USER_SCOPE, google_mock::MEMBER_SCOPE];
+        s.users = users(n);
+        s.page_cap = 2;
+        s.groups.insert(
+            "staff@fabrikam.example".into(),
+            (1..=n)
+                .map(|i| {
+                    (
+                        format!("1{i:02}"),
+                        "USER".into(),
+                        format!("u{i}@fabrikam.example"),
+                    )
+                })
+                .collect(),
+        );
+    });
+    let env = Env::new();
+    env.write("sa.json", &mock.key_json());
+    write_config(&env, &mock, "");
+    let config = std::fs::read_to_string(env.config()).unwrap().replace(
+        r#"scope = "all""#,
+        r#"scope = { groups = ["staff@fabrikam.example"] }"#,
+    );
+    env.write("config.toml", &config);
+    let out = run(&env, &[]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    assert_eq!(active(&env), all_active(n));
+    (mock, env)
+}
+
+#[test]
+fn a_group_listing_that_loops_or_is_not_a_listing_narrows_no_scope() {
+    // Without the checks, a members listing cut after page 1 puts members 3..6 out
+    // of scope (deactivated), and a looping one never ends.
+    let bodies = [
+        (
+            json!({"kind": "admin#directory#members",
+                "members": [{"id": "103", "type": "USER"}], "nextPageToken": "page-2"}),
+            "nextPageToken already seen",
+        ),
+        (json!({}), "is not a Directory API listing"),
+    ];
+    for (body, words) in bodies {
+        let (mock, env) = group_synced(6);
+        mock.with(|s| {
+            s.scripted_members.insert(
+                "page-2".into(),
+                std::iter::repeat_n(body.clone(), 20).collect(),
+            );
+        });
+        let out = run(&env, &[]);
+        failed_untouched(&env, &out, 6, words);
+    }
+}

@@ -68,6 +68,8 @@ pub struct MockState {
     /// Hostile paging: this many users pages in a row answer with no users and a
     /// fresh `nextPageToken`, before normal answers resume.
     pub endless_pages: usize,
+    /// As `scripted`, for members requests (of any group).
+    pub scripted_members: BTreeMap<String, VecDeque<Value>>,
     /// Raw (still encoded) query strings of the users requests.
     pub raw_user_queries: Vec<String>,
     /// The token endpoint's `expires_in` (3599 when unset).
@@ -437,6 +439,15 @@ async fn members(
     if !st.groups.contains_key(&key) {
         st.log.push(format!("members {key} 404"));
         return api_error(404, "notFound", "Resource Not Found: groupKey");
+    }
+    let token = q.get("pageToken").cloned().unwrap_or_default();
+    if let Some(body) = st
+        .scripted_members
+        .get_mut(&token)
+        .and_then(VecDeque::pop_front)
+    {
+        st.log.push(format!("members {key} 200 scripted"));
+        return (StatusCode::OK, axum::Json(body)).into_response();
     }
     let derived = q.get("includeDerivedMembership").map(String::as_str) == Some("true");
     let mut all = Vec::new();

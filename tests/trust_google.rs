@@ -412,6 +412,11 @@ fn a_group_listing_that_loops_or_is_not_a_listing_narrows_no_scope() {
             "nextPageToken already seen",
         ),
         (json!({}), "is not a Directory API listing"),
+        (
+            json!({"kind": "admin#directory#members",
+                "members": [{"email": "u3@fabrikam.example", "type": "USER"}]}),
+            "a user member without an id",
+        ),
     ];
     for (body, words) in bodies {
         let (mock, env) = group_synced(6);

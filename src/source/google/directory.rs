@@ -54,9 +54,8 @@ impl RetryPolicy {
     }
 }
 
-/// How far one listing may go before it is refused as never-ending. Far beyond any
-/// real tenant (Workspace's largest are a few hundred thousand users); only a
-/// paging loop or a hostile endpoint gets there.
+/// How far one listing may go before it is refused as never-ending: far beyond the
+/// largest real tenants, so only a paging loop or a hostile endpoint gets there.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadLimits {
     pub max_pages: usize,
@@ -336,12 +335,20 @@ impl Directory {
             let page: MembersPage = self.get_json(tokens, url, &what, MEMBERS_KIND).await?;
             pages += 1;
             paging.count(page.members.len())?;
-            ids.extend(
-                page.members
-                    .into_iter()
-                    .filter(|m| m.kind.as_deref().is_none_or(|k| k == "USER"))
-                    .filter_map(|m| m.id),
-            );
+            for m in page.members {
+                if m.kind.as_deref().is_some_and(|k| k != "USER") {
+                    continue;
+                }
+                // Dropping it would put the user out of scope (and deactivate them).
+                match m.id.filter(|id| !id.trim().is_empty()) {
+                    Some(id) => ids.push(id),
+                    None => {
+                        return Err(GoogleError::Refused(format!(
+                            "{what}: a user member without an id; refusing the listing (nothing was changed)"
+                        )))
+                    }
+                }
+            }
             if max_pages.is_some_and(|max| pages >= max) || !paging.next(page.next_page_token)? {
                 return Ok(ids);
             }
@@ -548,7 +555,7 @@ impl<'a> Paging<'a> {
 fn checked_user(raw: serde_json::Value) -> Result<ApiUser, GoogleError> {
     use serde_json::Value;
     let refused = |message: String| {
-        GoogleError::Refused(format!("users.list: {message}; refusing the listing, as a bad CSV row refuses its file (nothing was changed)"))
+        GoogleError::Refused(format!("users.list: {message}; refusing the listing, like a bad row refuses a CSV file (nothing was changed)"))
     };
     let id = match raw.get("id") {
         Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),

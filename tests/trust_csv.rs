@@ -231,3 +231,18 @@ fn an_empty_row_between_rows_is_refused_with_its_line() {
     );
     refused(&env, 3, "hr.csv:3: empty row in the middle of the file");
 }
+
+#[test]
+fn a_file_saved_in_another_encoding_says_how_to_save_it() {
+    // Excel's "Unicode Text" is UTF-16 with a BOM; Latin-1 is a local code page.
+    let utf16: Vec<u8> = "\u{feff}external_id,user_name\r\nE1,a@x.io\r\n"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let latin1 = b"external_id,user_name,given_name\nE1,a@x.io,Ren\xe9\n".to_vec();
+    for bytes in [utf16, latin1] {
+        let env = synced(2);
+        std::fs::write(env.path("hr.csv"), bytes).unwrap();
+        refused(&env, 2, "save as \"CSV UTF-8\"");
+    }
+}

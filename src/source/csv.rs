@@ -303,7 +303,9 @@ fn csv_line(
 
 fn csv_message(e: &::csv::Error) -> String {
     match e.kind() {
-        ::csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        ::csv::ErrorKind::Utf8 { .. } => {
+            "not valid UTF-8 (from Excel, save as \"CSV UTF-8\", not \"Unicode Text\" or a local code page)".to_string()
+        }
         ::csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => format!("expected {expected_len} fields, found {len}"),

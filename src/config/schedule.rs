@@ -18,7 +18,11 @@ impl PartialEq for Schedule {
     }
 }
 
-/// Parse `"<n>s|m|h|d"`.
+/// The longest duration any setting takes. Longer is surely a typo, and it keeps
+/// every later `now + duration` (std, chrono and tokio clocks) far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// Parse `"<n>s|m|h|d"`, at most `MAX_DURATION`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -26,17 +30,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 30s, 40m, 24h or 7d"))?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs: u64 = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => {
             return Err(format!(
                 "`{text}` is not a duration like 30s, 40m, 24h or 7d"
             ))
         }
     };
+    // Checked: a wrapped product would silently become a short interval.
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|s| *s <= MAX_DURATION.as_secs())
+        .ok_or_else(|| format!("`{text}` is longer than 100 years (36500d)"))?;
     if secs == 0 {
         return Err(format!("`{text}` must be longer than zero"));
     }
@@ -56,9 +65,17 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     } else {
         t.to_string()
     };
-    expr.parse::<cron::Schedule>()
-        .map(|s| Schedule::Cron(Box::new(s)))
-        .map_err(|e| format!("`{text}` is neither \"every <n>s|m|h\" nor a cron expression ({e})"))
+    let cron = expr.parse::<cron::Schedule>().map_err(|e| {
+        format!("`{text}` is neither \"every <n>s|m|h\" nor a cron expression ({e})")
+    })?;
+    // A valid expression can name a date that never comes (`0 0 30 2 *`, a past
+    // year): the daemon would wait forever while the directory silently stops.
+    if cron.after(&chrono::Utc::now()).next().is_none() {
+        return Err(format!(
+            "`{text}` never fires (no matching time from now until the year 2100; check day-of-month against the month)"
+        ));
+    }
+    Ok(Schedule::Cron(Box::new(cron)))
 }
 
 impl Schedule {
@@ -103,5 +120,16 @@ mod tests {
         ));
         assert!(parse_schedule("every forty minutes").is_err());
         assert!(parse_schedule("every 0s").is_err());
+    }
+
+    #[test]
+    fn overflowing_and_never_firing_schedules_are_refused() {
+        assert!(parse_duration("307445734561825861m").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
+        assert!(parse_duration("36501d").is_err());
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        assert!(parse_schedule("0 0 30 2 *").is_err());
+        assert!(parse_schedule("0 0 0 1 1 * 2020").is_err());
+        assert!(parse_schedule("0 0 29 2 *").is_ok());
     }
 }

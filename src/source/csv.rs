@@ -2,9 +2,13 @@
 //!
 //! The whole file is validated before anything is returned: a bad row rejects the
 //! file with its line number, so a half-read file can never deactivate anyone.
+//! A file whose last record has no line break after it is refused too: that is how a
+//! file cut short mid-write or mid-copy looks, where the cut falls after a complete row.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use crate::check::CheckLine;
 use crate::model::{AccountState, DirectoryUser, LearnerFields, FIELD_NAMES};
@@ -68,6 +72,74 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<DirectoryUser>, SourceErr
     parse(std::io::BufReader::new(file), &shown)
 }
 
+/// What the reader has seen of the raw bytes: where each line-break byte is (to
+/// number lines by byte offset; the csv crate's own line count is one short per
+/// CRLF) and the last byte (to tell a file that ends with a line break).
+#[derive(Default)]
+struct Seen {
+    /// Offsets of `\r` and `\n` bytes not yet passed by a record, and which it is.
+    breaks: VecDeque<(u64, bool)>,
+    /// `\n` bytes before the oldest one in `breaks`.
+    passed: u64,
+    read: u64,
+    last: Option<u8>,
+}
+
+impl Seen {
+    /// The 1-based line of a record starting at byte `offset`. Offsets must not go
+    /// backwards. The csv crate may start a record at the line breaks before it (the
+    /// `\n` of a CRLF, blank lines), so the record's line is that of its first byte
+    /// that is not a line break.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut at = offset;
+        while let Some(&(b, newline)) = self.breaks.front() {
+            if b > at {
+                break;
+            }
+            if b == at {
+                at += 1;
+            }
+            self.breaks.pop_front();
+            self.passed += u64::from(newline);
+        }
+        self.passed + 1
+    }
+}
+
+/// A reader that records line breaks into `Seen` as bytes go by.
+struct Tracking<R> {
+    inner: R,
+    seen: Rc<RefCell<Seen>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Tracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut seen = self.seen.borrow_mut();
+        let start = seen.read;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if matches!(b, b'\n' | b'\r') {
+                seen.breaks.push_back((start + i as u64, *b == b'\n'));
+            }
+        }
+        seen.read += n as u64;
+        if n > 0 {
+            seen.last = buf.get(n - 1).copied();
+        }
+        Ok(n)
+    }
+}
+
+/// A header cell shown in an error: cut short, since a file that is not a CSV
+/// export at all (a key, a password file) must not be echoed.
+fn shown_name(name: &str) -> String {
+    let mut s: String = name.chars().take(40).collect();
+    if s.len() < name.len() {
+        s.push_str("...");
+    }
+    s
+}
+
 /// Parse CSV text; `shown` names the file in errors.
 pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUser>, SourceError> {
     let bad = |line: u64, message: String| SourceError::BadFile {
@@ -75,28 +147,53 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
         line,
         message,
     };
+    let seen = Rc::new(RefCell::new(Seen::default()));
     let mut rdr = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(reader);
+        .from_reader(Tracking {
+            inner: reader,
+            seen: seen.clone(),
+        });
+    let line_of = |pos: Option<&::csv::Position>| pos.map(|p| seen.borrow_mut().line_at(p.byte()));
     let headers = rdr
         .headers()
-        .map_err(|e| bad(csv_line(&e).unwrap_or(1), csv_message(&e)))?
+        .map_err(|e| bad(csv_line(&e, &line_of).unwrap_or(1), csv_message(&e)))?
         .clone();
+    // Header names as Excel users type them: any case, stray spaces, a BOM.
+    let names: Vec<String> = headers
+        .iter()
+        .map(|n| {
+            n.trim()
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_lowercase()
+        })
+        .collect();
+    if !names.iter().any(|n| n == "external_id" || n == "user_name") {
+        // Not a header of this format at all: say its shape, never its content.
+        return Err(bad(
+            1,
+            format!(
+                "line 1 has {} column(s), none of them external_id or user_name: this is not a learner CSV with a header row (check the directory's path)",
+                names.len()
+            ),
+        ));
+    }
     let mut column: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, name) in headers.iter().enumerate() {
-        let name = name.trim().trim_start_matches('\u{feff}');
-        let Some(known) = allowed_columns().find(|a| *a == name) else {
+    for (i, name) in names.iter().enumerate() {
+        let Some(known) = allowed_columns().find(|a| a == name) else {
             return Err(bad(
                 1,
                 format!(
-                    "unknown column `{name}` (expected some of: {})",
+                    "unknown column `{}` (expected some of: {})",
+                    shown_name(name),
                     allowed_columns().collect::<Vec<_>>().join(", ")
                 ),
             ));
         };
         if column.insert(known, i).is_some() {
-            return Err(bad(1, format!("column `{name}` appears twice")));
+            return Err(bad(1, format!("column `{known}` appears twice")));
         }
     }
     for required in ["external_id", "user_name"] {
@@ -106,15 +203,30 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
     }
 
     let mut users = Vec::new();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut record = ::csv::StringRecord::new();
+    // The first of a run of all-empty rows (`,,,,`, which Excel leaves below the
+    // data): ignored at the end of the file, an error if a row follows.
+    let mut blank_since: Option<u64> = None;
+    let mut last_line = 1;
     loop {
         match rdr.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(bad(csv_line(&e).unwrap_or(0), csv_message(&e))),
+            Err(e) => return Err(bad(csv_line(&e, &line_of).unwrap_or(0), csv_message(&e))),
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = line_of(record.position()).unwrap_or(0);
+        last_line = line;
+        if record.iter().all(|f| f.trim().is_empty()) {
+            blank_since.get_or_insert(line);
+            continue;
+        }
+        if let Some(blank) = blank_since {
+            return Err(bad(
+                blank,
+                "empty row in the middle of the file (every field is empty)".to_string(),
+            ));
+        }
         let get = |name: &str| {
             column
                 .get(name)
@@ -140,7 +252,7 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
                 ))
             }
         };
-        if let Some(first) = seen.insert(external_id.clone(), line) {
+        if let Some(first) = ids.insert(external_id.clone(), line) {
             return Err(bad(
                 line,
                 format!("external_id `{external_id}` already appears on line {first}"),
@@ -165,21 +277,35 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
             extra: BTreeMap::new(),
         });
     }
+    let last = seen.borrow().last;
+    if !matches!(last, Some(b'\n' | b'\r') | None) {
+        return Err(bad(
+            last_line,
+            "the file does not end with a line break after its last row, as a file cut short while being written or copied looks; \
+             re-export it (if it is complete, add a line break at the end)"
+                .to_string(),
+        ));
+    }
     Ok(users)
 }
 
-fn csv_line(e: &::csv::Error) -> Option<u64> {
+fn csv_line(
+    e: &::csv::Error,
+    line_of: &dyn Fn(Option<&::csv::Position>) -> Option<u64>,
+) -> Option<u64> {
     match e.kind() {
-        ::csv::ErrorKind::Utf8 { pos, .. } => pos.as_ref().map(|p| p.line()),
-        ::csv::ErrorKind::UnequalLengths { pos, .. } => pos.as_ref().map(|p| p.line()),
-        ::csv::ErrorKind::Deserialize { pos, .. } => pos.as_ref().map(|p| p.line()),
+        ::csv::ErrorKind::Utf8 { pos, .. } => line_of(pos.as_ref()),
+        ::csv::ErrorKind::UnequalLengths { pos, .. } => line_of(pos.as_ref()),
+        ::csv::ErrorKind::Deserialize { pos, .. } => line_of(pos.as_ref()),
         _ => None,
     }
 }
 
 fn csv_message(e: &::csv::Error) -> String {
     match e.kind() {
-        ::csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        ::csv::ErrorKind::Utf8 { .. } => {
+            "not valid UTF-8 (from Excel, save as \"CSV UTF-8\", not \"Unicode Text\" or a local code page)".to_string()
+        }
         ::csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => format!("expected {expected_len} fields, found {len}"),
@@ -207,6 +333,31 @@ mod tests {
         let text = "external_id,user_name,email\n1,a@x.io,a@x.io\n2,b@x.io\n";
         let err = parse(text.as_bytes(), "t.csv").unwrap_err().to_string();
         assert_eq!(err, "t.csv:3: expected 3 fields, found 2");
+    }
+
+    #[test]
+    fn crlf_lines_are_numbered_like_lf_lines() {
+        let short = "external_id,user_name,email\r\n1,a@x.io,a@x.io\r\n2,b@x.io\r\n";
+        let err = parse(short.as_bytes(), "t.csv").unwrap_err().to_string();
+        assert_eq!(err, "t.csv:3: expected 3 fields, found 2");
+        let dup = "external_id,user_name\r\n1,a\r\n2,b\r\n1,c\r\n";
+        let err = parse(dup.as_bytes(), "t").unwrap_err().to_string();
+        assert!(
+            err.contains("t:4: external_id `1` already appears on line 2"),
+            "{err}"
+        );
+        let quoted = "external_id,user_name,display_name\r\n1,a,\"two\r\nlines\"\r\n1,b,c\r\n";
+        let err = parse(quoted.as_bytes(), "t").unwrap_err().to_string();
+        assert!(
+            err.contains("t:4: external_id `1` already appears on line 2"),
+            "{err}"
+        );
+        for gap in ["\n\n", "\r\n\r\n", "\n\n\n"] {
+            let text = format!("external_id,user_name\n1,a{gap}1,b\n");
+            let want = 2 + gap.matches('\n').count();
+            let err = parse(text.as_bytes(), "t").unwrap_err().to_string();
+            assert!(err.starts_with(&format!("t:{want}: ")), "{gap:?}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,6 +62,18 @@ pub struct MockState {
     pub token_url: String,
     /// Added before every users page is answered (benchmarks).
     pub page_latency: std::time::Duration,
+    /// Hostile paging: answers served (one each, in order) to users requests whose
+    /// `pageToken` is the key ("" for the first page) before normal answers resume.
+    pub scripted: BTreeMap<String, VecDeque<Value>>,
+    /// Hostile paging: this many users pages in a row answer with no users and a
+    /// fresh `nextPageToken`, before normal answers resume.
+    pub endless_pages: usize,
+    /// As `scripted`, for members requests (of any group).
+    pub scripted_members: BTreeMap<String, VecDeque<Value>>,
+    /// Raw (still encoded) query strings of the users requests.
+    pub raw_user_queries: Vec<String>,
+    /// The token endpoint's `expires_in` (3599 when unset).
+    pub token_expires_in: Option<Value>,
 }
 
 pub struct GoogleMock {
@@ -233,7 +245,8 @@ async fn token(
     st.log.push("token ok".into());
     (
         StatusCode::OK,
-        axum::Json(json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer"})),
+        axum::Json(json!({"access_token": access,
+            "expires_in": st.token_expires_in.clone().unwrap_or(json!(3599)), "token_type": "Bearer"})),
     )
         .into_response()
 }
@@ -320,6 +333,7 @@ async fn users(
     State(state): State<Arc<Mutex<MockState>>>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let latency = state.lock().expect("state").page_latency;
     if !latency.is_zero() {
@@ -327,8 +341,22 @@ async fn users(
     }
     let mut st = state.lock().expect("state");
     st.user_queries.push(q.clone());
+    st.raw_user_queries.push(raw.unwrap_or_default());
     if let Some(r) = gate(&mut st, &headers, "users") {
         return r;
+    }
+    let token = q.get("pageToken").cloned().unwrap_or_default();
+    if let Some(body) = st.scripted.get_mut(&token).and_then(VecDeque::pop_front) {
+        st.log.push("users 200 scripted".into());
+        return (StatusCode::OK, axum::Json(body)).into_response();
+    }
+    if st.endless_pages > 0 {
+        st.endless_pages -= 1;
+        let n = st.user_queries.len();
+        st.log.push("users 200 endless".into());
+        let body =
+            json!({"kind": "admin#directory#users", "nextPageToken": format!("endless-{n}")});
+        return (StatusCode::OK, axum::Json(body)).into_response();
     }
     if q.contains_key("customer") == q.contains_key("domain") {
         st.log.push("users 400".into());
@@ -411,6 +439,15 @@ async fn members(
     if !st.groups.contains_key(&key) {
         st.log.push(format!("members {key} 404"));
         return api_error(404, "notFound", "Resource Not Found: groupKey");
+    }
+    let token = q.get("pageToken").cloned().unwrap_or_default();
+    if let Some(body) = st
+        .scripted_members
+        .get_mut(&token)
+        .and_then(VecDeque::pop_front)
+    {
+        st.log.push(format!("members {key} 200 scripted"));
+        return (StatusCode::OK, axum::Json(body)).into_response();
     }
     let derived = q.get("includeDerivedMembership").map(String::as_str) == Some("true");
     let mut all = Vec::new();

@@ -25,6 +25,17 @@ pub const GROUP_MEMBER_SCOPE: &str =
 const ASSERTION_LIFETIME: i64 = 3600;
 /// Renew a cached token this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// Google's access tokens last an hour; a longer `expires_in` is not believed past a
+/// day (and a huge one must not overflow the clock).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86400);
+
+/// Google's token endpoint: what every downloaded key names (the first), and the
+/// older endpoints keys from before 2019 name.
+pub const GOOGLE_TOKEN_URIS: &[&str] = &[
+    "https://oauth2.googleapis.com/token",
+    "https://accounts.google.com/o/oauth2/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+];
 
 /// The fields of a key JSON that the grant needs. Deliberately not `Debug`: it holds
 /// the private key.
@@ -48,9 +59,16 @@ pub struct ServiceAccount {
 impl ServiceAccount {
     /// Read the key JSON from its secret. Errors name where the key comes from and
     /// what is wrong with its shape, never its content.
+    ///
+    /// The signed assertion goes to the token endpoint, so a key's `token_uri` is
+    /// believed only where the credentials go anyway: Google's own endpoint, or the
+    /// origin of `directory_url` (an emulator serving both, which gets the bearer
+    /// token already). Any other endpoint must be named in the config as `token_url`:
+    /// a key file passed around or pasted into an env var does not get to redirect it.
     pub fn load(
         secret: &SecretRef,
         token_url: Option<&reqwest::Url>,
+        directory_url: &reqwest::Url,
     ) -> Result<ServiceAccount, GoogleError> {
         let bad = |message: String| GoogleError::Key {
             from: secret.describe(),
@@ -75,8 +93,9 @@ impl ServiceAccount {
                 )));
             }
         }
-        if let Some(url) = token_url {
-            key.token_uri = url.to_string();
+        match token_url {
+            Some(url) => key.token_uri = url.to_string(),
+            None => trusted_key_token_uri(&key.token_uri, directory_url).map_err(&bad)?,
         }
         check_token_uri(&key.token_uri).map_err(bad)?;
         // jsonwebtoken's message names the PEM problem, never the key's bytes.
@@ -100,6 +119,24 @@ impl ServiceAccount {
     pub fn token_uri(&self) -> &str {
         &self.key.token_uri
     }
+}
+
+/// Whether the key file's own `token_uri` may be used (see `ServiceAccount::load`).
+fn trusted_key_token_uri(uri: &str, directory_url: &reqwest::Url) -> Result<(), String> {
+    let url = reqwest::Url::parse(uri).map_err(|e| format!("token_uri is not a URL: {e}"))?;
+    let google = GOOGLE_TOKEN_URIS
+        .iter()
+        .filter_map(|g| reqwest::Url::parse(g).ok())
+        .any(|g| g.origin() == url.origin() && g.path() == url.path());
+    if google || url.origin() == directory_url.origin() {
+        return Ok(());
+    }
+    Err(format!(
+        "token_uri {} is neither Google's token endpoint ({}) nor on directory_url's origin; \
+         refusing to send the signed assertion there (if this endpoint is really meant, set token_url in the config)",
+        url.origin().ascii_serialization(),
+        GOOGLE_TOKEN_URIS[0]
+    ))
 }
 
 /// `http://` only for loopback hosts, like every other URL of the config.
@@ -190,10 +227,11 @@ impl Tokens {
         }
         let (token, lifetime) = self.request().await?;
         let value = token.expose().to_string();
-        *cached = Some((
-            token,
-            Instant::now() + lifetime.saturating_sub(RENEW_BEFORE),
-        ));
+        let now = Instant::now();
+        let lifetime = lifetime
+            .min(MAX_TOKEN_LIFETIME)
+            .saturating_sub(RENEW_BEFORE);
+        *cached = Some((token, now.checked_add(lifetime).unwrap_or(now)));
         Ok(value)
     }
 

@@ -10,9 +10,13 @@ use serde::Deserialize;
 use super::auth::Tokens;
 use super::GoogleError;
 
-/// `fields=` mask for `users.list`: only what the mapping reads.
-pub const USER_FIELDS: &str = "nextPageToken,users(id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,organizations(department,title,primary),externalIds(value,type),relations(value,type))";
-const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type)";
+/// `fields=` mask for `users.list`: only what the mapping reads, and `kind`, which
+/// tells a users listing from any other 200 (a proxy's `{}` would otherwise read as
+/// an empty last page).
+pub const USER_FIELDS: &str = "nextPageToken,users(id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,organizations(department,title,primary),externalIds(value,type),relations(value,type)),kind";
+const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type),kind";
+const USERS_KIND: &str = "admin#directory#users";
+const MEMBERS_KIND: &str = "admin#directory#members";
 pub const MAX_USERS_PER_PAGE: u32 = 500;
 const MAX_MEMBERS_PER_PAGE: u32 = 200;
 
@@ -50,6 +54,34 @@ impl RetryPolicy {
     }
 }
 
+/// How far one listing may go before it is refused as never-ending: far beyond the
+/// largest real tenants, so only a paging loop or a hostile endpoint gets there.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_pages: usize,
+    pub max_users: usize,
+}
+
+pub const MAX_PAGES: usize = 100_000;
+pub const MAX_USERS: usize = 5_000_000;
+
+impl ReadLimits {
+    /// `LEARNER_SYNC_GOOGLE_MAX_PAGES` / `_MAX_USERS` can only lower the limits
+    /// (tests reach them without 100,000 requests).
+    pub fn from_env() -> ReadLimits {
+        let lowered = |var: &str, max: usize| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .map_or(max, |v| v.clamp(1, max))
+        };
+        ReadLimits {
+            max_pages: lowered("LEARNER_SYNC_GOOGLE_MAX_PAGES", MAX_PAGES),
+            max_users: lowered("LEARNER_SYNC_GOOGLE_MAX_USERS", MAX_USERS),
+        }
+    }
+}
+
 /// Where users are listed: `customer=` or `domain=`.
 #[derive(Debug, Clone)]
 pub enum Tenant {
@@ -62,18 +94,39 @@ pub struct Directory {
     base: reqwest::Url,
     tenant: Tenant,
     retry: RetryPolicy,
+    limits: ReadLimits,
     pub requests: u64,
     /// Calls repeated after throttling, a server error or a broken body (shared with
     /// the source, which counts over its life).
     pub retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// A page of `users.list`. Users stay raw JSON until `checked_user` has found an
+/// id and a primaryEmail, so a bad user is refused by its id, not by a parse error.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UsersPage {
-    #[serde(default)]
-    users: Vec<ApiUser>,
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    users: Vec<serde_json::Value>,
     next_page_token: Option<String>,
+}
+
+/// A page type and the `kind` Google gives it.
+trait Page {
+    fn kind(&self) -> Option<&str>;
+}
+
+impl Page for UsersPage {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+}
+
+impl Page for MembersPage {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,7 +186,8 @@ pub struct ApiTypedValue {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MembersPage {
-    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
     members: Vec<ApiMember>,
     next_page_token: Option<String>,
 }
@@ -177,6 +231,7 @@ impl Directory {
             base,
             tenant,
             retry,
+            limits: ReadLimits::from_env(),
             requests: 0,
             retries: Default::default(),
         })
@@ -229,14 +284,16 @@ impl Directory {
         mut map: impl FnMut(ApiUser) -> T,
     ) -> Result<Vec<T>, GoogleError> {
         let mut users = Vec::new();
-        let mut page_token: Option<String> = None;
+        let mut paging = Paging::new("users.list", self.limits);
         loop {
-            let url = self.users_url(MAX_USERS_PER_PAGE, None, page_token.as_deref())?;
-            let page: UsersPage = self.get_json(tokens, url, "users.list").await?;
-            users.extend(page.users.into_iter().map(&mut map));
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => page_token = Some(t),
-                None => return Ok(users),
+            let url = self.users_url(MAX_USERS_PER_PAGE, None, paging.token())?;
+            let page: UsersPage = self.get_json(tokens, url, "users.list", USERS_KIND).await?;
+            paging.count(page.users.len())?;
+            for raw in page.users {
+                users.push(map(checked_user(raw)?));
+            }
+            if !paging.next(page.next_page_token)? {
+                return Ok(users);
             }
         }
     }
@@ -249,8 +306,8 @@ impl Directory {
         query: Option<&str>,
     ) -> Result<Vec<ApiUser>, GoogleError> {
         let url = self.users_url(max_results, query, None)?;
-        let page: UsersPage = self.get_json(tokens, url, "users.list").await?;
-        Ok(page.users)
+        let page: UsersPage = self.get_json(tokens, url, "users.list", USERS_KIND).await?;
+        page.users.into_iter().map(checked_user).collect()
     }
 
     /// The user ids of a group, nested groups included (`includeDerivedMembership`).
@@ -261,7 +318,8 @@ impl Directory {
         max_pages: Option<usize>,
     ) -> Result<Vec<String>, GoogleError> {
         let mut ids = Vec::new();
-        let mut page_token: Option<String> = None;
+        let what = format!("members.list of group {group}");
+        let mut paging = Paging::new(&what, self.limits);
         let mut pages = 0;
         loop {
             let mut url = self.endpoint(&["groups", group, "members"])?;
@@ -270,37 +328,44 @@ impl Directory {
                 q.append_pair("includeDerivedMembership", "true");
                 q.append_pair("maxResults", &MAX_MEMBERS_PER_PAGE.to_string());
                 q.append_pair("fields", MEMBER_FIELDS);
-                if let Some(t) = &page_token {
+                if let Some(t) = paging.token() {
                     q.append_pair("pageToken", t);
                 }
             }
-            let page: MembersPage = self
-                .get_json(tokens, url, &format!("members.list of group {group}"))
-                .await?;
+            let page: MembersPage = self.get_json(tokens, url, &what, MEMBERS_KIND).await?;
             pages += 1;
-            ids.extend(
-                page.members
-                    .into_iter()
-                    .filter(|m| m.kind.as_deref().is_none_or(|k| k == "USER"))
-                    .filter_map(|m| m.id),
-            );
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) if max_pages.is_none_or(|max| pages < max) => page_token = Some(t),
-                _ => return Ok(ids),
+            paging.count(page.members.len())?;
+            for m in page.members {
+                if m.kind.as_deref().is_some_and(|k| k != "USER") {
+                    continue;
+                }
+                // Dropping it would put the user out of scope (and deactivate them).
+                match m.id.filter(|id| !id.trim().is_empty()) {
+                    Some(id) => ids.push(id),
+                    None => {
+                        return Err(GoogleError::Refused(format!(
+                            "{what}: a user member without an id; refusing the listing (nothing was changed)"
+                        )))
+                    }
+                }
+            }
+            if max_pages.is_some_and(|max| pages >= max) || !paging.next(page.next_page_token)? {
+                return Ok(ids);
             }
         }
     }
 
     /// GET with a bearer token; retries throttling, 5xx and broken bodies with backoff.
-    async fn get_json<T: DeserializeOwned>(
+    async fn get_json<T: DeserializeOwned + Page>(
         &mut self,
         tokens: &Tokens,
         url: reqwest::Url,
         what: &str,
+        kind: &str,
     ) -> Result<T, GoogleError> {
         let mut delays = self.retry.delays();
         loop {
-            let (err, retry_after) = match self.attempt(tokens, &url, what).await {
+            let (err, retry_after) = match self.attempt(tokens, &url, what, kind).await {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Permanent(e)) => return Err(e),
                 Err(Attempt::Transient(e, retry_after)) => (e, retry_after),
@@ -327,11 +392,12 @@ impl Directory {
         }
     }
 
-    async fn attempt<T: DeserializeOwned>(
+    async fn attempt<T: DeserializeOwned + Page>(
         &mut self,
         tokens: &Tokens,
         url: &reqwest::Url,
         what: &str,
+        kind: &str,
     ) -> Result<T, Attempt> {
         let token = tokens.token().await.map_err(|e| {
             if e.is_transient() {
@@ -365,9 +431,20 @@ impl Directory {
             }
         })?;
         if status.is_success() {
-            return body.json().map_err(|detail| {
+            let page: T = body.json().map_err(|detail| {
                 Attempt::Transient(GoogleError::Malformed(format!("{what}: {detail}")), None)
-            });
+            })?;
+            // Asked for in the field mask, so Google always sends it; a 200 without
+            // it is someone else's answer (and may be gone on the next try).
+            if page.kind() != Some(kind) {
+                return Err(Attempt::Transient(
+                    GoogleError::Malformed(format!(
+                        "{what}: a 200 answer without kind \"{kind}\" is not a Directory API listing"
+                    )),
+                    None,
+                ));
+            }
+            return Ok(page);
         }
         let (message, reasons) = match serde_json::from_slice::<ApiErrorBody>(&body.bytes) {
             Ok(b) => (
@@ -406,4 +483,96 @@ impl Directory {
 enum Attempt {
     Permanent(GoogleError),
     Transient(GoogleError, Option<Duration>),
+}
+
+/// One listing's page tokens and counts: refuses a token seen before (the listing
+/// loops) and a listing past `ReadLimits` (it never ends), before either can hold
+/// a run forever or fill memory.
+struct Paging<'a> {
+    what: &'a str,
+    limits: ReadLimits,
+    token: Option<String>,
+    seen: std::collections::BTreeSet<String>,
+    pages: usize,
+    items: usize,
+}
+
+impl<'a> Paging<'a> {
+    fn new(what: &'a str, limits: ReadLimits) -> Paging<'a> {
+        Paging {
+            what,
+            limits,
+            token: None,
+            seen: Default::default(),
+            pages: 0,
+            items: 0,
+        }
+    }
+
+    /// The token for the next request (`None` for the first page).
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Count a page of `items` entries that just arrived.
+    fn count(&mut self, items: usize) -> Result<(), GoogleError> {
+        self.pages += 1;
+        self.items = self.items.saturating_add(items);
+        if self.items > self.limits.max_users {
+            return Err(GoogleError::Refused(format!(
+                "{}: more than {} entries in one listing; refusing it as never-ending (nothing was changed)",
+                self.what, self.limits.max_users
+            )));
+        }
+        Ok(())
+    }
+
+    /// Take the page's `nextPageToken`; whether there is another page to ask for.
+    fn next(&mut self, next: Option<String>) -> Result<bool, GoogleError> {
+        let Some(t) = next.filter(|t| !t.is_empty()) else {
+            return Ok(false);
+        };
+        if self.pages >= self.limits.max_pages {
+            return Err(GoogleError::Refused(format!(
+                "{}: still a nextPageToken after {} pages; refusing the listing as never-ending (nothing was changed)",
+                self.what, self.limits.max_pages
+            )));
+        }
+        if !self.seen.insert(t.clone()) {
+            return Err(GoogleError::Refused(format!(
+                "{}: page {} gave a nextPageToken already seen; the listing loops, refusing it (nothing was changed)",
+                self.what, self.pages
+            )));
+        }
+        self.token = Some(t);
+        Ok(true)
+    }
+}
+
+/// A raw user as an `ApiUser`, refused (by its id) without a usable id and
+/// primaryEmail: the primaryEmail is the learner's user_name, and a user written
+/// without one would be a learner nobody can sign in as.
+fn checked_user(raw: serde_json::Value) -> Result<ApiUser, GoogleError> {
+    use serde_json::Value;
+    let refused = |message: String| {
+        GoogleError::Refused(format!("users.list: {message}; refusing the listing, like a bad row refuses a CSV file (nothing was changed)"))
+    };
+    let id = match raw.get("id") {
+        Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+        _ => return Err(refused("a user without a usable id".to_string())),
+    };
+    let problem = match raw.get("primaryEmail") {
+        Some(Value::String(e)) if !e.trim().is_empty() => None,
+        Some(Value::String(_)) => Some("an empty primaryEmail"),
+        None | Some(Value::Null) => Some("no primaryEmail"),
+        Some(_) => Some("a primaryEmail that is not a string"),
+    };
+    if let Some(problem) = problem {
+        return Err(refused(format!("user id {id} has {problem}")));
+    }
+    serde_json::from_value(raw).map_err(|e| {
+        // serde quotes the offending value; a long one is cut.
+        let detail: String = e.to_string().chars().take(200).collect();
+        refused(format!("user id {id} is malformed ({detail})"))
+    })
 }

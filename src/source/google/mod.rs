@@ -50,6 +50,10 @@ pub enum GoogleError {
     Transport(String),
     #[error("{0}")]
     Malformed(String),
+    /// Well-formed answers that must not be acted on (a user without a sign-in
+    /// name, a listing that loops or never ends). Permanent: retrying reads the same.
+    #[error("{0}")]
+    Refused(String),
     #[error("{what}: gave up after {attempts} attempts: {last}")]
     GaveUp {
         what: String,
@@ -93,6 +97,7 @@ impl GoogleError {
             ),
             GoogleError::Api { status: 404, .. } => "check the customer/domain and the scope's group keys".to_string(),
             GoogleError::Api { status: 400, .. } => "check customer/domain and the scope's org unit paths".to_string(),
+            GoogleError::Refused(_) => "fix the user in the Admin console (Directory > Users), or, for a listing that loops or never ends, check what answers at directory_url".to_string(),
             _ => "transient or network problem: check connectivity to the token URL and directory_url, then retry".to_string(),
         }
     }
@@ -147,6 +152,7 @@ impl GoogleSource {
             let account = ServiceAccount::load(
                 &self.config.service_account_key,
                 self.config.token_url.as_ref(),
+                &self.config.directory_url,
             )?;
             self.account_email = Some(account.client_email().to_string());
             let tokens = Tokens::new(

@@ -47,6 +47,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Apply the deactivations a safety guard held back for a directory
     Approve(ApproveArgs),
+    /// Validate the config, then make the daemon re-read it (the unit's ExecReload=)
+    Reload(commands::reload::ReloadArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]

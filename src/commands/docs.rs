@@ -33,6 +33,9 @@ The action log, newest first.
 .TP
 \fBapprove\fR NAME
 Apply the deactivations a safety guard held back for directory NAME.
+.TP
+\fBreload\fR \fB\-\-pid\fR PID
+Validate the config, then send the daemon (PID) SIGHUP to re\-read it; a bad config exits 2 and the daemon is not signalled. The unit's \fBExecReload=\fR, so \fBsystemctl reload learner\-sync\fR fails on a bad config.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR

@@ -5,6 +5,7 @@ mod check;
 mod daemon;
 mod docs;
 mod history;
+pub mod reload;
 mod status;
 mod sync;
 
@@ -38,6 +39,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
+        Command::Reload(args) => reload::run(&config, args),
         Command::Completions { .. } | Command::Manpage => Ok(Exit::Ok),
     };
     match result {

@@ -15,11 +15,24 @@ use crate::cli::LogFormat;
 /// crate logs every migration step at info.
 const QUIET_DEPENDENCIES: &str = "rusqlite_migration=warn";
 
+/// Whether stderr is the journal, decided once (fd 2 does not change under us).
+static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// A command's closing error on stderr (`learner-sync: ...`): at priority err in the
+/// journal, so `journalctl -p err` finds why a unit's command failed.
+pub fn error_line(message: &str) {
+    if *JOURNAL.get_or_init(stderr_is_journal) {
+        eprintln!("<3>learner-sync: {message}");
+    } else {
+        eprintln!("learner-sync: {message}");
+    }
+}
+
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::new(filter_spec(
         std::env::var("LEARNER_SYNC_LOG").ok().as_deref(),
     ));
-    let journal = stderr_is_journal();
+    let journal = *JOURNAL.get_or_init(stderr_is_journal);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -23,7 +23,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("learner-sync: {e}");
+            crate::logging::error_line(&e.to_string());
             return Exit::Usage;
         }
     };
@@ -45,11 +45,11 @@ pub async fn dispatch(cli: Cli) -> Exit {
     match result {
         Ok(exit) => exit,
         Err(CommandError::Usage(msg)) => {
-            eprintln!("learner-sync: {msg}");
+            crate::logging::error_line(&msg);
             Exit::Usage
         }
         Err(CommandError::Failed(msg)) => {
-            eprintln!("learner-sync: {msg}");
+            crate::logging::error_line(&msg);
             Exit::Failed
         }
     }

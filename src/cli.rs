@@ -47,6 +47,8 @@ pub enum Command {
     Approve(ApproveArgs),
     /// Give a directory a new name: move its learners and state from OLD to NEW (then rename it in the config)
     RenameDirectory(RenameArgs),
+    /// Validate the config, then make the daemon re-read it (the unit's ExecReload=)
+    Reload(ReloadArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]
@@ -107,4 +109,11 @@ pub struct RenameArgs {
     pub old: String,
     /// Its new name (nothing may use it yet)
     pub new: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    /// The daemon's process id (the unit passes $MAINPID)
+    #[arg(long, value_name = "PID")]
+    pub pid: i32,
 }

@@ -14,9 +14,6 @@ mkdir -p "$root/usr/bin" "$root/usr/lib/systemd" "$root/etc/systemd/system"
 cp -r /usr/lib/systemd/system "$root/usr/lib/systemd/"
 printf '#!/bin/sh\nexit 0\n' > "$root/usr/bin/learner-sync"
 chmod +x "$root/usr/bin/learner-sync"
-# ExecReload uses /bin/kill; on merged-/usr systems /bin is a link to usr/bin.
-if [ ! -e "$root/bin" ]; then ln -s usr/bin "$root/bin"; fi
-cp "$(type -P kill)" "$root/usr/bin/kill"
 cp learner-sync.service learner-sync-oneshot.service learner-sync.timer "$root/etc/systemd/system/"
 
 status=0

@@ -37,6 +37,9 @@ Apply what a safety guard held back for directory NAME: its held deactivations a
 .TP
 \fBrename-directory\fR OLD NEW
 Give a directory a new name: move its learners in the store and its snapshot, cursor, holds and history in the state DB from OLD to NEW, then rename it in the config. Refused when NEW already has learners or a snapshot, or OLD is unknown.
+.TP
+\fBreload\fR \fB\-\-pid\fR PID
+Validate the config, then send the daemon (PID) SIGHUP to re\-read it; a bad config exits 2 and the daemon is not signalled. The unit's \fBExecReload=\fR, so \fBsystemctl reload learner\-sync\fR fails on a bad config.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR

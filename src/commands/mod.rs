@@ -7,6 +7,7 @@ mod daemon;
 mod docs;
 mod history;
 mod rename;
+mod reload;
 mod status;
 mod sync;
 
@@ -81,7 +82,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("learner-sync: {e}");
+            crate::logging::error_line(&e.to_string());
             return Exit::Usage;
         }
     };
@@ -98,16 +99,17 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
         Command::RenameDirectory(args) => rename::run(&config, args).await,
+        Command::Reload(args) => reload::run(&config, args),
         Command::Completions { .. } | Command::Manpage => Ok(Exit::Ok),
     };
     match result {
         Ok(exit) => exit,
         Err(CommandError::Usage(msg)) => {
-            eprintln!("learner-sync: {msg}");
+            crate::logging::error_line(&msg);
             Exit::Usage
         }
         Err(CommandError::Failed(e)) => {
-            eprintln!("learner-sync: {e}");
+            crate::logging::error_line(&e.to_string());
             Exit::Failed
         }
     }

@@ -526,22 +526,37 @@ impl Validator<'_> {
             self.err(
                 v,
                 key,
-                "secrets are not written in the config; use { env = \"NAME\" } or { file = \"PATH\" }",
+                "secrets are not written in the config; use { env = \"NAME\" }, { file = \"PATH\" } \
+                 or { credential = \"NAME\" } (systemd's LoadCredential=NAME:PATH)",
             )
         };
         let table = match v.get_ref() {
             toml::Value::Table(t) => t,
             _ => return Err(refused()),
         };
-        match (table.len(), table.get("env"), table.get("file")) {
-            (1, Some(toml::Value::String(name)), None) if !name.is_empty() => {
-                Ok(SecretRef::Env(name.clone()))
-            }
-            (1, None, Some(toml::Value::String(path))) if !path.is_empty() => {
-                Ok(SecretRef::File(self.path(path)))
-            }
-            _ => Err(refused()),
+        let only = |k: &str| match (table.len(), table.get(k)) {
+            (1, Some(toml::Value::String(s))) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        if let Some(name) = only("env") {
+            return Ok(SecretRef::Env(name.clone()));
         }
+        if let Some(path) = only("file") {
+            return Ok(SecretRef::File(self.path(path)));
+        }
+        if let Some(name) = only("credential") {
+            // A name systemd accepts in LoadCredential=: one path component.
+            if name.contains('/') || name == "." || name == ".." || name.len() > 255 {
+                return Err(self.err(
+                    v,
+                    key,
+                    "a credential name is one file name as given to LoadCredential=NAME:PATH \
+                     (no '/'); it is read from $CREDENTIALS_DIRECTORY/NAME",
+                ));
+            }
+            return Ok(SecretRef::Credential(name.clone()));
+        }
+        Err(refused())
     }
 
     fn directory(
@@ -921,7 +936,7 @@ impl Config {
                     EntraCredential::Certificate { key_file, .. } => {
                         out.push((format!("{}.certificate.key_file", d.name), key_file.clone()))
                     }
-                    EntraCredential::Secret(SecretRef::Env(_)) => {}
+                    EntraCredential::Secret(SecretRef::Env(_) | SecretRef::Credential(_)) => {}
                 },
                 DirectoryKind::Google(g) => {
                     if let SecretRef::File(p) = &g.service_account_key {

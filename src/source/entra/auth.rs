@@ -67,6 +67,9 @@ impl AuthError {
             AuthError::Unavailable { .. } => {
                 "the identity platform is busy or down; the next run tries again".into()
             }
+            AuthError::Credential(what) if what.starts_with("client_secret") => {
+                "fix client_secret in the config: its environment variable, file or systemd credential (LoadCredential=)".into()
+            }
             AuthError::Credential(_) => "fix the certificate files named in the config".into(),
         }
     }

@@ -5,7 +5,7 @@
 //!     cargo bench --bench google            # GOOGLE_BENCH_USERS / GOOGLE_BENCH_LATENCY_MS override
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/google_mock.rs"]
+#[path = "../tests/it/support/google_mock.rs"]
 mod google_mock;
 
 use std::path::Path;

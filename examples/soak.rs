@@ -34,11 +34,11 @@
 //! growth beyond `--fd-slack`, RSS growth beyond `--rss-bound-mib`, or an unclean stop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/google_mock.rs"]
+#[path = "../tests/it/support/google_mock.rs"]
 mod google_mock;
-#[path = "../tests/support/graph_mock.rs"]
+#[path = "../tests/it/support/graph_mock.rs"]
 mod graph_mock;
-#[path = "../tests/support/scim_mock.rs"]
+#[path = "../tests/it/support/scim_mock.rs"]
 mod scim_mock;
 
 use std::collections::{BTreeMap, BTreeSet};

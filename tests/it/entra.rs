@@ -2,9 +2,8 @@
 //! login + Graph server on 127.0.0.1 (tests/support/graph_mock.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
+use crate::common;
+use crate::support::graph_mock;
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,8 @@
 //! End-to-end: the real binary against a mock Google token endpoint + Directory API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
+use crate::common;
+use crate::support::google_mock;
 
 use common::{code, stderr, stdout, Env};
 use google_mock::{user, Fault, GoogleMock, CLIENT_ID, MEMBER_SCOPE, USER_SCOPE};
@@ -450,7 +449,7 @@ fn a_jwt_signed_with_another_key_is_refused_and_nothing_is_synced() {
     let mock = GoogleMock::start();
     mock.with(|s| s.users = vec![user("1", "a@fabrikam.example", "/")]);
     let env = setup(&mock, r#""all""#);
-    let other = include_str!("fixtures/TEST-ONLY-google-other-key.pem");
+    let other = include_str!("../fixtures/TEST-ONLY-google-other-key.pem");
     let key = mock.key_json().replace(
         &serde_json::to_string(google_mock::TEST_KEY_PEM).unwrap(),
         &serde_json::to_string(other).unwrap(),

@@ -6,13 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_server.rs"]
-mod scim_server;
+use crate::common;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_server;
 
 use std::collections::BTreeMap;
 use std::process::Output;

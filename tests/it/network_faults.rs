@@ -17,15 +17,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::fault_proxy;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_mock;
 
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/scim_server.rs"]
-mod scim_server;
+use crate::common;
+use crate::support::scim_server;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -4,13 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_mock;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -18,8 +18,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 /// The TEST-ONLY service-account key (never a real credential).
-pub const TEST_KEY_PEM: &str = include_str!("../fixtures/TEST-ONLY-google-sa-key.pem");
-const TEST_PUBLIC_KEY_DER: &[u8] = include_bytes!("../fixtures/TEST-ONLY-google-sa-pub.der");
+pub const TEST_KEY_PEM: &str = include_str!("../../fixtures/TEST-ONLY-google-sa-key.pem");
+const TEST_PUBLIC_KEY_DER: &[u8] = include_bytes!("../../fixtures/TEST-ONLY-google-sa-pub.der");
 pub const CLIENT_EMAIL: &str = "learner-sync@test-project.iam.gserviceaccount.com";
 pub const CLIENT_ID: &str = "103456789012345678901";
 pub const ADMIN: &str = "admin@fabrikam.example";

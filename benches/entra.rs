@@ -7,8 +7,9 @@
 //! (default 200 ms; `ENTRA_BENCH_LATENCY_MS`) compared with the floor pages x latency.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/it/support/graph_mock.rs"]
-mod graph_mock;
+#[path = "../tests/it/support/mod.rs"]
+mod mocks;
+use mocks::graph_mock;
 #[path = "support/mod.rs"]
 mod support;
 

@@ -34,12 +34,9 @@
 //! growth beyond `--fd-slack`, RSS growth beyond `--rss-bound-mib`, or an unclean stop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/it/support/google_mock.rs"]
-mod google_mock;
-#[path = "../tests/it/support/graph_mock.rs"]
-mod graph_mock;
-#[path = "../tests/it/support/scim_mock.rs"]
-mod scim_mock;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+use support::{google_mock, graph_mock, scim_mock};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};

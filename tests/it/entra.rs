@@ -7,7 +7,7 @@ use crate::support::graph_mock;
 
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::{code, sql, stderr, stdout, ConfigBuilder, Env};
 use graph_mock::{user, Fault, GraphMock, TrustedCert};
 use serde_json::json;
 
@@ -15,30 +15,12 @@ const SECRET: &str = "s3cr3t-value-never-printed";
 
 fn env_for(mock: &GraphMock, credential: &str, scope: &str) -> Env {
     let env = Env::new();
-    let base = mock.base();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "contoso"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-{credential}
-authority_url = "{base}"
-graph_url = "{base}/v1.0"
-{scope}
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .sync("max_deactivation_percent", "100")
+        .entra("contoso", &mock.base(), &[])
+        .dir_lines(credential)
+        .dir_lines(scope)
+        .write(&env);
     env
 }
 
@@ -60,31 +42,6 @@ fn assert_ok(out: &std::process::Output) {
         stdout(out),
         stderr(out)
     );
-}
-
-fn sql(env: &Env, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path(db),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open db");
-    let mut stmt = conn.prepare(query).expect("prepare");
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
-                    rusqlite::types::Value::Null => None,
-                    rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                    rusqlite::types::Value::Text(t) => Some(t),
-                    other => Some(format!("{other:?}")),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .expect("query")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("rows")
 }
 
 fn column(env: &Env, id: &str, col: &str) -> Option<String> {

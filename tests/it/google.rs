@@ -4,7 +4,7 @@
 use crate::common;
 use crate::support::google_mock;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 use google_mock::{user, Fault, GoogleMock, CLIENT_ID, MEMBER_SCOPE, USER_SCOPE};
 use serde_json::Value;
 
@@ -13,30 +13,11 @@ const DIR: &str = "fabrikam";
 fn setup(mock: &GoogleMock, scope: &str) -> Env {
     let env = Env::new();
     env.write("sa.json", &mock.key_json());
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 100
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "{DIR}"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{admin}"
-scope = {scope}
-directory_url = "{url}"
-"#,
-            admin = google_mock::ADMIN,
-            url = mock.url()
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(100, 100)
+        .google(DIR, &mock.url(), "sa.json", google_mock::ADMIN)
+        .dir("scope", scope)
+        .write(&env);
     env
 }
 

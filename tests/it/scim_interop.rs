@@ -9,7 +9,7 @@ use crate::support::scim_server;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 use scim_server::{ScimServer, TOKEN};
 use serde_json::json;
 
@@ -23,29 +23,13 @@ fn row(id: u32, given: &str, dept: &str) -> String {
 
 fn setup(server: &ScimServer, concurrency: u32) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"
-[sync]
-state_db = "state/state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-
-[store]
-kind = "scim"
-url = "{}"
-token = {{ env = "SCIM_TOKEN" }}
-concurrency = {concurrency}
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-            server.base
-        ),
-    );
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .guards(1000, 100)
+        .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        .store("concurrency", &concurrency.to_string())
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Env};
+use common::config_builder::q;
+use common::{bin, ConfigBuilder, Env};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -140,15 +141,13 @@ fn try_learners(db: &Path, directory: &str) -> Option<Vec<(String, Option<String
 }
 
 fn config(schedule: &str, extra: &str, dirs: &[&str]) -> String {
-    let mut c = format!(
-        "[sync]\nschedule = \"{schedule}\"\nstate_db = \"state.db\"\n{extra}\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n"
-    );
+    let mut config = ConfigBuilder::new()
+        .sync("schedule", &q(schedule))
+        .sync_lines(extra);
     for d in dirs {
-        c.push_str(&format!(
-            "\n[[directory]]\nname = \"{d}\"\nkind = \"csv\"\npath = \"{d}.csv\"\n"
-        ));
+        config = config.csv(d, &format!("{d}.csv"));
     }
-    c
+    config.build()
 }
 
 const HEADER: &str = "external_id,user_name,email,department,active\n";

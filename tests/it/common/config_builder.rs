@@ -60,6 +60,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Set `key = value` lines (TOML as written, one key a line) in `[sync]`.
+    pub fn sync_lines(mut self, text: &str) -> Self {
+        for (k, v) in key_values(text) {
+            self = self.sync(k, v);
+        }
+        self
+    }
+
     pub fn state_db(self, path: &str) -> Self {
         self.sync("state_db", &q(path))
     }

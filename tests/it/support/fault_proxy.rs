@@ -1,5 +1,5 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1: it forwards every request to one
-//! upstream (a mock from tests/support) and, per a rule set the test changes while
+//! upstream (a mock from tests/it/support) and, per a rule set the test changes while
 //! the binary runs, breaks matching answers the ways real networks do: a connection
 //! reset mid-body, JSON cut short under a 200, a server slower than the client's
 //! timeout, 429/5xx storms with or without `Retry-After`, JSON sent as `text/plain`,

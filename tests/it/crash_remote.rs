@@ -1,4 +1,4 @@
-//! Crash safety for the remote kinds, like tests/crash.rs does for CSV -> SQLite:
+//! Crash safety for the remote kinds, like crash.rs does for CSV -> SQLite:
 //! SIGKILL the real binary at many instants during large syncs (Entra source and
 //! Google source into SQLite, against the mocks; CSV source into the real
 //! `scim2-server`), run again, and check that the store is exactly what the directory

@@ -1,5 +1,5 @@
 //! End-to-end tests of the `entra` source: the real binary against a mock Microsoft
-//! login + Graph server on 127.0.0.1 (tests/support/graph_mock.rs).
+//! login + Graph server on 127.0.0.1 (tests/it/support/graph_mock.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use crate::common;

@@ -1,5 +1,5 @@
 //! Network faults on every remote, through the real binary: a fault-injecting proxy
-//! (tests/support/fault_proxy.rs) sits between learner-sync and the mocks of Graph +
+//! (tests/it/support/fault_proxy.rs) sits between learner-sync and the mocks of Graph +
 //! the Entra login, the Google token endpoint + Directory API, and a SCIM provider.
 //!
 //! Each cell of the fault x remote table: a clean run fills the store; the directory

@@ -8,7 +8,6 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{code, stderr, stdout, world, ConfigBuilder, Env};
@@ -42,14 +41,7 @@ fn setup() -> Env {
 }
 
 fn spawn_sync(env: &Env) -> std::process::Child {
-    Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env_remove("LEARNER_SYNC_FAULT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    env.spawn_quiet(&["sync"], &[])
 }
 
 /// Kill a sync at `points` instants spread over (a little more than) one run's length.

@@ -21,7 +21,7 @@ use crate::support::graph_mock;
 use crate::support::scim_server;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -85,18 +85,8 @@ impl Subject {
     }
 
     fn spawn_sync(&self) -> Child {
-        let mut cmd = Command::new(common::bin());
-        cmd.args(["sync", "--config"])
-            .arg(self.env.config())
-            .env_remove("LEARNER_SYNC_CONFIG")
-            .env_remove("LEARNER_SYNC_FAULT")
-            .current_dir(self.env.path(""))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
+        let vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.env.spawn_quiet(&["sync"], &vars)
     }
 
     fn history(&self) -> Vec<Value> {

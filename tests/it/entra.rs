@@ -763,16 +763,7 @@ fn run_killed_mid_listing_converges_on_the_next_run() {
         s.latency = Duration::from_millis(300);
     }
     mock.clear_log();
-    let mut child = std::process::Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env("CONTOSO_SECRET", SECRET)
-        .env_remove("LEARNER_SYNC_FAULT")
-        .current_dir(env.path(""))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = env.spawn_quiet(&["sync"], &[("CONTOSO_SECRET", SECRET)]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while delta_calls(&mock).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -213,16 +213,7 @@ fn sigkill_during_apply_then_rerun_leaves_no_duplicates() {
     let server = ScimServer::start();
     let env = setup(&server, 4);
     env.write("hr.csv", &many(300));
-    let mut child = std::process::Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env("SCIM_TOKEN", TOKEN)
-        .env_remove("LEARNER_SYNC_FAULT")
-        .current_dir(env.path(""))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_quiet(&["sync"], &[("SCIM_TOKEN", TOKEN)]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, page) = server.request("GET", "/Users?count=1", None);

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -39,6 +39,12 @@ impl Env {
     }
 
     pub fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.command(args, envs).output().expect("run learner-sync")
+    }
+
+    /// `learner-sync ARGS --config <env>/config.toml` in the env's folder, with `envs`
+    /// and without the test process's own config or fault point.
+    pub fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("--config")
@@ -49,7 +55,16 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output().expect("run learner-sync")
+        cmd
+    }
+
+    /// [`Env::command`] started in the background, its output discarded (to be killed).
+    pub fn spawn_quiet(&self, args: &[&str], envs: &[(&str, &str)]) -> Child {
+        self.command(args, envs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn learner-sync")
     }
 
     /// Rows of the learner store: `SELECT <cols> FROM learners ... ORDER BY external_id`.

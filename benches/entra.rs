@@ -1,5 +1,5 @@
 //! Benchmark of the `entra` source: the release binary against the mock Graph
-//! (tests/support/graph_mock.rs) with a tenant of 100,000 users, 999 per page.
+//! (tests/it/support/graph_mock.rs) with a tenant of 100,000 users, 999 per page.
 //!
 //! `cargo bench --bench entra` prints, per scenario: wall time, the binary's peak
 //! RSS and the Graph requests it made. Scenarios: initial sync, a no-change delta
@@ -7,8 +7,9 @@
 //! (default 200 ms; `ENTRA_BENCH_LATENCY_MS`) compared with the floor pages x latency.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/graph_mock.rs"]
-mod graph_mock;
+#[path = "../tests/it/support/mod.rs"]
+mod mocks;
+use mocks::graph_mock;
 #[path = "support/mod.rs"]
 mod support;
 

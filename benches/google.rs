@@ -5,8 +5,9 @@
 //!     cargo bench --bench google            # GOOGLE_BENCH_USERS / GOOGLE_BENCH_LATENCY_MS override
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/google_mock.rs"]
-mod google_mock;
+#[path = "../tests/it/support/mod.rs"]
+mod mocks;
+use mocks::google_mock;
 
 use std::path::Path;
 use std::process::Command;

@@ -9,7 +9,7 @@
 
 #[path = "support/mod.rs"]
 mod bench_support;
-#[path = "../tests/support/scim_server.rs"]
+#[path = "../tests/it/support/scim_server.rs"]
 mod scim_server;
 
 use std::fmt::Write;

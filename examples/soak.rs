@@ -7,13 +7,14 @@
 //! cargo run --release --example soak -- --minutes 3 --every 20s      # a quick smoke run
 //! ```
 //!
-//! Options: `--minutes M` (30), `--every 1m|20s` (1m: `schedule = "every ..."`),
-//! `--users N` per directory at the start (3000), `--changes N` per directory per tick
-//! (150), `--store scim|sqlite` (scim: the SCIM mock on loopback; sqlite: the embedded
-//! store), `--full-resync 10m` (how often Entra re-reads everything), `--seed N`,
-//! `--rss-bound-mib B` (32), `--fd-slack N` (2), `--bin PATH` (default: builds
-//! `cargo build --release --bin learner-sync` and runs target/release/learner-sync;
-//! examples get no `CARGO_BIN_EXE_*`), `--keep` (keep the work folder).
+//! Options (`--help` lists them): `--minutes M` (30), `--every 1m|20s` (1m: `schedule =
+//! "every ..."`), `--users N` per directory at the start (3000), `--changes N` per
+//! directory per tick (150), `--store scim|sqlite` (scim: the SCIM mock on loopback;
+//! sqlite: the embedded store), `--full-resync 10m` (how often Entra re-reads
+//! everything), `--seed N`, `--rss-bound-mib B` (32), `--fd-slack N` (2), `--bin PATH`
+//! (default: builds `cargo build --release --bin learner-sync` and runs
+//! target/release/learner-sync; examples get no `CARGO_BIN_EXE_*`), `--keep` (keep the
+//! work folder).
 //!
 //! Per directory, the harness waits until the daemon finished a run (the
 //! `learner_sync_runs_total` counter on `/metrics`), checks that the store holds exactly
@@ -34,12 +35,11 @@
 //! growth beyond `--fd-slack`, RSS growth beyond `--rss-bound-mib`, or an unclean stop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/support/google_mock.rs"]
-mod google_mock;
-#[path = "../tests/support/graph_mock.rs"]
-mod graph_mock;
-#[path = "../tests/support/scim_mock.rs"]
-mod scim_mock;
+#[path = "../tests/it/common/config_builder.rs"]
+mod config_builder;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+use support::{google_mock, graph_mock, scim_mock};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
@@ -52,6 +52,8 @@ use google_mock::GoogleMock;
 use graph_mock::GraphMock;
 use scim_mock::{ScimMock, ENTERPRISE};
 use serde_json::{json, Value};
+
+use config_builder::{q, ConfigBuilder};
 
 const GRAPH_SECRET: &str = "soak-secret";
 const SCIM_TOKEN: &str = "soak-scim-token";
@@ -72,24 +74,52 @@ const COLUMNS: [&str; 9] = [
 // ---------------------------------------------------------------------------------
 // Options
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// The learner store the daemon writes to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum StoreKind {
+    /// The SCIM mock on loopback.
     Scim,
+    /// The embedded SQLite store.
     Sqlite,
 }
 
+/// The release `learner-sync daemon` against three changing mock directories.
+#[derive(clap::Parser)]
+#[command(name = "soak")]
 struct Args {
+    /// How long to soak, in minutes.
+    #[arg(long, default_value_t = 30.0)]
     minutes: f64,
+    /// The daemon's schedule, `every <this>`: 1m, 20s.
+    #[arg(long, default_value = "1m", value_parser = duration_text)]
     every: String,
+    #[arg(skip)]
     every_dur: Duration,
+    /// Users per directory at the start.
+    #[arg(long, default_value_t = 3000)]
     users: usize,
+    /// Changes per directory per tick.
+    #[arg(long, default_value_t = 150)]
     changes: usize,
+    #[arg(long, value_enum, default_value_t = StoreKind::Scim)]
     store: StoreKind,
+    /// How often Entra re-reads everything.
+    #[arg(long, default_value = "10m", value_parser = duration_text)]
     full_resync: String,
+    #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// The RSS growth allowed over the soak, in MiB.
+    #[arg(long, default_value_t = 32.0)]
     rss_bound_mib: f64,
+    /// The open-fd growth allowed over the soak.
+    #[arg(long, default_value_t = 2)]
     fd_slack: usize,
+    /// The daemon binary (default: `cargo build --release --bin learner-sync` and
+    /// target/release/learner-sync; examples get no `CARGO_BIN_EXE_*`).
+    #[arg(long)]
     bin: Option<PathBuf>,
+    /// Keep the work folder.
+    #[arg(long)]
     keep: bool,
 }
 
@@ -105,74 +135,33 @@ fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
+/// A duration as the config writes it (`20s`, `1m`, `2h`), checked.
+fn duration_text(text: &str) -> Result<String, String> {
+    parse_duration(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| format!("not a duration like 20s, 1m or 2h: {text}"))
+}
+
 impl Args {
     fn parse() -> Args {
-        let mut a = Args {
-            minutes: 30.0,
-            every: "1m".into(),
-            every_dur: Duration::from_secs(60),
-            users: 3000,
-            changes: 150,
-            store: StoreKind::Scim,
-            full_resync: "10m".into(),
-            seed: 7,
-            rss_bound_mib: 32.0,
-            fd_slack: 2,
-            bin: None,
-            keep: false,
-        };
-        let mut it = std::env::args().skip(1);
-        let usage = "usage: soak [--minutes M] [--every 1m|20s] [--users N] [--changes N] [--store scim|sqlite] [--full-resync 10m] [--seed N] [--rss-bound-mib B] [--fd-slack N] [--bin PATH] [--keep]";
-        while let Some(flag) = it.next() {
-            if flag == "--keep" {
-                a.keep = true;
-                continue;
-            }
-            if flag == "--help" || flag == "-h" {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            let Some(value) = it.next() else {
-                eprintln!("{flag} needs a value\n{usage}");
-                std::process::exit(2);
-            };
-            let bad = |what: &str| -> ! {
-                eprintln!("bad {what}: {value}\n{usage}");
-                std::process::exit(2)
-            };
-            match flag.as_str() {
-                "--minutes" => a.minutes = value.parse().unwrap_or_else(|_| bad("--minutes")),
-                "--every" => {
-                    a.every_dur = parse_duration(&value).unwrap_or_else(|| bad("--every"));
-                    a.every = value.clone();
-                }
-                "--users" => a.users = value.parse().unwrap_or_else(|_| bad("--users")),
-                "--changes" => a.changes = value.parse().unwrap_or_else(|_| bad("--changes")),
-                "--store" => {
-                    a.store = match value.as_str() {
-                        "scim" => StoreKind::Scim,
-                        "sqlite" => StoreKind::Sqlite,
-                        _ => bad("--store"),
-                    }
-                }
-                "--full-resync" => {
-                    parse_duration(&value).unwrap_or_else(|| bad("--full-resync"));
-                    a.full_resync = value.clone();
-                }
-                "--seed" => a.seed = value.parse().unwrap_or_else(|_| bad("--seed")),
-                "--rss-bound-mib" => {
-                    a.rss_bound_mib = value.parse().unwrap_or_else(|_| bad("--rss-bound-mib"))
-                }
-                "--fd-slack" => a.fd_slack = value.parse().unwrap_or_else(|_| bad("--fd-slack")),
-                "--bin" => {
-                    a.bin = Some(std::fs::canonicalize(&value).unwrap_or_else(|_| bad("--bin")))
-                }
-                _ => bad("flag"),
-            }
-        }
+        use clap::{CommandFactory, Parser};
+        let mut a = <Args as Parser>::parse();
+        let fail = |kind, msg: String| -> ! { Args::command().error(kind, msg).exit() };
+        a.every_dur = parse_duration(&a.every).unwrap_or_else(|| unreachable!("checked by clap"));
         if a.users < POOL * 2 {
-            eprintln!("--users must be at least {}", POOL * 2);
-            std::process::exit(2);
+            fail(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--users must be at least {}", POOL * 2),
+            );
+        }
+        if let Some(bin) = &a.bin {
+            match std::fs::canonicalize(bin) {
+                Ok(path) => a.bin = Some(path),
+                Err(e) => fail(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--bin {}: {e}", bin.display()),
+                ),
+            }
         }
         a
     }
@@ -1011,36 +1000,27 @@ impl Scrape {
     }
 }
 
-fn labels(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for part in text.split("\",") {
-        if let Some((k, v)) = part.split_once("=\"") {
-            out.insert(k.trim().to_string(), v.trim_end_matches('"').to_string());
-        }
-    }
-    out
-}
-
 fn parse_metrics(text: &str) -> Scrape {
     let mut s = Scrape::default();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name, rest)) = line.split_once('{') else {
-            continue;
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+        return s;
+    };
+    for sample in scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
         };
-        let Some((lab, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let value: f64 = value.trim().parse().unwrap_or(0.0);
-        let l = labels(lab);
-        let dir = l.get("directory").cloned().unwrap_or_default();
-        match name {
+        let label = |k: &str| sample.labels.get(k).unwrap_or_default().to_string();
+        let dir = label("directory");
+        match sample.metric.as_str() {
             "learner_sync_runs_total" => {
-                let o = l.get("outcome").cloned().unwrap_or_default();
-                s.runs.insert((dir, o), value as u64);
+                s.runs.insert((dir, label("outcome")), value as u64);
             }
             "learner_sync_actions_total" => {
-                let k = l.get("kind").cloned().unwrap_or_default();
-                s.actions.insert((dir, k), value as u64);
+                s.actions.insert((dir, label("kind")), value as u64);
             }
             _ => {}
         }
@@ -1195,55 +1175,25 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, args: &Args, mocks: &Mocks, port: u16) -> PathBuf {
-    let store = match &mocks.scim {
-        Some(scim) => format!(
-            "kind = \"scim\"\nurl = \"{}\"\ntoken = {{ env = \"SOAK_SCIM_TOKEN\" }}\n",
-            scim.base()
-        ),
-        None => "kind = \"sqlite\"\npath = \"learners.db\"\n".to_string(),
+    let config = ConfigBuilder::new()
+        .sync("schedule", &q(&format!("every {}", args.every)))
+        .guards(1_000_000, 100)
+        .sync("full_resync", &q(&args.full_resync))
+        .sync("concurrency", "3")
+        .table("daemon", &[("listen", &q(&format!("127.0.0.1:{port}")))]);
+    let config = match &mocks.scim {
+        Some(scim) => config.scim(&scim.base(), r#"{ env = "SOAK_SCIM_TOKEN" }"#),
+        None => config,
     };
-    let graph = mocks.graph.base();
-    let text = format!(
-        r#"# Written by examples/soak.rs
-[sync]
-schedule = "every {every}"
-state_db = "state.db"
-max_deactivations = 1000000
-max_deactivation_percent = 100
-full_resync = "{full}"
-concurrency = 3
-
-[daemon]
-listen = "127.0.0.1:{port}"
-
-[store]
-{store}
-[[directory]]
-name = "entra"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-client_secret = {{ env = "SOAK_GRAPH_SECRET" }}
-authority_url = "{graph}"
-graph_url = "{graph}/v1.0"
-
-[[directory]]
-name = "google"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{admin}"
-directory_url = "{google}"
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-        every = args.every,
-        full = args.full_resync,
-        admin = google_mock::ADMIN,
-        google = mocks.google.url(),
-    );
+    let text = config
+        .entra(
+            "entra",
+            &mocks.graph.base(),
+            &[("client_secret", r#"{ env = "SOAK_GRAPH_SECRET" }"#)],
+        )
+        .google("google", &mocks.google.url(), "sa.json", google_mock::ADMIN)
+        .csv("hr", "hr.csv")
+        .build();
     let path = dir.join("config.toml");
     let private = |p: &Path, text: &str| {
         use std::os::unix::fs::PermissionsExt;

@@ -3,14 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/scim_server.rs"]
-mod scim_server;
+use crate::common;
+use crate::support::scim_server;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 use scim_server::{ScimServer, TOKEN};
 use serde_json::json;
 
@@ -24,29 +23,13 @@ fn row(id: u32, given: &str, dept: &str) -> String {
 
 fn setup(server: &ScimServer, concurrency: u32) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"
-[sync]
-state_db = "state/state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-
-[store]
-kind = "scim"
-url = "{}"
-token = {{ env = "SCIM_TOKEN" }}
-concurrency = {concurrency}
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-            server.base
-        ),
-    );
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .guards(1000, 100)
+        .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        .store("concurrency", &concurrency.to_string())
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 
@@ -230,16 +213,7 @@ fn sigkill_during_apply_then_rerun_leaves_no_duplicates() {
     let server = ScimServer::start();
     let env = setup(&server, 4);
     env.write("hr.csv", &many(300));
-    let mut child = std::process::Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env("SCIM_TOKEN", TOKEN)
-        .env_remove("LEARNER_SYNC_FAULT")
-        .current_dir(env.path(""))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_quiet(&["sync"], &[("SCIM_TOKEN", TOKEN)]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (_, page) = server.request("GET", "/Users?count=1", None);

@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::scim_mock;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 use scim_mock::{ScimMock, ENTERPRISE};
 use serde_json::{json, Value};
 
@@ -31,29 +30,14 @@ fn three(dept2: &str) -> String {
 
 fn setup(base: &str, extra: &str) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"
-[sync]
-state_db = "state/state.db"
-max_deactivations = 100
-max_deactivation_percent = 100
-
-[store]
-kind = "scim"
-url = "{base}"
-token = {{ env = "SCIM_TOKEN" }}
-concurrency = 1
-{extra}
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .guards(100, 100)
+        .scim(base, r#"{ env = "SCIM_TOKEN" }"#)
+        .store("concurrency", "1")
+        .store_lines(extra)
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 

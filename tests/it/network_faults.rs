@@ -1,5 +1,5 @@
 //! Network faults on every remote, through the real binary: a fault-injecting proxy
-//! (tests/support/fault_proxy.rs) sits between learner-sync and the mocks of Graph +
+//! (tests/it/support/fault_proxy.rs) sits between learner-sync and the mocks of Graph +
 //! the Entra login, the Google token endpoint + Directory API, and a SCIM provider.
 //!
 //! Each cell of the fault x remote table: a clean run fills the store; the directory
@@ -17,21 +17,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::fault_proxy;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_mock;
 
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use common::{code, stderr, stdout, Env};
+use common::config_builder::q;
+use common::{code, sql, stderr, stdout, ConfigBuilder, Env};
 use fault_proxy::{Fault, FaultProxy, Rule, When};
 use google_mock::GoogleMock;
 use graph_mock::GraphMock;
@@ -546,67 +543,29 @@ impl Rig {
     }
 
     fn write_config(&self) {
-        let sync = format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-request_timeout = "{}"
-"#,
-            self.timeout
-        );
         let token = self.token_proxy().base();
         let api = self.api_proxy().base();
-        let rest = match self.remote {
-            Remote::GraphApi | Remote::GraphDelta | Remote::EntraToken => format!(
-                r#"
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "contoso"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-client_secret = {{ env = "CONTOSO_SECRET" }}
-authority_url = "{token}"
-graph_url = "{api}/v1.0"
-"#
-            ),
-            Remote::GoogleToken | Remote::GoogleDirectory => format!(
-                r#"
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "fabrikam"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{}"
-scope = "all"
-token_url = "{token}/token"
-directory_url = "{api}"
-"#,
-                google_mock::ADMIN
-            ),
-            Remote::Scim => format!(
-                r#"
-[store]
-kind = "scim"
-url = "{api}"
-token = {{ env = "SCIM_TOKEN" }}
-concurrency = 1
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#
-            ),
+        let config = ConfigBuilder::new()
+            .guards(1000, 100)
+            .sync("request_timeout", &q(self.timeout));
+        let config = match self.remote {
+            Remote::GraphApi | Remote::GraphDelta | Remote::EntraToken => config
+                .entra(
+                    "contoso",
+                    &token,
+                    &[("client_secret", r#"{ env = "CONTOSO_SECRET" }"#)],
+                )
+                .dir("graph_url", &q(&format!("{api}/v1.0"))),
+            Remote::GoogleToken | Remote::GoogleDirectory => config
+                .google("fabrikam", &api, "sa.json", google_mock::ADMIN)
+                .dir("scope", r#""all""#)
+                .dir("token_url", &q(&format!("{token}/token"))),
+            Remote::Scim => config
+                .scim(&api, r#"{ env = "SCIM_TOKEN" }"#)
+                .store("concurrency", "1")
+                .csv("hr", "hr.csv"),
         };
-        self.env.write("config.toml", &format!("{sync}{rest}"));
+        config.write(&self.env);
     }
 
     /// One sync; the faulted run of `GraphApi` and `EntraToken` with `--full`.
@@ -777,31 +736,6 @@ fn csv(n: u32, changed: bool) -> String {
         ));
     }
     s
-}
-
-fn sql(env: &Env, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path(db),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open db");
-    let mut stmt = conn.prepare(query).expect("prepare");
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
-                    rusqlite::types::Value::Null => None,
-                    rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                    rusqlite::types::Value::Text(t) => Some(t),
-                    other => Some(format!("{other:?}")),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .expect("query")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("rows")
 }
 
 // ---- the table: one test per fault, each on every remote ----

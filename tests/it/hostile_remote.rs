@@ -6,18 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_server.rs"]
-mod scim_server;
+use crate::common;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_server;
 
 use std::collections::BTreeMap;
 use std::process::Output;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, rows, stderr, stdout, ConfigBuilder, Env};
 use graph_mock::{user as graph_user, GraphMock};
 use scim_server::{ScimServer, TOKEN};
 use serde_json::{json, Value};
@@ -45,30 +42,6 @@ fn counts(out: &Output) -> String {
     let from = line.find("created ").unwrap();
     let to = line.rfind(" (").unwrap_or(line.len());
     line[from..to].to_string()
-}
-
-/// Every row of a query with bound parameters, each column as text (NULL = None).
-fn rows(db: &std::path::Path, query: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open db");
-    let mut stmt = conn.prepare(query).expect("prepare");
-    let n = stmt.column_count();
-    stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-        (0..n)
-            .map(|i| {
-                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
-                    rusqlite::types::Value::Null => None,
-                    rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                    rusqlite::types::Value::Text(t) => Some(t),
-                    other => Some(format!("{other:?}")),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .expect("query")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("rows")
 }
 
 /// One column of one learner of the SQLite store (the id is bound, never spliced).
@@ -147,31 +120,15 @@ const ENTRA: &str = "contoso";
 
 fn entra_env(mock: &GraphMock, scope: &str) -> Env {
     let env = Env::new();
-    let base = mock.base();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "{ENTRA}"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-client_secret = {{ env = "CONTOSO_SECRET" }}
-authority_url = "{base}"
-graph_url = "{base}/v1.0"
-{scope}
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(1000, 100)
+        .entra(
+            ENTRA,
+            &mock.base(),
+            &[("client_secret", r#"{ env = "CONTOSO_SECRET" }"#)],
+        )
+        .dir_lines(scope)
+        .write(&env);
     env
 }
 
@@ -718,30 +675,11 @@ const GOOGLE: &str = "fabrikam";
 fn google_env(mock: &google_mock::GoogleMock, scope: &str) -> Env {
     let env = Env::new();
     env.write("sa.json", &mock.key_json());
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "{GOOGLE}"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{admin}"
-scope = {scope}
-directory_url = "{url}"
-"#,
-            admin = google_mock::ADMIN,
-            url = mock.url()
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(1000, 100)
+        .google(GOOGLE, &mock.url(), "sa.json", google_mock::ADMIN)
+        .dir("scope", scope)
+        .write(&env);
     env
 }
 
@@ -1023,27 +961,11 @@ const SCIM_ENV: &[(&str, &str)] = &[("SCIM_TOKEN", TOKEN)];
 
 fn scim_env(server: &ScimServer) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000
-max_deactivation_percent = 100
-
-[store]
-kind = "scim"
-url = "{}"
-token = {{ env = "SCIM_TOKEN" }}
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-            server.base
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(1000, 100)
+        .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 

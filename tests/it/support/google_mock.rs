@@ -17,9 +17,11 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::mock_server::MockServer;
+
 /// The TEST-ONLY service-account key (never a real credential).
-pub const TEST_KEY_PEM: &str = include_str!("../fixtures/TEST-ONLY-google-sa-key.pem");
-const TEST_PUBLIC_KEY_DER: &[u8] = include_bytes!("../fixtures/TEST-ONLY-google-sa-pub.der");
+pub const TEST_KEY_PEM: &str = include_str!("../../fixtures/TEST-ONLY-google-sa-key.pem");
+const TEST_PUBLIC_KEY_DER: &[u8] = include_bytes!("../../fixtures/TEST-ONLY-google-sa-pub.der");
 pub const CLIENT_EMAIL: &str = "learner-sync@test-project.iam.gserviceaccount.com";
 pub const CLIENT_ID: &str = "103456789012345678901";
 pub const ADMIN: &str = "admin@fabrikam.example";
@@ -79,24 +81,14 @@ pub struct MockState {
 pub struct GoogleMock {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<MockState>>,
-    _runtime: tokio::runtime::Runtime,
+    server: MockServer,
 }
 
 impl GoogleMock {
     pub fn start() -> GoogleMock {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(MockState {
             page_cap: 500,
             expected_scopes: vec![USER_SCOPE],
-            token_url: format!("http://{addr}/token"),
             ..MockState::default()
         }));
         let app = Router::new()
@@ -104,18 +96,17 @@ impl GoogleMock {
             .route("/admin/directory/v1/users", get(users))
             .route("/admin/directory/v1/groups/{key}/members", get(members))
             .with_state(state.clone());
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = MockServer::start(app);
+        state.lock().expect("mock state").token_url = format!("{}/token", server.base());
         GoogleMock {
-            addr,
+            addr: server.addr,
             state,
-            _runtime: runtime,
+            server,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut MockState) -> R) -> R {

@@ -1,4 +1,4 @@
-//! Crash safety for the remote kinds, like tests/crash.rs does for CSV -> SQLite:
+//! Crash safety for the remote kinds, like crash.rs does for CSV -> SQLite:
 //! SIGKILL the real binary at many instants during large syncs (Entra source and
 //! Google source into SQLite, against the mocks; CSV source into the real
 //! `scim2-server`), run again, and check that the store is exactly what the directory
@@ -15,20 +15,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_server.rs"]
-mod scim_server;
+use crate::common;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_server;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::world::{
+    assert_store_equals, choose, log_replay_problems, present_ids, run_outcomes, snapshot_ids,
+    sqlite_learners, Learner, Model, Person,
+};
+use common::{code, rows, stderr, stdout, ConfigBuilder, Env};
 use graph_mock::GraphMock;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -46,191 +47,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---------------------------------------------------------------------------
-// The directory model and what the store must hold
-
-/// One directory user as the test's model knows it.
-#[derive(Debug, Clone)]
-struct Person {
-    user_name: String,
-    given: String,
-    family: String,
-    dept: String,
-    title: String,
-    /// Why the directory has this user off (`disabled`, `suspended`, `archived`), if it does.
-    off: Option<&'static str>,
-    /// Still in the directory (not deleted).
-    present: bool,
-}
-
-impl Person {
-    fn new(user_name: String, given: &str, family: &str, dept: &str, title: &str) -> Person {
-        Person {
-            user_name,
-            given: given.into(),
-            family: family.into(),
-            dept: dept.into(),
-            title: title.into(),
-            off: None,
-            present: true,
-        }
-    }
-
-    fn active(&self) -> bool {
-        self.present && self.off.is_none()
-    }
-
-    /// The reason the action log must give for the learner's last deactivation.
-    fn reason(&self) -> Option<String> {
-        if !self.present {
-            Some("deleted in directory".into())
-        } else {
-            self.off.map(|o| format!("{o} in directory"))
-        }
-    }
-}
-
-/// Every user ever created, by external id (nobody is ever created already off).
-type Model = BTreeMap<String, Person>;
-
-/// The learner fields the test checks, as the store holds them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Learner {
-    user_name: String,
-    email: Option<String>,
-    given_name: Option<String>,
-    family_name: Option<String>,
-    department: Option<String>,
-    job_title: Option<String>,
-    active: bool,
-}
-
-fn expected(model: &Model) -> BTreeMap<String, Learner> {
-    model
-        .iter()
-        .map(|(id, p)| {
-            (
-                id.clone(),
-                Learner {
-                    user_name: p.user_name.clone(),
-                    email: Some(p.user_name.clone()),
-                    given_name: Some(p.given.clone()),
-                    family_name: Some(p.family.clone()),
-                    department: Some(p.dept.clone()),
-                    job_title: Some(p.title.clone()),
-                    active: p.active(),
-                },
-            )
-        })
-        .collect()
-}
-
-/// The store equals the model: the same learners (none missing, none extra), each
-/// with the right fields and `active`.
-fn assert_store_equals(what: &str, model: &Model, store: &BTreeMap<String, Learner>) {
-    let want = expected(model);
-    let mut problems = Vec::new();
-    for (id, w) in &want {
-        match store.get(id) {
-            None => problems.push(format!("{id} missing (want {w:?})")),
-            Some(got) if got != w => problems.push(format!("{id}: got {got:?}, want {w:?}")),
-            Some(_) => {}
-        }
-    }
-    for id in store.keys().filter(|id| !want.contains_key(*id)) {
-        problems.push(format!(
-            "{id} is in the store but was never in the directory"
-        ));
-    }
-    assert!(
-        problems.is_empty(),
-        "{what}: {} learners wrong, e.g.:\n{}",
-        problems.len(),
-        problems
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-/// The learners of a SQLite store, panicking on a duplicate (directory, external_id).
-fn sqlite_learners(env: &Env, directory: &str) -> BTreeMap<String, Learner> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path("learners.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT external_id, user_name, email, given_name, family_name, department, job_title, active, deactivated_at
-             FROM learners WHERE directory = ?1",
-        )
-        .unwrap();
-    let rows = stmt
-        .query_map([directory], |r| {
-            let active = r.get::<_, i64>(7)? == 1;
-            let deactivated_at: Option<String> = r.get(8)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                Learner {
-                    user_name: r.get(1)?,
-                    email: r.get(2)?,
-                    given_name: r.get(3)?,
-                    family_name: r.get(4)?,
-                    department: r.get(5)?,
-                    job_title: r.get(6)?,
-                    active,
-                },
-                deactivated_at,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for (id, learner, deactivated_at) in rows {
-        assert_eq!(
-            deactivated_at.is_some(),
-            !learner.active,
-            "{id}: deactivated_at {deactivated_at:?} with active {}",
-            learner.active
-        );
-        assert!(
-            out.insert(id.clone(), learner).is_none(),
-            "duplicate learner {id}"
-        );
-    }
-    out
-}
-
-/// External ids in the state DB's snapshot of `directory`.
-fn snapshot_ids(env: &Env, state_db: &str, directory: &str) -> BTreeSet<String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path(state_db),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = conn
-        .prepare("SELECT external_id FROM snapshot WHERE directory = ?1")
-        .unwrap();
-    let ids = stmt
-        .query_map([directory], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<BTreeSet<_>, _>>()
-        .unwrap();
-    ids
-}
-
-fn present_ids(model: &Model) -> BTreeSet<String> {
-    model
-        .iter()
-        .filter(|(_, p)| p.present)
-        .map(|(id, _)| id.clone())
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -269,18 +85,8 @@ impl Subject {
     }
 
     fn spawn_sync(&self) -> Child {
-        let mut cmd = Command::new(common::bin());
-        cmd.args(["sync", "--config"])
-            .arg(self.env.config())
-            .env_remove("LEARNER_SYNC_CONFIG")
-            .env_remove("LEARNER_SYNC_FAULT")
-            .current_dir(self.env.path(""))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in &self.vars {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
+        let vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.env.spawn_quiet(&["sync"], &vars)
     }
 
     fn history(&self) -> Vec<Value> {
@@ -398,126 +204,6 @@ impl Kills {
     }
 }
 
-/// Outcome of each run, by id, from a state DB.
-fn run_outcomes(env: &Env, state_db: &str) -> BTreeMap<i64, String> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path(state_db),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut stmt = conn.prepare("SELECT id, outcome FROM runs").unwrap();
-    let runs = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<BTreeMap<_, _>, _>>()
-        .unwrap();
-    runs
-}
-
-/// Replay the action log per learner (oldest first): each transition recorded exactly
-/// once, the replayed states equal the store, and each inactive learner's last
-/// deactivation gives the reason the directory has. What is wrong, if anything, shows
-/// a few offending learners with their records and the outcome of those records' runs
-/// (the tests assert it is nothing at their end, so that every phase still runs).
-fn log_replay_problems(
-    what: &str,
-    records: &[Value],
-    runs: &BTreeMap<i64, String>,
-    store: &BTreeMap<String, Learner>,
-    model: &Model,
-) -> Option<String> {
-    let mut state: BTreeMap<String, bool> = BTreeMap::new();
-    let mut last_reason: BTreeMap<String, String> = BTreeMap::new();
-    let mut problems: Vec<(String, String)> = Vec::new();
-    for r in records.iter().rev() {
-        let id = r["external_id"].as_str().unwrap().to_string();
-        let problem = match r["action"].as_str().unwrap() {
-            "created" => state.insert(id.clone(), true).map(|_| "created twice"),
-            "deactivated" => {
-                last_reason.insert(
-                    id.clone(),
-                    r["reason"].as_str().unwrap_or_default().to_string(),
-                );
-                (state.insert(id.clone(), false) != Some(true))
-                    .then_some("deactivated while not active")
-            }
-            "reactivated" => (state.insert(id.clone(), true) != Some(false))
-                .then_some("reactivated while active"),
-            "updated" | "held" => (!state.contains_key(&id)).then_some("updated before created"),
-            other => panic!("{what}: unexpected action {other}"),
-        };
-        if let Some(p) = problem {
-            problems.push((id, p.to_string()));
-        }
-    }
-    for id in state.keys().filter(|id| !store.contains_key(*id)) {
-        problems.push((id.clone(), "in the log, not in the store".into()));
-    }
-    for (id, learner) in store {
-        match state.get(id) {
-            None => problems.push((id.clone(), "in the store, not in the log".into())),
-            Some(a) if *a != learner.active => problems.push((
-                id.clone(),
-                format!("log says active={a}, store says {}", learner.active),
-            )),
-            Some(_) => {}
-        }
-        let want = model.get(id).and_then(Person::reason);
-        if !learner.active && last_reason.get(id) != want.as_ref() {
-            problems.push((
-                id.clone(),
-                format!("logged reason {:?}, want {want:?}", last_reason.get(id)),
-            ));
-        }
-    }
-    if problems.is_empty() {
-        return None;
-    }
-    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, p) in &problems {
-        *kinds.entry(p.as_str()).or_default() += 1;
-    }
-    let mut detail = String::new();
-    for (id, p) in problems.iter().take(4) {
-        detail.push_str(&format!("{id}: {p}; its records, oldest first:\n"));
-        for r in records
-            .iter()
-            .rev()
-            .filter(|r| r["external_id"] == id.as_str())
-        {
-            let run = r["run"].as_i64().unwrap_or_default();
-            detail.push_str(&format!(
-                "    run {run} ({}) {} {:?} {}\n",
-                runs.get(&run).map(String::as_str).unwrap_or("?"),
-                r["action"],
-                r["reason"].as_str().unwrap_or_default(),
-                r["time"]
-            ));
-        }
-    }
-    Some(format!(
-        "{what}: the action log does not replay to the store: {} problems {kinds:?}\n{detail}",
-        problems.len()
-    ))
-}
-
-/// Ids of `model` for which `pick` holds, skipping (and then marking) those already
-/// changed in this phase, so that each user changes at most once per phase.
-fn choose(
-    model: &Model,
-    touched: &mut BTreeSet<String>,
-    pick: impl Fn(usize, &Person) -> bool,
-) -> Vec<String> {
-    let ids: Vec<String> = model
-        .iter()
-        .enumerate()
-        .filter(|(i, (id, p))| !touched.contains(*id) && pick(*i, p))
-        .map(|(_, (id, _))| id.clone())
-        .collect();
-    touched.extend(ids.iter().cloned());
-    ids
-}
-
 fn assert_zero_changes(what: &str, out: &str) {
     assert!(
         out.contains(ZERO),
@@ -533,30 +219,14 @@ const TENANT_SIZE: usize = 3000;
 
 fn entra_subject(mock: &GraphMock) -> Subject {
     let env = Env::new();
-    let base = mock.base();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000000
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "contoso"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-client_secret = {{ env = "CONTOSO_SECRET" }}
-authority_url = "{base}"
-graph_url = "{base}/v1.0"
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(1_000_000, 100)
+        .entra(
+            "contoso",
+            &mock.base(),
+            &[("client_secret", r#"{ env = "CONTOSO_SECRET" }"#)],
+        )
+        .write(&env);
     Subject::new(env, &[("CONTOSO_SECRET", ENTRA_SECRET)])
 }
 
@@ -568,17 +238,14 @@ fn graph_user(id: &str, p: &Person) -> Value {
 }
 
 fn cursor(env: &Env) -> String {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path("state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(
+    rows(
+        &env.path("state.db"),
         "SELECT cursor FROM cursors WHERE directory = 'contoso'",
-        [],
-        |r| r.get::<_, Option<String>>(0),
+        &[],
     )
-    .unwrap()
+    .into_iter()
+    .next()
+    .and_then(|r| r[0].clone())
     .expect("a stored deltaLink")
 }
 
@@ -832,30 +499,11 @@ const GOOGLE_PAGE: usize = 100;
 fn google_subject(mock: &google_mock::GoogleMock) -> Subject {
     let env = Env::new();
     env.write("sa.json", &mock.key_json());
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 1000000
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "fabrikam"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{admin}"
-scope = "all"
-directory_url = "{url}"
-"#,
-            admin = google_mock::ADMIN,
-            url = mock.url()
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(1_000_000, 100)
+        .google("fabrikam", &mock.url(), "sa.json", google_mock::ADMIN)
+        .dir("scope", r#""all""#)
+        .write(&env);
     Subject::new(env, &[("LEARNER_SYNC_GOOGLE_RETRY_BASE_MS", "1")])
 }
 
@@ -1072,28 +720,13 @@ const SCIM_SIZE: usize = 600;
 
 fn scim_subject(server: &scim_server::ScimServer) -> Subject {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state/state.db"
-max_deactivations = 1000000
-max_deactivation_percent = 100
-
-[store]
-kind = "scim"
-url = "{}"
-token = {{ env = "SCIM_TOKEN" }}
-concurrency = 4
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-            server.base
-        ),
-    );
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .guards(1_000_000, 100)
+        .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        .store("concurrency", "4")
+        .csv("hr", "hr.csv")
+        .write(&env);
     Subject::new(env, &[("SCIM_TOKEN", scim_server::TOKEN)])
 }
 

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Env};
+use common::config_builder::q;
+use common::{bin, ConfigBuilder, Env};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -140,15 +141,13 @@ fn try_learners(db: &Path, directory: &str) -> Option<Vec<(String, Option<String
 }
 
 fn config(schedule: &str, extra: &str, dirs: &[&str]) -> String {
-    let mut c = format!(
-        "[sync]\nschedule = \"{schedule}\"\nstate_db = \"state.db\"\n{extra}\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n"
-    );
+    let mut config = ConfigBuilder::new()
+        .sync("schedule", &q(schedule))
+        .sync_lines(extra);
     for d in dirs {
-        c.push_str(&format!(
-            "\n[[directory]]\nname = \"{d}\"\nkind = \"csv\"\npath = \"{d}.csv\"\n"
-        ));
+        config = config.csv(d, &format!("{d}.csv"));
     }
-    c
+    config.build()
 }
 
 const HEADER: &str = "external_id,user_name,email,department,active\n";
@@ -655,8 +654,15 @@ fn parallel_first_runs_on_a_fresh_database_all_succeed() {
             (try_learners(&db, n)?.len() == 1).then_some(())
         });
     }
-    let out = env.run(&["status", "--json"]);
-    let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+    // The store commits before the run's record in the state DB: wait for the records.
+    let status = wait_for("every directory's first run recorded", || {
+        let out = env.run(&["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+        let all = status.as_array().expect("array");
+        all.iter()
+            .all(|d| !d["last_run"].is_null())
+            .then_some(status)
+    });
     for d in status.as_array().expect("array") {
         assert_eq!(d["last_run"]["outcome"], "ok", "{d}");
         assert_eq!(d["consecutive_failures"], 0, "{d}");
@@ -679,15 +685,12 @@ fn the_grafana_dashboard_and_alert_rules_use_only_metrics_the_daemon_serves() {
     env.write("x.csv", &csv(&[("x1", "A", true)]));
     let daemon = Daemon::start(&env);
     let port = daemon.port();
-    let body = wait_for("a finished run in /metrics", || {
-        let (_, body) = get(port, "/metrics");
-        body.contains("learner_sync_runs_total{").then_some(body)
-    });
-    let served: std::collections::BTreeSet<String> = body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
-        .collect();
+    let served_by = |body: &str| -> std::collections::BTreeSet<String> {
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split(['{', ' ']).next().unwrap_or("").to_string())
+            .collect()
+    };
     let mut used = std::collections::BTreeSet::new();
     for file in [
         "contrib/grafana/learner-sync.json",
@@ -705,6 +708,24 @@ fn the_grafana_dashboard_and_alert_rules_use_only_metrics_the_daemon_serves() {
         }
     }
     assert!(used.len() >= 8, "{used:?}");
+    // A run's metrics are recorded one after another, not at once: a scrape that lands
+    // between the run counter and the last of them misses some. Poll until every name
+    // is there or the run has long been over; then judge the last scrape.
+    let first = wait_for("a finished run in /metrics", || {
+        let (_, body) = get(port, "/metrics");
+        body.contains("learner_sync_runs_total{")
+            .then_some(Instant::now())
+    });
+    let (body, served) = loop {
+        let (_, body) = get(port, "/metrics");
+        let served = served_by(&body);
+        if used.iter().all(|(_, name)| served.contains(name))
+            || first.elapsed() > Duration::from_secs(10)
+        {
+            break (body, served);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for (file, name) in &used {
         assert!(
             served.contains(name),

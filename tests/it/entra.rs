@@ -1,14 +1,13 @@
 //! End-to-end tests of the `entra` source: the real binary against a mock Microsoft
-//! login + Graph server on 127.0.0.1 (tests/support/graph_mock.rs).
+//! login + Graph server on 127.0.0.1 (tests/it/support/graph_mock.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
+use crate::common;
+use crate::support::graph_mock;
 
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::{code, sql, stderr, stdout, ConfigBuilder, Env};
 use graph_mock::{user, Fault, GraphMock, TrustedCert};
 use serde_json::json;
 
@@ -16,30 +15,12 @@ const SECRET: &str = "s3cr3t-value-never-printed";
 
 fn env_for(mock: &GraphMock, credential: &str, scope: &str) -> Env {
     let env = Env::new();
-    let base = mock.base();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "contoso"
-kind = "entra"
-tenant_id = "tenant-1"
-client_id = "client-1"
-{credential}
-authority_url = "{base}"
-graph_url = "{base}/v1.0"
-{scope}
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .sync("max_deactivation_percent", "100")
+        .entra("contoso", &mock.base(), &[])
+        .dir_lines(credential)
+        .dir_lines(scope)
+        .write(&env);
     env
 }
 
@@ -61,31 +42,6 @@ fn assert_ok(out: &std::process::Output) {
         stdout(out),
         stderr(out)
     );
-}
-
-fn sql(env: &Env, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let conn = rusqlite::Connection::open_with_flags(
-        env.path(db),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open db");
-    let mut stmt = conn.prepare(query).expect("prepare");
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
-                    rusqlite::types::Value::Null => None,
-                    rusqlite::types::Value::Integer(i) => Some(i.to_string()),
-                    rusqlite::types::Value::Text(t) => Some(t),
-                    other => Some(format!("{other:?}")),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .expect("query")
-    .collect::<Result<Vec<_>, _>>()
-    .expect("rows")
 }
 
 fn column(env: &Env, id: &str, col: &str) -> Option<String> {
@@ -807,16 +763,7 @@ fn run_killed_mid_listing_converges_on_the_next_run() {
         s.latency = Duration::from_millis(300);
     }
     mock.clear_log();
-    let mut child = std::process::Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env("CONTOSO_SECRET", SECRET)
-        .env_remove("LEARNER_SYNC_FAULT")
-        .current_dir(env.path(""))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = env.spawn_quiet(&["sync"], &[("CONTOSO_SECRET", SECRET)]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while delta_calls(&mock).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -1,11 +1,10 @@
 //! End-to-end: the real binary against a mock Google token endpoint + Directory API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
+use crate::common;
+use crate::support::google_mock;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 use google_mock::{user, Fault, GoogleMock, CLIENT_ID, MEMBER_SCOPE, USER_SCOPE};
 use serde_json::Value;
 
@@ -14,30 +13,11 @@ const DIR: &str = "fabrikam";
 fn setup(mock: &GoogleMock, scope: &str) -> Env {
     let env = Env::new();
     env.write("sa.json", &mock.key_json());
-    env.write(
-        "config.toml",
-        &format!(
-            r#"[sync]
-state_db = "state.db"
-max_deactivations = 100
-max_deactivation_percent = 100
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "{DIR}"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "{admin}"
-scope = {scope}
-directory_url = "{url}"
-"#,
-            admin = google_mock::ADMIN,
-            url = mock.url()
-        ),
-    );
+    ConfigBuilder::new()
+        .guards(100, 100)
+        .google(DIR, &mock.url(), "sa.json", google_mock::ADMIN)
+        .dir("scope", scope)
+        .write(&env);
     env
 }
 
@@ -450,7 +430,7 @@ fn a_jwt_signed_with_another_key_is_refused_and_nothing_is_synced() {
     let mock = GoogleMock::start();
     mock.with(|s| s.users = vec![user("1", "a@fabrikam.example", "/")]);
     let env = setup(&mock, r#""all""#);
-    let other = include_str!("fixtures/TEST-ONLY-google-other-key.pem");
+    let other = include_str!("../fixtures/TEST-ONLY-google-other-key.pem");
     let key = mock.key_json().replace(
         &serde_json::to_string(google_mock::TEST_KEY_PEM).unwrap(),
         &serde_json::to_string(other).unwrap(),

@@ -3,16 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 
 fn setup() -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        "[sync]\nstate_db = \"state.db\"\nmax_deactivations = 1000\nmax_deactivation_percent = 100\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
-    );
+    ConfigBuilder::new()
+        .guards(1000, 100)
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 

@@ -4,20 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::google_mock;
+use crate::support::graph_mock;
+use crate::support::scim_mock;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, Env};
+use common::{stderr, stdout, ConfigBuilder, Env};
 use google_mock::GoogleMock;
 use graph_mock::GraphMock;
 use scim_mock::ScimMock;
@@ -43,41 +40,24 @@ fn setup(store: &str) -> Env {
             r#"{{"type":"service_account","project_id":"p","private_key_id":"k1","private_key":"-----BEGIN PRIVATE KEY-----\n{KEY_MATERIAL}\n-----END PRIVATE KEY-----\n","client_email":"sync@p.iam.gserviceaccount.com","client_id":"123","token_uri":"http://127.0.0.1:{port}/token"}}"#
         ),
     );
-    let store = match store {
-        "scim" => format!(
-            "kind = \"scim\"\nurl = \"http://127.0.0.1:{port}/scim/v2\"\ntoken = {{ file = \"scim-token\" }}"
-        ),
-        _ => "kind = \"sqlite\"\npath = \"learners.db\"".to_string(),
+    let remote = format!("http://127.0.0.1:{port}");
+    let config = match store {
+        "scim" => {
+            ConfigBuilder::new().scim(&format!("{remote}/scim/v2"), r#"{ file = "scim-token" }"#)
+        }
+        _ => ConfigBuilder::new(),
     };
-    env.write(
-        "config.toml",
-        &format!(
-            r#"
-[sync]
-state_db = "state.db"
-[store]
-{store}
-[[directory]]
-name = "contoso"
-kind = "entra"
-tenant_id = "t"
-client_id = "c"
-client_secret = {{ env = "CONTOSO_SECRET" }}
-authority_url = "http://127.0.0.1:{port}"
-graph_url = "http://127.0.0.1:{port}/v1.0"
-[[directory]]
-name = "fabrikam"
-kind = "google"
-service_account_key = {{ file = "sa.json" }}
-admin_email = "admin@fabrikam.example"
-directory_url = "http://127.0.0.1:{port}"
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#
-        ),
-    );
+    config
+        .entra(
+            "contoso",
+            &remote,
+            &[("client_secret", r#"{ env = "CONTOSO_SECRET" }"#)],
+        )
+        .dir("tenant_id", r#""t""#)
+        .dir("client_id", r#""c""#)
+        .google("fabrikam", &remote, "sa.json", "admin@fabrikam.example")
+        .csv("hr", "hr.csv")
+        .write(&env);
     for f in ["config.toml", "scim-token", "sa.json"] {
         std::fs::set_permissions(env.path(f), std::fs::Permissions::from_mode(0o600)).unwrap();
     }

@@ -4,19 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 
 fn setup(rows: u32) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        "[sync]\nstate_db = \"state.db\"\nmax_deactivations = 100000\nmax_deactivation_percent = 100\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
-    );
+    ConfigBuilder::new()
+        .guards(100_000, 100)
+        .csv("hr", "hr.csv")
+        .write(&env);
     write_rows(&env, rows);
     env
 }

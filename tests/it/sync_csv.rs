@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, ConfigBuilder, Env};
 
 const HEADER: &str = "external_id,user_name,email,given_name,family_name,department,active\n";
 
@@ -22,26 +22,11 @@ fn csv(ids: impl IntoIterator<Item = u32>) -> String {
 
 fn setup(max_deactivations: u32, percent: u32) -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        &format!(
-            r#"
-[sync]
-state_db = "state/state.db"
-max_deactivations = {max_deactivations}
-max_deactivation_percent = {percent}
-
-[store]
-kind = "sqlite"
-path = "learners.db"
-
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#
-        ),
-    );
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .guards(max_deactivations, percent)
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 

@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{code, stderr, stdout, Env};
+use common::{code, stderr, stdout, world, ConfigBuilder, Env};
 
 #[derive(Clone)]
 struct Person {
@@ -34,34 +33,15 @@ fn write_csv(env: &Env, dir: &Directory) {
 
 fn setup() -> Env {
     let env = Env::new();
-    env.write(
-        "config.toml",
-        r#"
-[sync]
-state_db = "state.db"
-max_deactivations = 1000000
-max_deactivation_percent = 100
-[store]
-kind = "sqlite"
-path = "learners.db"
-[[directory]]
-name = "hr"
-kind = "csv"
-path = "hr.csv"
-"#,
-    );
+    ConfigBuilder::new()
+        .guards(1_000_000, 100)
+        .csv("hr", "hr.csv")
+        .write(&env);
     env
 }
 
 fn spawn_sync(env: &Env) -> std::process::Child {
-    Command::new(common::bin())
-        .args(["sync", "--config"])
-        .arg(env.config())
-        .env_remove("LEARNER_SYNC_FAULT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    env.spawn_quiet(&["sync"], &[])
 }
 
 /// Kill a sync at `points` instants spread over (a little more than) one run's length.
@@ -109,32 +89,13 @@ fn assert_store_matches(env: &Env, dir: &Directory, ever: &BTreeMap<u32, ()>) {
 fn assert_log_replays_to_store(env: &Env) {
     let out = env.run(&["history", "--json"]);
     let records: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    let mut state: BTreeMap<String, bool> = BTreeMap::new();
-    for r in records.iter().rev() {
-        let id = r["external_id"].as_str().unwrap().to_string();
-        match r["action"].as_str().unwrap() {
-            "created" => {
-                assert!(!state.contains_key(&id), "{id} created twice");
-                state.insert(id, true);
-            }
-            "deactivated" => {
-                assert_eq!(
-                    state.insert(id.clone(), false),
-                    Some(true),
-                    "{id} deactivated while not active"
-                )
-            }
-            "reactivated" => {
-                assert_eq!(
-                    state.insert(id.clone(), true),
-                    Some(false),
-                    "{id} reactivated while active"
-                )
-            }
-            "updated" | "held" => assert!(state.contains_key(&id), "{id} updated before created"),
-            other => panic!("unexpected action {other}"),
-        }
-    }
+    let replayed = world::replay("hr", &records);
+    assert!(
+        replayed.problems.is_empty(),
+        "the action log does not replay: {:?}",
+        &replayed.problems[..replayed.problems.len().min(12)]
+    );
+    let state = replayed.state;
     let rows = env.learners("learners.db", "hr");
     assert_eq!(
         state.len(),

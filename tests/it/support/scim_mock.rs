@@ -13,6 +13,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::mock_server::MockServer;
+
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 #[derive(Debug, Clone)]
@@ -51,14 +53,11 @@ pub struct MockState {
 pub struct ScimMock {
     pub addr: SocketAddr,
     state: Arc<Mutex<MockState>>,
-    _thread: std::thread::JoinHandle<()>,
+    server: MockServer,
 }
 
 impl ScimMock {
     pub fn start(token: &str) -> ScimMock {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(MockState {
             token: token.to_string(),
             users: BTreeMap::new(),
@@ -74,48 +73,38 @@ impl ScimMock {
             log: Vec::new(),
         }));
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(
-                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                        let state = shared.clone();
-                        async move {
-                            let mut s = state.lock().expect("mock state");
-                            let auth = headers
-                                .get("authorization")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string();
-                            let resp = handle(&mut s, &method, &uri, &auth, &body);
-                            s.log.push(Logged {
-                                method: method.to_string(),
-                                path: uri.to_string(),
-                                status: resp.status().as_u16(),
-                                authorization: auth,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                            });
-                            resp
-                        }
-                    },
-                );
-                axum::serve(listener, app).await.expect("serve");
-            });
-        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = shared.clone();
+                async move {
+                    let mut s = state.lock().expect("mock state");
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let resp = handle(&mut s, &method, &uri, &auth, &body);
+                    s.log.push(Logged {
+                        method: method.to_string(),
+                        path: uri.to_string(),
+                        status: resp.status().as_u16(),
+                        authorization: auth,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                    resp
+                }
+            },
+        );
+        let server = MockServer::start(app);
         ScimMock {
-            addr,
+            addr: server.addr,
             state,
-            _thread: thread,
+            server,
         }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base()
     }
 
     pub fn state(&self) -> MutexGuard<'_, MockState> {

@@ -16,6 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use super::mock_server::MockServer;
+
 /// How the mock breaks one page of a delta walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -136,14 +138,11 @@ pub enum Echo {
 pub struct GraphMock {
     pub addr: SocketAddr,
     state: Arc<Mutex<MockState>>,
-    _thread: std::thread::JoinHandle<()>,
+    server: MockServer,
 }
 
 impl GraphMock {
     pub fn start(secret: &str) -> GraphMock {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(MockState {
             tenant: "tenant-1".into(),
             client_id: "client-1".into(),
@@ -172,7 +171,8 @@ impl GraphMock {
             tokens_issued: 0,
             token_lifetime: 3599,
             revoked_up_to: 0,
-            base: format!("http://{addr}"),
+            // Set once the server has its port.
+            base: String::new(),
             delta_next_base: None,
             delta_link_base: None,
             paged_next_base: None,
@@ -188,32 +188,22 @@ impl GraphMock {
             redirect_delta_to: None,
         }));
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let app = axum::Router::new().fallback(
-                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                        let state = shared.clone();
-                        async move { handle(state, method, uri, headers, body).await }
-                    },
-                );
-                axum::serve(listener, app).await.expect("serve");
-            });
-        });
+        let server = MockServer::start(axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = shared.clone();
+                async move { handle(state, method, uri, headers, body).await }
+            },
+        ));
+        state.lock().expect("mock state").base = server.base();
         GraphMock {
-            addr,
+            addr: server.addr,
             state,
-            _thread: thread,
+            server,
         }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base()
     }
 
     pub fn state(&self) -> MutexGuard<'_, MockState> {

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -39,6 +39,12 @@ impl Env {
     }
 
     pub fn run_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.command(args, envs).output().expect("run learner-sync")
+    }
+
+    /// `learner-sync ARGS --config <env>/config.toml` in the env's folder, with `envs`
+    /// and without the test process's own config or fault point.
+    pub fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("--config")
@@ -49,7 +55,16 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output().expect("run learner-sync")
+        cmd
+    }
+
+    /// [`Env::command`] started in the background, its output discarded (to be killed).
+    pub fn spawn_quiet(&self, args: &[&str], envs: &[(&str, &str)]) -> Child {
+        self.command(args, envs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn learner-sync")
     }
 
     /// Rows of the learner store: `SELECT <cols> FROM learners ... ORDER BY external_id`.
@@ -105,3 +120,44 @@ pub fn stderr(o: &Output) -> String {
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
+
+/// Every row of a query on a SQLite file (opened read-only), parameters bound, each
+/// column as text (integers in decimal, NULL as None).
+pub fn rows(db: &Path, query: &str, params: &[&str]) -> Vec<Vec<Option<String>>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db");
+    let mut stmt = conn.prepare(query).expect("prepare");
+    let n = stmt.column_count();
+    stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+        (0..n)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                    rusqlite::types::Value::Null => None,
+                    rusqlite::types::Value::Integer(i) => Some(i.to_string()),
+                    rusqlite::types::Value::Text(t) => Some(t),
+                    other => Some(format!("{other:?}")),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .expect("query")
+    .collect::<Result<Vec<_>, _>>()
+    .expect("rows")
+}
+
+/// [`rows`] of a query without parameters on `db` in the env's folder.
+pub fn sql(env: &Env, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    rows(&env.path(db), query, &[])
+}
+
+pub mod config_builder;
+pub use config_builder::ConfigBuilder;
+
+impl ConfigBuilder {
+    /// Write it as the env's `config.toml`.
+    pub fn write(&self, env: &Env) -> PathBuf {
+        env.write("config.toml", &self.build())
+    }
+}
+pub mod world;

@@ -1,5 +1,5 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1: it forwards every request to one
-//! upstream (a mock from tests/support) and, per a rule set the test changes while
+//! upstream (a mock from tests/it/support) and, per a rule set the test changes while
 //! the binary runs, breaks matching answers the ways real networks do: a connection
 //! reset mid-body, JSON cut short under a 200, a server slower than the client's
 //! timeout, 429/5xx storms with or without `Retry-After`, JSON sent as `text/plain`,
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
+
+use super::mock_server::MockServer;
 
 /// What the proxy does instead of (or to) the upstream's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,24 +166,12 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     upstream: String,
     state: Arc<Mutex<ProxyState>>,
-    app: axum::Router,
-    /// The accept loop; `None` while paused (connections are refused).
-    serving: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    runtime: tokio::runtime::Runtime,
+    server: MockServer,
 }
 
 impl FaultProxy {
     /// A proxy on a free 127.0.0.1 port in front of `upstream` (e.g. "http://127.0.0.1:4321").
     pub fn start(upstream: &str) -> FaultProxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -191,51 +181,35 @@ impl FaultProxy {
         let upstream = upstream.trim_end_matches('/').to_string();
         let shared = state.clone();
         let base = upstream.clone();
-        let app = axum::Router::new().fallback(
+        let server = MockServer::start(axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
                 let client = client.clone();
                 let base = base.clone();
                 async move { handle(state, client, base, method, uri, headers, body).await }
             },
-        );
-        let serving = runtime.spawn(serve(listener, app.clone()));
+        ));
         FaultProxy {
-            addr,
+            addr: server.addr,
             upstream,
             state,
-            app,
-            serving: Mutex::new(Some(serving)),
-            runtime,
+            server,
         }
     }
 
     /// Close the listening socket: new connections to the proxy's port are refused
     /// (as from a host that is down) until [`FaultProxy::resume`].
     pub fn pause(&self) {
-        let Some(task) = self.serving.lock().expect("serving").take() else {
-            return;
-        };
-        task.abort();
-        // Wait until the task (and with it the listener) is gone.
-        let _ = self.runtime.block_on(task);
+        self.server.pause();
     }
 
     /// Listen again on the same port.
     pub fn resume(&self) {
-        let mut serving = self.serving.lock().expect("serving");
-        if serving.is_some() {
-            return;
-        }
-        let listener = self
-            .runtime
-            .block_on(tokio::net::TcpListener::bind(self.addr))
-            .expect("bind the proxy's port again");
-        *serving = Some(self.runtime.spawn(serve(listener, self.app.clone())));
+        self.server.resume();
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base()
     }
 
     pub fn upstream(&self) -> &str {
@@ -294,10 +268,6 @@ impl FaultProxy {
             .filter(|l| l.fault.is_some())
             .count()
     }
-}
-
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router) {
-    let _ = axum::serve(listener, app).await;
 }
 
 const HOP_BY_HOP: [&str; 5] = [

@@ -1,0 +1,24 @@
+//! The integration tests, one binary: each module drives the real `learner-sync` binary
+//! for one feature against temp configs, mock servers on 127.0.0.1 or the real
+//! scim2-server. Run one module with `cargo test --test it entra::`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+mod config;
+mod config_fuzz;
+mod crash;
+mod crash_remote;
+mod daemon;
+mod entra;
+mod google;
+mod hostile_data;
+mod hostile_remote;
+mod network_faults;
+mod packaging;
+mod scim_faults;
+mod scim_interop;
+mod secrets;
+mod storage_faults;
+mod sync_csv;

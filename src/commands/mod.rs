@@ -6,8 +6,8 @@ mod check;
 mod daemon;
 mod docs;
 mod history;
-mod rename;
 mod reload;
+mod rename;
 mod status;
 mod sync;
 

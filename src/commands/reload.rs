@@ -5,16 +5,9 @@
 //! file, line and key, `systemctl reload` reports the failure, and the daemon is never
 //! signalled: it keeps the running config, as it would on its own.
 
-use super::{configured, CommandError};
-use crate::cli::Exit;
+use super::{configured, CommandError, Exit};
+use crate::cli::ReloadArgs;
 use crate::config::Config;
-
-#[derive(Debug, clap::Args)]
-pub struct ReloadArgs {
-    /// The daemon's process id (the unit passes $MAINPID)
-    #[arg(long, value_name = "PID")]
-    pub pid: i32,
-}
 
 pub fn run(config: &Config, args: ReloadArgs) -> Result<Exit, CommandError> {
     // kill(2) reads 0 and negative ids as process groups or "every process".
@@ -28,10 +21,9 @@ pub fn run(config: &Config, args: ReloadArgs) -> Result<Exit, CommandError> {
     // SAFETY: kill(2) takes two integers and touches no memory of this process.
     if unsafe { libc::kill(args.pid, libc::SIGHUP) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(CommandError::Failed(format!(
-            "cannot signal the daemon (pid {}): {e}",
-            args.pid
-        )));
+        return Err(CommandError::Failed(
+            format!("cannot signal the daemon (pid {}): {e}", args.pid).into(),
+        ));
     }
     println!(
         "{}: valid ({} directories); the daemon re-reads it now",

@@ -73,7 +73,16 @@ impl EntraSource {
         let (listing, delta_link) = match cursor {
             None => self.full_round().await?,
             Some(link) => match self.changes_since(link, req.snapshot).await {
-                Ok(read) => read,
+                Ok(Some(read)) => read,
+                Ok(None) => {
+                    // A partial item for a user the snapshot lacks cannot be completed
+                    // from the delta; a fresh round brings every user whole.
+                    tracing::warn!(
+                        tenant = %self.cfg.tenant_id,
+                        "the delta names a user the snapshot lacks; reading everything again"
+                    );
+                    self.full_round().await?
+                }
                 Err(e) if e.needs_resync() => {
                     tracing::warn!(
                         tenant = %self.cfg.tenant_id,
@@ -128,12 +137,14 @@ impl EntraSource {
         Ok((Listing::Complete(users.into_values().collect()), delta_link))
     }
 
-    /// What changed since `link`, each changed user merged with the snapshot.
+    /// What changed since `link`, each changed user merged with the snapshot; `None`
+    /// when a merged user has no user name (a partial item for a user the snapshot
+    /// lacks, or a cleared UPN), which only a fresh round can settle.
     async fn changes_since(
         &mut self,
         link: &str,
         snapshot: &dyn PreviousUsers,
-    ) -> Result<(Listing, String), GraphError> {
+    ) -> Result<Option<(Listing, String)>, GraphError> {
         let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
         let delta_link = walk(&mut self.graph, link.to_string(), |page| {
             for item in page {
@@ -155,11 +166,13 @@ impl EntraSource {
         .await?;
         // A partial item for a user we never had (or one whose UPN was cleared) would
         // make a learner without a user name.
-        changed.values().flatten().try_for_each(usable)?;
-        Ok((
+        if changed.values().flatten().any(|u| usable(u).is_err()) {
+            return Ok(None);
+        }
+        Ok(Some((
             Listing::Changes(resolve_managers_changes(snapshot, changed)),
             delta_link,
-        ))
+        )))
     }
 
     pub async fn check(&mut self) -> Vec<CheckLine> {

@@ -5,9 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/scim_mock.rs"]
-mod scim_mock;
+use crate::common;
+use crate::support::scim_mock;
 
 use common::{code, stderr, stdout, Env};
 use scim_mock::{ScimMock, ENTERPRISE};

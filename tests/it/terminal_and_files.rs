@@ -3,7 +3,7 @@
 //! private whatever the umask, and a lock another user left says how to fix it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -5,9 +5,8 @@
 //! run writes (the state DB with `runs.error`, the store), grepped as raw bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
+use crate::common;
+use crate::support::graph_mock;
 
 use common::{code, stderr, stdout, Env};
 use graph_mock::{user, Echo, GraphMock, TrustedCert};

@@ -4,9 +4,8 @@
 //! is not trusted for another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-mod common;
-#[path = "support/graph_mock.rs"]
-mod graph_mock;
+use crate::common;
+use crate::support::graph_mock;
 
 use common::{code, stderr, stdout, Env};
 use graph_mock::{user, GraphMock};

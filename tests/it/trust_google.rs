@@ -5,9 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "support/google_mock.rs"]
-mod google_mock;
+use crate::common;
+use crate::support::google_mock;
 
 use std::collections::VecDeque;
 

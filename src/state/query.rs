@@ -88,15 +88,27 @@ pub struct HistoryFilter {
 }
 
 impl State {
-    pub fn held(&self, directory: &str) -> Result<Vec<HeldRow>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT external_id, user_name, reason, hold_reason, run_id FROM held WHERE directory = ?1 ORDER BY external_id",
-            )
-            .map_err(|e| self.err(e))?;
+    /// Every row a query returns, mapped: how this module reads lists.
+    fn rows<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StateError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([directory], |r| {
+            .query_map(params, map)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e));
+        rows
+    }
+
+    pub fn held(&self, directory: &str) -> Result<Vec<HeldRow>, StateError> {
+        let rows = self.rows(
+            "SELECT external_id, user_name, reason, hold_reason, run_id FROM held WHERE directory = ?1 ORDER BY external_id",
+            [directory],
+            |r| {
                 Ok(HeldRow {
                     external_id: r.get(0)?,
                     user_name: r.get(1)?,
@@ -104,24 +116,18 @@ impl State {
                     hold_reason: r.get(3)?,
                     run: r.get(4)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 
     /// The most recent finished runs of a directory, newest first.
     pub fn recent_runs(&self, directory: &str, limit: usize) -> Result<Vec<RunRow>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, directory, kind, started_at, finished_at, outcome, full_read, created, updated, deactivated, reactivated, held, unchanged, failed, requests, error
+        let rows = self.rows(
+            "SELECT id, directory, kind, started_at, finished_at, outcome, full_read, created, updated, deactivated, reactivated, held, unchanged, failed, requests, error
                  FROM runs WHERE directory = ?1 AND outcome <> 'running' ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![directory, limit as i64], |r| {
+            params![directory, limit as i64],
+            |r| {
                 let c = |i: usize| -> rusqlite::Result<usize> { Ok(r.get::<_, i64>(i)? as usize) };
                 Ok(RunRow {
                     id: r.get(0)?,
@@ -143,26 +149,18 @@ impl State {
                     requests: r.get(14)?,
                     error: r.get(15)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 
     /// How many of the directory's latest sync runs failed in a row.
     pub fn consecutive_failures(&self, directory: &str) -> Result<u32, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT outcome FROM runs WHERE directory = ?1 AND kind = 'sync' AND outcome <> 'running' ORDER BY id DESC LIMIT 1000",
-            )
-            .map_err(|e| self.err(e))?;
-        let outcomes = stmt
-            .query_map([directory], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+        let outcomes = self.rows(
+            "SELECT outcome FROM runs WHERE directory = ?1 AND kind = 'sync' AND outcome <> 'running' ORDER BY id DESC LIMIT 1000",
+            [directory],
+            |r| r.get::<_, String>(0),
+        )?;
         Ok(outcomes.iter().take_while(|o| *o == "failed").count() as u32)
     }
 
@@ -309,15 +307,11 @@ impl State {
         if !self.has_table("held_updates")? {
             return Ok(vec![]);
         }
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT external_id, user_name, field, before, after, hold_reason, run_id FROM held_updates
+        let rows = self.rows(
+            "SELECT external_id, user_name, field, before, after, hold_reason, run_id FROM held_updates
                  WHERE directory = ?1 ORDER BY field, external_id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([directory], |r| {
+            [directory],
+            |r| {
                 Ok(HeldUpdateRow {
                     external_id: r.get(0)?,
                     user_name: r.get(1)?,
@@ -327,10 +321,8 @@ impl State {
                     hold_reason: r.get(5)?,
                     run: r.get(6)?,
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 
@@ -372,18 +364,11 @@ impl State {
         configured: &BTreeSet<&str>,
         ids: &BTreeSet<&str>,
     ) -> Result<BTreeMap<String, usize>, StateError> {
-        let directories: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT DISTINCT directory FROM snapshot ORDER BY directory")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| self.err(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.err(e))?;
-            rows
-        };
+        let directories: Vec<String> = self.rows(
+            "SELECT DISTINCT directory FROM snapshot ORDER BY directory",
+            [],
+            |r| r.get(0),
+        )?;
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -408,18 +393,12 @@ impl State {
 
     /// Directories the state DB knows (a snapshot, a cursor or a run), in name order.
     pub fn known_directories(&self) -> Result<Vec<String>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT directory FROM snapshot UNION SELECT directory FROM cursors
+        let rows = self.rows(
+            "SELECT directory FROM snapshot UNION SELECT directory FROM cursors
                  UNION SELECT directory FROM runs ORDER BY 1",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+            [],
+            |r| r.get::<_, String>(0),
+        )?;
         Ok(rows)
     }
 

@@ -447,8 +447,9 @@ impl Directory {
             return Ok(page);
         }
         let (message, reasons) = match serde_json::from_slice::<ApiErrorBody>(&body.bytes) {
+            // The remote's words may echo the bearer token.
             Ok(b) => (
-                b.error.message,
+                crate::redact::scrub(&b.error.message),
                 b.error
                     .errors
                     .into_iter()
@@ -466,7 +467,7 @@ impl Directory {
         let err = GoogleError::Api {
             what: what.to_string(),
             status: status.as_u16(),
-            reason: reasons.first().cloned().unwrap_or_default(),
+            reason: crate::redact::scrub(&reasons.first().cloned().unwrap_or_default()),
             message,
         };
         if status.as_u16() == 429

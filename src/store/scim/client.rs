@@ -58,9 +58,10 @@ impl ScimError {
         }
     }
 
-    /// The provider's explanation (its `detail`), or the whole message.
+    /// The provider's explanation (its `detail`), or the whole message, secrets
+    /// masked: it goes to the action log and the state DB.
     pub fn detail(&self) -> String {
-        match self {
+        let text = match self {
             ScimError::Status {
                 status,
                 scim_type,
@@ -71,7 +72,8 @@ impl ScimError {
                 None => format!("{status}: {detail}"),
             },
             other => other.to_string(),
-        }
+        };
+        crate::redact::scrub(&text)
     }
 
     /// A refusal that concerns one user (bad value, conflict, ...) rather than the
@@ -291,7 +293,8 @@ fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError
             .as_ref()
             .and_then(|v| v.get(key))
             .and_then(Value::as_str)
-            .map(str::to_string)
+            // The provider's words may echo the bearer token or a sent attribute.
+            .map(crate::redact::scrub)
     };
     let detail = text("detail").unwrap_or_else(|| {
         let raw = body.excerpt();

@@ -191,7 +191,8 @@ impl Retries {
 pub enum Attempt<T, E> {
     /// An answer to keep, good or bad.
     Done(Result<T, E>),
-    /// "Try again later" (`status`, with the remote's `Retry-After` if it gave one);
+    /// "Try again later" (`status`, with the remote's `Retry-After` if it gave one;
+    /// `status` is 0 when no answer came: a transport error or a broken body);
     /// `error` is the run's error when no try is left.
     Again {
         status: u16,

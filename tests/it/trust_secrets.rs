@@ -2,11 +2,13 @@
 //! request (the client secret, the signed assertion) and a Graph that quotes the
 //! `Authorization` header, in a JSON error, a plain-text body and an HTML title. None
 //! of it may reach stdout, stderr (text or JSON logs, at trace level), or any file the
-//! run writes (the state DB with `runs.error`, the store), grepped as raw bytes.
+//! run writes (the state DB with `runs.error`, the store), grepped as raw bytes. The
+//! same for Google (a token endpoint quoting the assertion and the private key, a
+//! Directory API quoting the access token) and a SCIM provider quoting the bearer token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use crate::common;
-use crate::support::graph_mock;
+use crate::support::{google_mock, graph_mock, scim_mock};
 
 use common::{code, stderr, stdout, Env};
 use graph_mock::{user, Echo, GraphMock, TrustedCert};
@@ -70,10 +72,26 @@ fn forms(secret: &str) -> Vec<String> {
 /// Run every command; nothing it prints, and no file it leaves (but the config and the
 /// key it was given), holds any of `secrets`. Returns the runs' stored errors.
 fn assert_nothing_leaks(what: &str, env: &Env, secrets: &dyn Fn() -> Vec<String>) -> Vec<String> {
-    for args in COMMANDS {
+    assert_nothing_leaks_from(what, env, &COMMANDS, secrets)
+}
+
+/// As `assert_nothing_leaks`, for these commands. Returns the runs' stored errors and
+/// the actions' stored reasons.
+fn assert_nothing_leaks_from(
+    what: &str,
+    env: &Env,
+    commands: &[&[&str]],
+    secrets: &dyn Fn() -> Vec<String>,
+) -> Vec<String> {
+    for args in commands {
         let out = env.run_with(
             args,
-            &[("CONTOSO_SECRET", SECRET), ("LEARNER_SYNC_LOG", "trace")],
+            &[
+                ("CONTOSO_SECRET", SECRET),
+                ("SCIM_TOKEN", SECRET),
+                ("LEARNER_SYNC_LOG", "trace"),
+                ("LEARNER_SYNC_GOOGLE_RETRY_BASE_MS", "1"),
+            ],
         );
         assert_ne!(code(&out), 0, "{what} {args:?}: the echo fails the run");
         for s in secrets() {
@@ -95,7 +113,7 @@ fn assert_nothing_leaks(what: &str, env: &Env, secrets: &dyn Fn() -> Vec<String>
             .unwrap()
             .display()
             .to_string();
-        if ["config.toml", "app.key", "app.crt"].contains(&name.as_str()) {
+        if ["config.toml", "app.key", "app.crt", "sa.json", "hr.csv"].contains(&name.as_str()) {
             continue;
         }
         let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
@@ -111,12 +129,19 @@ fn assert_nothing_leaks(what: &str, env: &Env, secrets: &dyn Fn() -> Vec<String>
     let mut stmt = conn
         .prepare("SELECT error FROM runs WHERE error IS NOT NULL")
         .unwrap();
-    let errors: Vec<String> = stmt
+    let mut errors: Vec<String> = stmt
         .query_map([], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert!(!errors.is_empty(), "{what}: the failed runs are recorded");
+    let mut stmt = conn.prepare("SELECT reason FROM actions").unwrap();
+    let reasons: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    errors.extend(reasons);
+    assert!(!errors.is_empty(), "{what}: the failures are recorded");
     errors
 }
 
@@ -231,6 +256,154 @@ fn graph_echoing_the_access_token_leaks_it_nowhere() {
         assert!(
             errors.iter().any(|e| e.contains("***")),
             "{echo:?}: the echo reached the error, masked: {errors:?}"
+        );
+    }
+}
+
+fn google_env(mock: &google_mock::GoogleMock) -> Env {
+    let env = Env::new();
+    env.write("sa.json", &mock.key_json());
+    env.write(
+        "config.toml",
+        &format!(
+            r#"[sync]
+state_db = "state.db"
+
+[store]
+kind = "sqlite"
+path = "learners.db"
+
+[[directory]]
+name = "fabrikam"
+kind = "google"
+service_account_key = {{ file = "sa.json" }}
+admin_email = "{admin}"
+scope = "all"
+directory_url = "{url}"
+"#,
+            admin = google_mock::ADMIN,
+            url = mock.url()
+        ),
+    );
+    env
+}
+
+/// Every PEM body line of the TEST-ONLY key, and 32-character windows of a JWT's
+/// claims and signature (the header is public).
+fn key_and_assertions(assertions: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = google_mock::TEST_KEY_PEM
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .flat_map(forms)
+        .collect();
+    for a in assertions {
+        let (_, rest) = a.split_once('.').expect("a JWT");
+        let chars: Vec<char> = rest.chars().collect();
+        for w in chars.windows(32).step_by(8) {
+            out.push(w.iter().collect());
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+#[test]
+fn a_google_token_endpoint_echoing_the_assertion_and_the_key_leaks_them_nowhere() {
+    // A refusal (400) and a failure retried until the loop gives up (503).
+    for status in [400, 503] {
+        let mock = google_mock::GoogleMock::start();
+        mock.with(|s| {
+            s.users = vec![google_mock::user("g1", "ada@fabrikam.example", "/")];
+            s.echo_assertion = Some(status);
+        });
+        let env = google_env(&mock);
+        let secrets = || key_and_assertions(&mock.with(|s| s.assertions.clone()));
+        let errors = assert_nothing_leaks(&format!("token {status}"), &env, &secrets);
+        assert!(
+            mock.with(|s| s.assertions.len()) >= COMMANDS.len(),
+            "{status}: assertions were sent"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("bad assertion ***")),
+            "{status}: the echo reached the error, masked: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_api_echoing_the_access_token_leaks_it_nowhere() {
+    for status in [403, 503] {
+        let mock = google_mock::GoogleMock::start();
+        mock.with(|s| {
+            s.users = vec![google_mock::user("g1", "ada@fabrikam.example", "/")];
+            s.echo_bearer = Some(status);
+        });
+        let env = google_env(&mock);
+        let secrets = || {
+            let mut out = key_and_assertions(&mock.with(|s| s.assertions.clone()));
+            // Tokens are `ya29.mock-N`: no issued token may show, whichever N.
+            out.push("ya29.mock-".to_string());
+            out
+        };
+        let errors = assert_nothing_leaks(&format!("directory {status}"), &env, &secrets);
+        assert!(mock.with(|s| !s.issued.is_empty()), "tokens were issued");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("token *** may not read this")),
+            "{status}: the echo reached the error, masked: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_scim_provider_echoing_the_bearer_token_leaks_it_nowhere() {
+    // Refused per user (400, stored as the action's reason), the token refused (401,
+    // the run's error) and a failure retried until the loop gives up (503).
+    for status in [400, 401, 503] {
+        let mock = scim_mock::ScimMock::start(SECRET);
+        mock.state().echo_authorization = Some(status);
+        let env = Env::new();
+        env.write(
+            "config.toml",
+            &format!(
+                r#"[sync]
+state_db = "state.db"
+
+[store]
+kind = "scim"
+url = "{base}"
+token = {{ env = "SCIM_TOKEN" }}
+concurrency = 1
+
+[[directory]]
+name = "hr"
+kind = "csv"
+path = "hr.csv"
+"#,
+                base = mock.base()
+            ),
+        );
+        env.write(
+            "hr.csv",
+            "external_id,user_name,email,given_name,family_name,department,active\n\
+             E1,ada@x.io,ada@x.io,Ada,Lovelace,Sales,true\n",
+        );
+        let commands: [&[&str]; 2] = [&["sync"], &["--log-format", "json", "sync"]];
+        let errors = assert_nothing_leaks_from(&format!("scim {status}"), &env, &commands, &|| {
+            forms(SECRET)
+        });
+        assert!(
+            mock.requests("POST")
+                .iter()
+                .all(|l| l.authorization.contains(SECRET)),
+            "the token was sent"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("request with Authorization: Bearer *** was refused")),
+            "{status}: the echo reached the error, masked: {errors:?}"
         );
     }
 }

@@ -86,6 +86,9 @@ impl ServiceAccount {
                 e.column()
             ))
         })?;
+        // Before anything can fail and quote it: a remote that echoes part of the key
+        // (or a line of it) gets it masked.
+        crate::redact::register_pem(&key.private_key);
         if let Some(kind) = key.key_type.as_deref() {
             if kind != "service_account" {
                 return Err(bad(format!(
@@ -255,6 +258,7 @@ impl Tokens {
 
     async fn request(&self) -> Result<(Secret, Duration), GoogleError> {
         let assertion = self.assertion()?;
+        crate::redact::register_jwt(&assertion);
         let failed = |message: String, transient: bool| GoogleError::Token {
             message: format!("token endpoint {}: {message}", self.token_url),
             transient,
@@ -285,8 +289,9 @@ impl Tokens {
             let err: OAuthError = body
                 .json()
                 .map_err(|m| failed(format!("answered {status}: {m}"), false))?;
-            let description = err.error_description.clone().unwrap_or_default();
-            return Err(match err.error.as_str() {
+            let description =
+                crate::redact::scrub(&err.error_description.clone().unwrap_or_default());
+            return Err(match crate::redact::scrub(&err.error).as_str() {
                 "unauthorized_client" => GoogleError::UnauthorizedClient {
                     client_id: self.client_id.clone(),
                     scopes: self.scopes_for_console(),
@@ -310,6 +315,7 @@ impl Tokens {
             .access_token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| failed("answered without an access_token".into(), true))?;
+        crate::redact::register_issued(&token);
         Ok((
             Secret::new(token),
             Duration::from_secs(granted.expires_in.unwrap_or(3600)),
@@ -325,10 +331,12 @@ struct OAuthError {
 }
 
 impl OAuthError {
+    /// The remote's own words, secrets masked (a token endpoint may echo the assertion).
     fn describe(&self) -> String {
-        match &self.error_description {
+        let text = match &self.error_description {
             Some(d) => format!("{}: {d}", self.error),
             None => self.error.clone(),
-        }
+        };
+        crate::redact::scrub(&text)
     }
 }

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::auth::Tokens;
 use super::GoogleError;
+use crate::http::Attempt;
 
 /// `fields=` mask for `users.list`: only what the mapping reads, and `kind`, which
 /// tells a users listing from any other 200 (a proxy's `{}` would otherwise read as
@@ -44,13 +44,8 @@ impl RetryPolicy {
         }
     }
 
-    fn delays(&self) -> impl Iterator<Item = Duration> {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.base_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_retries)
-            .with_jitter()
-            .build()
+    fn retries(&self) -> crate::http::Retries {
+        crate::http::Retries::new(self.base_delay, self.max_delay, self.max_retries + 1)
     }
 }
 
@@ -355,7 +350,8 @@ impl Directory {
         }
     }
 
-    /// GET with a bearer token; retries throttling, 5xx and broken bodies with backoff.
+    /// GET with a bearer token; retries throttling, 5xx, transport errors and broken
+    /// bodies with backoff (the loop every remote shares, `http::retrying`).
     async fn get_json<T: DeserializeOwned + Page>(
         &mut self,
         tokens: &Tokens,
@@ -363,50 +359,58 @@ impl Directory {
         what: &str,
         kind: &str,
     ) -> Result<T, GoogleError> {
-        let mut delays = self.retry.delays();
-        loop {
-            let (err, retry_after) = match self.attempt(tokens, &url, what, kind).await {
-                Ok(v) => return Ok(v),
-                Err(Attempt::Permanent(e)) => return Err(e),
-                Err(Attempt::Transient(e, retry_after)) => (e, retry_after),
-            };
-            let Some(delay) = delays.next() else {
-                return Err(GoogleError::GaveUp {
-                    what: what.to_string(),
-                    attempts: self.retry.max_retries + 1,
-                    last: Box::new(err),
-                });
-            };
-            // As for Graph and SCIM; `max_delay` bounds only the delays we choose.
-            let delay =
-                retry_after.map_or(delay, |ra| ra.min(crate::http::MAX_RETRY_AFTER).max(delay));
-            tracing::warn!(
-                request = what,
-                error = %err,
-                delay_ms = delay.as_millis() as u64,
-                "Directory API call failed; retrying"
-            );
-            self.retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
-        }
+        let sent = std::cell::Cell::new(0u64);
+        let mut tries = 0usize;
+        let this = &*self;
+        let attempts = this.retry.max_retries + 1;
+        let result = crate::http::retrying("the Directory API", this.retry.retries(), || {
+            tries += 1;
+            if tries > 1 {
+                this.retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let sent = &sent;
+            let url = &url;
+            async move {
+                match this.attempt(tokens, url, what, kind, sent).await {
+                    Ok(v) => Attempt::Done(Ok(v)),
+                    Err(Failure::Permanent(e)) => Attempt::Done(Err(e)),
+                    Err(Failure::Transient(e, status, retry_after)) => {
+                        tracing::warn!(request = what, error = %e, "Directory API call failed");
+                        Attempt::Again {
+                            status,
+                            retry_after,
+                            error: GoogleError::GaveUp {
+                                what: what.to_string(),
+                                attempts,
+                                last: Box::new(e),
+                            },
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        self.requests += sent.get();
+        result
     }
 
     async fn attempt<T: DeserializeOwned + Page>(
-        &mut self,
+        &self,
         tokens: &Tokens,
         url: &reqwest::Url,
         what: &str,
         kind: &str,
-    ) -> Result<T, Attempt> {
+        sent: &std::cell::Cell<u64>,
+    ) -> Result<T, Failure> {
         let token = tokens.token().await.map_err(|e| {
             if e.is_transient() {
-                Attempt::Transient(e, None)
+                Failure::Transient(e, 0, None)
             } else {
-                Attempt::Permanent(e)
+                Failure::Permanent(e)
             }
         })?;
-        self.requests += 1;
+        sent.set(sent.get() + 1);
         let resp = self
             .http
             .get(url.clone())
@@ -416,39 +420,46 @@ impl Directory {
             .map_err(|e| {
                 // The cause (refused, reset, timed out), without the long URL.
                 let cause = crate::http::error_chain(&e.without_url());
-                Attempt::Transient(GoogleError::Transport(format!("{what}: {cause}")), None)
+                Failure::Transient(GoogleError::Transport(format!("{what}: {cause}")), 0, None)
             })?;
         let status = resp.status();
+        let code = status.as_u16();
         let retry_after = crate::http::retry_after(&resp);
         // A body cut short (connection closed before Content-Length) fails here.
         let body = crate::http::read_body(resp).await.map_err(|e| match e {
             // The same page would be as large next time.
             crate::http::BodyError::TooLarge => {
-                Attempt::Permanent(GoogleError::Malformed(format!("{what}: {e}")))
+                Failure::Permanent(GoogleError::Malformed(format!("{what}: {e}")))
             }
             crate::http::BodyError::Read(_) => {
-                Attempt::Transient(GoogleError::Transport(format!("{what}: {e}")), None)
+                Failure::Transient(GoogleError::Transport(format!("{what}: {e}")), 0, None)
             }
         })?;
         if status.is_success() {
             let page: T = body.json().map_err(|detail| {
-                Attempt::Transient(GoogleError::Malformed(format!("{what}: {detail}")), None)
+                Failure::Transient(
+                    GoogleError::Malformed(format!("{what}: {detail}")),
+                    code,
+                    None,
+                )
             })?;
             // Asked for in the field mask, so Google always sends it; a 200 without
             // it is someone else's answer (and may be gone on the next try).
             if page.kind() != Some(kind) {
-                return Err(Attempt::Transient(
+                return Err(Failure::Transient(
                     GoogleError::Malformed(format!(
                         "{what}: a 200 answer without kind \"{kind}\" is not a Directory API listing"
                     )),
+                    code,
                     None,
                 ));
             }
             return Ok(page);
         }
         let (message, reasons) = match serde_json::from_slice::<ApiErrorBody>(&body.bytes) {
+            // The remote's words may echo the bearer token.
             Ok(b) => (
-                b.error.message,
+                crate::redact::scrub(&b.error.message),
                 b.error
                     .errors
                     .into_iter()
@@ -466,23 +477,25 @@ impl Directory {
         let err = GoogleError::Api {
             what: what.to_string(),
             status: status.as_u16(),
-            reason: reasons.first().cloned().unwrap_or_default(),
+            reason: crate::redact::scrub(&reasons.first().cloned().unwrap_or_default()),
             message,
         };
         if status.as_u16() == 429
             || status.is_server_error()
             || (status.as_u16() == 403 && throttled)
         {
-            Err(Attempt::Transient(err, retry_after))
+            Err(Failure::Transient(err, code, retry_after))
         } else {
-            Err(Attempt::Permanent(err))
+            Err(Failure::Permanent(err))
         }
     }
 }
 
-enum Attempt {
+/// One try's failure: for good, or worth another try (with the status, 0 when no
+/// answer came, and the remote's `Retry-After`).
+enum Failure {
     Permanent(GoogleError),
-    Transient(GoogleError, Option<Duration>),
+    Transient(GoogleError, u16, Option<Duration>),
 }
 
 /// One listing's page tokens and counts: refuses a token seen before (the listing

@@ -58,9 +58,10 @@ impl ScimError {
         }
     }
 
-    /// The provider's explanation (its `detail`), or the whole message.
+    /// The provider's explanation (its `detail`), or the whole message, secrets
+    /// masked: it goes to the action log and the state DB.
     pub fn detail(&self) -> String {
-        match self {
+        let text = match self {
             ScimError::Status {
                 status,
                 scim_type,
@@ -71,7 +72,8 @@ impl ScimError {
                 None => format!("{status}: {detail}"),
             },
             other => other.to_string(),
-        }
+        };
+        crate::redact::scrub(&text)
     }
 
     /// A refusal that concerns one user (bad value, conflict, ...) rather than the
@@ -163,64 +165,78 @@ impl ScimClient {
         shown: String,
         body: Option<&Value>,
     ) -> Result<Option<Value>, ScimError> {
-        let mut retries = Retries::new(MIN_DELAY, Duration::from_secs(30), MAX_ATTEMPTS);
-        loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(self.token.expose())
-                .header(reqwest::header::ACCEPT, CONTENT_TYPE);
-            if let Some(b) = body {
-                let bytes = serde_json::to_vec(b).map_err(|e| ScimError::Malformed {
-                    path: shown.clone(),
-                    detail: e.to_string(),
-                })?;
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-                    .body(bytes);
-            }
-            let transport = |e: reqwest::Error| ScimError::Transport {
-                method: method.to_string(),
-                path: shown.clone(),
-                detail: error_chain(&e.without_url()),
-            };
-            let resp = req.send().await.map_err(transport)?;
-            let status = resp.status().as_u16();
-            let retry_after = retry_after(&resp);
-            let body = read_body(resp).await.map_err(|e| ScimError::Transport {
-                method: method.to_string(),
+        let bytes = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| ScimError::Malformed {
                 path: shown.clone(),
                 detail: e.to_string(),
-            })?;
-            if (200..300).contains(&status) {
-                if body.bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
-                }
-                return body
-                    .json()
+            })?),
+            None => None,
+        };
+        let retries = Retries::new(MIN_DELAY, Duration::from_secs(30), MAX_ATTEMPTS);
+        crate::http::retrying("the SCIM provider", retries, || {
+            self.try_once(&method, &url, &shown, bytes.as_deref())
+        })
+        .await
+    }
+
+    /// One request: its answer, or "again" for a 429/5xx (with its `Retry-After`).
+    async fn try_once(
+        &self,
+        method: &Method,
+        url: &reqwest::Url,
+        shown: &str,
+        body: Option<&[u8]>,
+    ) -> Attempt<Option<Value>, ScimError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::ACCEPT, CONTENT_TYPE);
+        if let Some(bytes) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                .body(bytes.to_vec());
+        }
+        let transport = |detail: String| {
+            Attempt::Done(Err(ScimError::Transport {
+                method: method.to_string(),
+                path: shown.to_string(),
+                detail,
+            }))
+        };
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return transport(error_chain(&e.without_url())),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(&resp);
+        let body = match read_body(resp).await {
+            Ok(body) => body,
+            Err(e) => return transport(e.to_string()),
+        };
+        if (200..300).contains(&status) {
+            if body.bytes.iter().all(u8::is_ascii_whitespace) {
+                return Attempt::Done(Ok(None));
+            }
+            return Attempt::Done(
+                body.json()
                     .map(Some)
                     .map_err(|detail| ScimError::Malformed {
-                        path: shown,
+                        path: shown.to_string(),
                         detail,
-                    });
-            }
-            let err = status_error(status, &body, method.as_str(), &shown);
-            if is_retryable(status) {
-                let Some(wait) = retries.next_wait(retry_after) else {
-                    return Err(err);
-                };
-                tracing::info!(
-                    status,
-                    path = shown,
-                    wait_ms = wait.as_millis() as u64,
-                    "the SCIM provider asked us to wait; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            return Err(err);
+                    }),
+            );
         }
+        let error = status_error(status, &body, method.as_str(), shown);
+        if is_retryable(status) {
+            return Attempt::Again {
+                status,
+                retry_after,
+                error,
+            };
+        }
+        Attempt::Done(Err(error))
     }
 }
 
@@ -291,7 +307,8 @@ fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError
             .as_ref()
             .and_then(|v| v.get(key))
             .and_then(Value::as_str)
-            .map(str::to_string)
+            // The provider's words may echo the bearer token or a sent attribute.
+            .map(crate::redact::scrub)
     };
     let detail = text("detail").unwrap_or_else(|| {
         let raw = body.excerpt();
@@ -311,7 +328,7 @@ fn status_error(status: u16, body: &Body, method: &str, path: &str) -> ScimError
 }
 
 pub use crate::http::parse_retry_after;
-use crate::http::{error_chain, is_retryable, read_body, retry_after, Body, Retries};
+use crate::http::{error_chain, is_retryable, read_body, retry_after, Attempt, Body, Retries};
 
 #[cfg(test)]
 mod tests {

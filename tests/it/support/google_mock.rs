@@ -76,6 +76,13 @@ pub struct MockState {
     pub raw_user_queries: Vec<String>,
     /// The token endpoint's `expires_in` (3599 when unset).
     pub token_expires_in: Option<Value>,
+    /// The token endpoint answers this status with an `error_description` quoting the
+    /// assertion it got and a line of the private key (an echoing endpoint).
+    pub echo_assertion: Option<u16>,
+    /// The Directory API answers this status with a `message` quoting the bearer token.
+    pub echo_bearer: Option<u16>,
+    /// Every assertion the token endpoint received.
+    pub assertions: Vec<String>,
 }
 
 pub struct GoogleMock {
@@ -219,6 +226,18 @@ async fn token(
         st.log.push("token REJECTED: grant_type".into());
         return oauth_error("unsupported_grant_type", "Invalid grant_type");
     }
+    let assertion = form.get("assertion").cloned().unwrap_or_default();
+    st.assertions.push(assertion.clone());
+    if let Some(status) = st.echo_assertion {
+        st.log.push(format!("token echo {status}"));
+        let key_line = TEST_KEY_PEM.lines().nth(3).unwrap_or_default();
+        return (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            axum::Json(json!({"error": "invalid_request",
+                "error_description": format!("bad assertion {assertion} signed by {key_line}")})),
+        )
+            .into_response();
+    }
     if let Err(why) = verify_jwt(form.get("assertion").map(String::as_str).unwrap_or(""), &st) {
         st.log.push(format!("token REJECTED: {why}"));
         return oauth_error("invalid_grant", "Invalid JWT Signature.");
@@ -279,6 +298,14 @@ fn gate(st: &mut MockState, headers: &HeaderMap, what: &str) -> Option<Response>
     if !st.issued.iter().any(|t| t == bearer) {
         st.log.push(format!("{what} 401"));
         return Some(api_error(401, "authError", "Invalid Credentials"));
+    }
+    if let Some(status) = st.echo_bearer {
+        st.log.push(format!("{what} echo {status}"));
+        return Some(api_error(
+            status,
+            "forbidden",
+            &format!("token {bearer} may not read this"),
+        ));
     }
     let fault = st
         .faults

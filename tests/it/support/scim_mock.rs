@@ -47,6 +47,9 @@ pub struct MockState {
     /// one op per attribute with a path, `Add`/`Replace`/`Remove`, the work email as
     /// `emails[type eq "work"].value`, `active` as "True"/"False", the manager a bare id.
     pub entra_patch_only: bool,
+    /// Every `POST /Users` answers this status with a `detail` that quotes the
+    /// request's `Authorization` header (a provider echoing the bearer token).
+    pub echo_authorization: Option<u16>,
     pub log: Vec<Logged>,
 }
 
@@ -70,6 +73,7 @@ impl ScimMock {
             revoke_after_creates: None,
             redirect_to: None,
             entra_patch_only: false,
+            echo_authorization: None,
             log: Vec::new(),
         }));
         let shared = state.clone();
@@ -375,6 +379,14 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
             list(found)
         }
         ("POST", "/Users") => {
+            if let Some(status) = s.echo_authorization {
+                let scim_type = (status == 400).then_some("invalidValue");
+                return error(
+                    status,
+                    scim_type,
+                    &format!("request with Authorization: {auth} was refused"),
+                );
+            }
             if s.throttle_posts > 0 {
                 s.throttle_posts -= 1;
                 return (

@@ -291,3 +291,50 @@ impl Store {
         }
     }
 }
+
+/// Move a directory's rows to a new name in one transaction (`rename-directory`), in a
+/// store-side SQLite file: `[learners, runs]` are its two tables keyed by directory.
+/// Refuses when `new` already has learners; returns how many moved (0 for a file that
+/// does not exist yet).
+fn rename_directory(
+    conn: Option<&mut rusqlite::Connection>,
+    path: &std::path::Path,
+    [learners, runs]: [&str; 2],
+    old: &str,
+    new: &str,
+) -> Result<usize, StoreError> {
+    let shown = path.display().to_string();
+    let e = |source| StoreError::Sqlite {
+        path: shown.clone(),
+        source,
+    };
+    let Some(conn) = conn else {
+        return Ok(0);
+    };
+    let tx = conn.transaction().map_err(e)?;
+    let taken: i64 = tx
+        .query_row(
+            &format!("SELECT count(*) FROM {learners} WHERE directory = ?1"),
+            [new],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    if taken > 0 {
+        return Err(StoreError::Other(format!(
+            "{shown}: directory `{new}` already has {taken} learners"
+        )));
+    }
+    let moved = tx
+        .execute(
+            &format!("UPDATE {learners} SET directory = ?2 WHERE directory = ?1"),
+            [old, new],
+        )
+        .map_err(e)?;
+    tx.execute(
+        &format!("UPDATE {runs} SET directory = ?2 WHERE directory = ?1"),
+        [old, new],
+    )
+    .map_err(e)?;
+    tx.commit().map_err(e)?;
+    Ok(moved)
+}

@@ -299,40 +299,13 @@ impl SqliteStore {
     /// Move a directory's learners to a new name (`rename-directory`), in one
     /// transaction; refuses when `new` already has learners. Returns how many moved.
     pub fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
-        let path = self.path.display().to_string();
-        let e = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(0);
-        };
-        let tx = conn.transaction().map_err(e)?;
-        let taken: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM learners WHERE directory = ?1",
-                [new],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
-        if taken > 0 {
-            return Err(StoreError::Other(format!(
-                "{path}: directory `{new}` already has {taken} learners"
-            )));
-        }
-        let moved = tx
-            .execute(
-                "UPDATE learners SET directory = ?2 WHERE directory = ?1",
-                params![old, new],
-            )
-            .map_err(e)?;
-        tx.execute(
-            "UPDATE learner_sync_runs SET directory = ?2 WHERE directory = ?1",
-            params![old, new],
+        super::rename_directory(
+            self.conn.as_mut(),
+            &self.path,
+            ["learners", "learner_sync_runs"],
+            old,
+            new,
         )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(moved)
     }
 
     pub fn was_applied(&mut self, run_key: &str) -> Result<bool, StoreError> {

@@ -500,40 +500,13 @@ impl Mirror {
     /// `new` already has learners. The provider's users are untouched: the directory
     /// is only the mirror's key. Returns how many moved.
     pub fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
-        let path = self.path.display().to_string();
-        let e = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(0);
-        };
-        let tx = conn.transaction().map_err(e)?;
-        let taken: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM scim_learners WHERE directory = ?1",
-                [new],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
-        if taken > 0 {
-            return Err(StoreError::Other(format!(
-                "{path}: directory `{new}` already has {taken} learners"
-            )));
-        }
-        let moved = tx
-            .execute(
-                "UPDATE scim_learners SET directory = ?2 WHERE directory = ?1",
-                params![old, new],
-            )
-            .map_err(e)?;
-        tx.execute(
-            "UPDATE scim_runs SET directory = ?2 WHERE directory = ?1",
-            params![old, new],
+        crate::store::rename_directory(
+            self.conn.as_mut(),
+            &self.path,
+            ["scim_learners", "scim_runs"],
+            old,
+            new,
         )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(moved)
     }
 
     pub fn count(&self) -> Result<i64, StoreError> {

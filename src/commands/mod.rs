@@ -53,6 +53,12 @@ impl From<Exit> for ExitCode {
 /// The program: parse the arguments, run the command on a runtime, exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::History(_) | Command::Completions { .. } | Command::Manpage
+    ) {
+        quiet_on_closed_pipe();
+    }
     crate::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,6 +75,18 @@ pub fn main() -> ExitCode {
     // stores are crash-safe, so the process does not wait on it for long.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit.into()
+}
+
+/// For the commands that only print (`status | grep -q ...`, `history | head`): a reader
+/// that stops early ends the process quietly, as for any Unix filter, instead of a
+/// panic in `println!`. Commands that write to a store keep Rust's default (SIGPIPE
+/// ignored, EPIPE as an error), so a closed terminal never kills a run mid-apply.
+fn quiet_on_closed_pipe() {
+    // SAFETY: called once at start-up, before any thread is spawned; restoring the
+    // default disposition of SIGPIPE has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 pub async fn dispatch(cli: Cli) -> Exit {

@@ -1,6 +1,7 @@
 //! What the tool shows on a terminal and leaves on disk, through the real binary:
 //! user text cannot send escape sequences to the terminal, the files it creates are
-//! private whatever the umask, and a lock another user left says how to fix it.
+//! private whatever the umask, a lock another user left says how to fix it, and a
+//! reader that stops early (`status | grep -q`) ends the printing commands quietly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use crate::common;
@@ -177,4 +178,41 @@ fn a_lock_left_by_a_root_run_names_the_owner_and_the_fix() {
     assert!(text.contains("belongs to uid 0"), "{text}");
     assert!(text.contains("runs as uid 65534"), "{text}");
     assert!(text.contains("chown -R <service user>:"), "{text}");
+}
+
+#[test]
+fn status_and_history_end_quietly_when_the_reader_stops_early() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let env = setup();
+    let mut csv = String::from(HEADER);
+    for i in 0..300 {
+        csv.push_str(&format!("E{i},u{i}@x.io,u{i}@x.io,User {i},true\n"));
+    }
+    env.write("hr.csv", &csv);
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // `learner-sync history | head -n 1`, `status | grep -q ...`: the reader has gone
+    // before the first line is written.
+    for args in [&["history"][..], &["status"][..]] {
+        let mut child = env
+            .command(args, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ended with {:?}: {err}",
+            out.status
+        );
+    }
 }

@@ -13,6 +13,7 @@ mod crash_remote;
 mod daemon;
 mod entra;
 mod google;
+mod grace;
 mod guards_across_runs;
 mod hostile_data;
 mod hostile_remote;

@@ -18,6 +18,7 @@ mod guards_across_runs;
 mod hostile_data;
 mod hostile_remote;
 mod network_faults;
+mod notify;
 mod packaging;
 mod scim_dialect;
 mod scim_faults;

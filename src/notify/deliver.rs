@@ -51,16 +51,7 @@ async fn webhook(
     event: &Event,
     timeout: Duration,
 ) -> Result<(), String> {
-    let url =
-        reqwest::Url::parse(url.expose()).map_err(|_| "the URL does not parse".to_string())?;
-    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-        || url
-            .host_str()
-            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err("the URL must be https:// (plain http only for loopback)".to_string());
-    }
+    let url = checked_url(url)?;
     let client = http::client(timeout)?;
     let body = message::webhook_body(format, event);
     http::retrying("notify", retries(), || {
@@ -91,6 +82,22 @@ async fn webhook(
         }
     })
     .await
+}
+
+/// The webhook URL, if usable: https, or plain http to a loopback host. The message
+/// never repeats the URL (it carries the token).
+pub fn checked_url(url: &Secret) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(url.expose())
+        .map_err(|_| "the URL does not parse as a URL".to_string())?;
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err("the URL must be https:// (plain http only for loopback)".to_string());
+    }
+    Ok(url)
 }
 
 async fn email(

@@ -114,10 +114,14 @@ pub fn after_run(config: &Config, end: &RunEnd) {
 
 fn resolve(target: &NotifyTarget) -> Result<Resolved, String> {
     match target {
-        NotifyTarget::Webhook { url, format } => Ok(Resolved::Webhook {
-            url: url.resolve().map_err(|e| format!("url: {e}"))?,
-            format: *format,
-        }),
+        NotifyTarget::Webhook { url, format } => {
+            let url = url.resolve().map_err(|e| format!("url: {e}"))?;
+            deliver::checked_url(&url).map_err(|e| format!("url: {e}"))?;
+            Ok(Resolved::Webhook {
+                url,
+                format: *format,
+            })
+        }
         NotifyTarget::Email(m) => Ok(Resolved::Email {
             config: m.clone(),
             password: match &m.password {
@@ -176,6 +180,43 @@ pub async fn flush(limit: Duration) -> usize {
             return left;
         }
     }
+}
+
+/// `check`'s line per target: its secrets readable and its URL usable. Nothing is
+/// sent: a check should not page anyone.
+pub fn check(config: &Config) -> Vec<(String, crate::check::CheckLine)> {
+    use crate::check::CheckLine;
+    config
+        .notify
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (kind, hint) = match &n.target {
+                NotifyTarget::Webhook { format, .. } => (
+                    match format {
+                        crate::config::WebhookFormat::Json => "webhook",
+                        crate::config::WebhookFormat::Slack => "slack",
+                        crate::config::WebhookFormat::Teams => "teams",
+                    },
+                    "fix the notification's url secret",
+                ),
+                NotifyTarget::Email(_) => ("email", "fix the notification's password secret"),
+            };
+            let line = match resolve(&n.target) {
+                Ok(_) => CheckLine::ok(format!(
+                    "{} events, after {} failures",
+                    n.events
+                        .iter()
+                        .map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    n.after_failures
+                )),
+                Err(e) => CheckLine::failed(e, hint),
+            };
+            (format!("notify[{i}] ({kind})"), line)
+        })
+        .collect()
 }
 
 /// How long `sync` waits at exit: [`FLUSH`], or less in test builds

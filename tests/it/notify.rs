@@ -302,5 +302,34 @@ fn webhook_urls_and_smtp_passwords_never_reach_the_log() {
         "the SMTP password in the log: {err}"
     );
     let out = env.run_with(&["check"], &envs);
+    assert!(
+        stdout(&out).contains("ok   notify[0] (webhook)"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN));
+}
+
+#[test]
+fn check_names_a_notification_whose_secret_is_missing_or_whose_url_is_not_https() {
+    let env = setup(
+        50,
+        "[[notify]]\nkind = \"slack\"\nurl = { env = \"SLACK\" }\n",
+    );
+    env.write("hr.csv", &csv(1..=2));
+    let out = env.run_with(&["check"], &[]);
+    assert_eq!(code(&out), 3, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL notify[0] (slack): url: environment variable SLACK is not set"),
+        "{}",
+        stdout(&out)
+    );
+    let secret = format!("http://hooks.example.org/services/{TOKEN}");
+    let out = env.run_with(&["check"], &[("SLACK", secret.as_str())]);
+    assert!(
+        stdout(&out).contains("must be https://"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains(TOKEN), "{}", stdout(&out));
 }

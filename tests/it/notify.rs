@@ -333,3 +333,62 @@ fn check_names_a_notification_whose_secret_is_missing_or_whose_url_is_not_https(
     );
     assert!(!stdout(&out).contains(TOKEN), "{}", stdout(&out));
 }
+
+/// Poll until `probe` holds, for at most 90 s (never a fixed sleep).
+fn wait_for(what: &str, mut probe: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !probe() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_daemon_continues_a_streak_a_one_shot_run_began_and_notifies_the_recovery() {
+    let (rx, server) = Receiver::default().start();
+    let env = Env::new();
+    let mut text = ConfigBuilder::new()
+        .sync("schedule", "\"every 1s\"")
+        .csv("hr", "hr.csv")
+        .build();
+    text.push_str(
+        "\n[[notify]]\nkind = \"webhook\"\nurl = { env = \"HOOK\" }\nafter_failures = 2\n",
+    );
+    env.write("config.toml", &text);
+    let hook = url(&server);
+    // One failure recorded by a one-shot run, before the daemon starts.
+    let (c, err) = sync(&env, &[("HOOK", hook.as_str())]);
+    assert_eq!(c, 3, "{err}");
+    assert!(rx.bodies().is_empty());
+    let log = std::fs::File::create(env.path("daemon.log")).unwrap();
+    let mut daemon = env
+        .command(&["daemon"], &[("HOOK", hook.as_str())])
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the daemon");
+    wait_for("the failing notification", || !rx.bodies().is_empty());
+    let first = rx.bodies()[0].clone();
+    assert_eq!(first["event"], "failing");
+    assert_eq!(
+        first["consecutive_failures"], 2,
+        "the streak survived the restart"
+    );
+    env.write("hr.csv.tmp", &csv(1..=2));
+    std::fs::rename(env.path("hr.csv.tmp"), env.path("hr.csv")).unwrap();
+    wait_for("the recovered notification", || rx.bodies().len() >= 2);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let bodies = rx.bodies();
+    assert_eq!(bodies[1]["event"], "recovered", "{bodies:?}");
+    assert_eq!(
+        bodies.iter().filter(|b| b["event"] == "failing").count(),
+        1,
+        "{bodies:?}"
+    );
+}

@@ -293,6 +293,11 @@ fn webhook_urls_and_smtp_passwords_never_reach_the_log() {
     assert!(err.contains("notification not delivered"), "{err}");
     assert!(err.contains("HTTP 404"), "{err}");
     assert_eq!(smtp.mails().len(), 0);
+    assert_eq!(
+        smtp.logins.lock().unwrap().len(),
+        1,
+        "one login, refused, not retried"
+    );
     assert!(
         !err.contains(TOKEN),
         "the webhook's token in the log: {err}"
@@ -391,4 +396,26 @@ fn the_daemon_continues_a_streak_a_one_shot_run_began_and_notifies_the_recovery(
         1,
         "{bodies:?}"
     );
+}
+
+#[test]
+fn starttls_required_sends_no_password_to_a_server_that_does_not_offer_it() {
+    let smtp = SmtpMock::start(false);
+    let env = setup(
+        1,
+        &format!(
+            "[[notify]]\nkind = \"email\"\nserver = \"127.0.0.1\"\nport = {}\n\
+             from = \"ls@x.io\"\nto = [\"a@x.io\"]\nusername = \"relay\"\npassword = {{ env = \"SMTP_PASS\" }}\n",
+            smtp.port()
+        ),
+    );
+    let (c, err) = hold(&env, &[("SMTP_PASS", "pa55-w0rd-xyz")]);
+    assert_eq!(c, 4, "{err}");
+    assert!(err.contains("notification not delivered"), "{err}");
+    assert!(smtp.mails().is_empty());
+    assert!(
+        smtp.logins.lock().unwrap().is_empty(),
+        "the password went over plain SMTP"
+    );
+    assert!(!err.contains("pa55-w0rd-xyz"), "{err}");
 }

@@ -22,6 +22,8 @@ pub struct Mail {
 pub struct SmtpMock {
     pub addr: SocketAddr,
     pub mails: Arc<Mutex<Vec<Mail>>>,
+    /// Every login tried, sent or not.
+    pub logins: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl SmtpMock {
@@ -29,16 +31,21 @@ impl SmtpMock {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("addr");
         let mails = Arc::new(Mutex::new(Vec::new()));
-        let kept = mails.clone();
+        let logins = Arc::new(Mutex::new(Vec::new()));
+        let (kept, tried) = (mails.clone(), logins.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let kept = kept.clone();
+                let (kept, tried) = (kept.clone(), tried.clone());
                 std::thread::spawn(move || {
-                    let _ = session(stream, &kept, refuse_auth);
+                    let _ = session(stream, &kept, &tried, refuse_auth);
                 });
             }
         });
-        SmtpMock { addr, mails }
+        SmtpMock {
+            addr,
+            mails,
+            logins,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -57,7 +64,12 @@ fn decode(b64: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn session(stream: TcpStream, kept: &Mutex<Vec<Mail>>, refuse_auth: bool) -> std::io::Result<()> {
+fn session(
+    stream: TcpStream,
+    kept: &Mutex<Vec<Mail>>,
+    tried: &Mutex<Vec<(String, String)>>,
+    refuse_auth: bool,
+) -> std::io::Result<()> {
     let mut out = stream.try_clone()?;
     let mut lines = BufReader::new(stream);
     let mut say = |text: &str| -> std::io::Result<()> {
@@ -92,6 +104,7 @@ fn session(stream: TcpStream, kept: &Mutex<Vec<Mail>>, refuse_auth: bool) -> std
             let parts: Vec<&str> = creds.split('\0').collect();
             if parts.len() == 3 {
                 mail.login = Some((parts[1].to_string(), parts[2].to_string()));
+                tried.lock().expect("logins").extend(mail.login.clone());
             }
             say(if refuse_auth {
                 "535 5.7.8 Authentication credentials invalid"
@@ -107,6 +120,7 @@ fn session(stream: TcpStream, kept: &Mutex<Vec<Mail>>, refuse_auth: bool) -> std
             line.clear();
             lines.read_line(&mut line)?;
             mail.login = Some((user, decode(&line)));
+            tried.lock().expect("logins").extend(mail.login.clone());
             say(if refuse_auth {
                 "535 5.7.8 Authentication credentials invalid"
             } else {

@@ -972,6 +972,11 @@ impl Config {
                 DirectoryKind::Csv { .. } => {}
             }
         }
+        for (i, n) in self.notify.iter().enumerate() {
+            for (key, path) in n.secret_files() {
+                out.push((format!("notify[{i}].{key}"), path));
+            }
+        }
         out
     }
 

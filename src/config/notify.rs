@@ -45,6 +45,18 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// The files its secrets are read from, by key (for the mode warnings).
+    pub fn secret_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        let (key, secret) = match &self.target {
+            NotifyTarget::Webhook { url, .. } => ("url", Some(url)),
+            NotifyTarget::Email(m) => ("password", m.password.as_ref()),
+        };
+        match secret {
+            Some(SecretRef::File(p)) => vec![(key, p.clone())],
+            _ => vec![],
+        }
+    }
+
     /// Whether this target wants `event` of `directory`.
     pub fn wants(&self, event: EventKind, directory: &str) -> bool {
         self.events.contains(&event)

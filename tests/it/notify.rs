@@ -160,6 +160,9 @@ fn held_deactivations_reach_slack_teams_and_email_with_the_approve_command() {
     let envs = [("SLACK", s.as_str()), ("TEAMS", t.as_str())];
     let (c, err) = hold(&env, &envs);
     assert_eq!(c, 4, "held: {err}");
+    // The password file is world-readable (0644): the same warning as for other secrets.
+    assert!(err.contains("notify[2].password: "), "{err}");
+    assert!(err.contains("readable by other users"), "{err}");
     let approve = format!(
         "learner-sync --config {} approve hr",
         env.config().display()

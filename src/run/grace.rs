@@ -153,6 +153,21 @@ pub fn step(
     if let Some(st) = state.filter(|st| st.writable()) {
         st.apply_pending(name, &d.changes)?;
     }
+    // A delta run looks only at the users in the delta: a leaver still gone is in none
+    // of them, so their due deactivation waits for the next full read.
+    if let Some(seen) = evaluated {
+        let waiting_for_full = pending
+            .values()
+            .filter(|p| !seen.contains(&p.external_id) && gone_for(&p.since, now()) >= after)
+            .count();
+        if waiting_for_full > 0 {
+            tracing::info!(
+                directory = name,
+                due = waiting_for_full,
+                "leavers past their grace period are deactivated at the next full read"
+            );
+        }
+    }
     if d.waiting > 0 || d.due > 0 {
         tracing::info!(
             directory = name,

@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod mapping;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod redact;

@@ -45,6 +45,9 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
         Err(e) => vec![CheckLine::failed(e.to_string(), "fix the [store] settings")],
     };
     all_ok &= print("store", &lines);
+    for (subject, line) in crate::notify::check(config) {
+        all_ok &= print(&subject, &[line]);
+    }
     print_holds(config);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })
 }

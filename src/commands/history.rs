@@ -45,7 +45,7 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         limit: args.limit,
     };
     let records = match State::open_read_only(&config.sync.state_db)? {
-        Some(st) => st.history(&filter)?,
+        Some(st) => super::pending::with_pending(config, &st, &filter, st.history(&filter)?)?,
         None => vec![],
     };
     if args.json {

@@ -24,6 +24,8 @@ struct DirectoryStatus {
     held_updates: Vec<HeldUpdateRow>,
     /// Every create held: the directory looks renamed.
     directory_hold: Option<DirectoryHold>,
+    /// Leavers inside their grace period.
+    pending: Vec<crate::state::pending::PendingRow>,
 }
 
 pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
@@ -67,6 +69,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             held,
             held_updates,
             directory_hold,
+            pending: super::pending::rows(state.as_ref(), &dir.name)?,
         });
     }
     // What a directory renamed or removed in the config left behind.
@@ -102,6 +105,9 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             "  next run:  {}",
             s.next_run.as_deref().unwrap_or("unknown")
         );
+        for line in super::pending::status_lines(config, &s.directory, &s.pending) {
+            println!("{line}");
+        }
         if s.consecutive_failures > 0 {
             println!("  failing:   {} runs in a row", s.consecutive_failures);
         }

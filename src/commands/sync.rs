@@ -36,6 +36,8 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
         };
         if args.dry_run {
             print!("{}", plan_lines(&report));
+        } else {
+            crate::notify::after_run(config, &crate::notify::RunEnd::from_report(&report));
         }
         println!("{}", summary_line(&report, args.dry_run));
         match report.outcome {
@@ -57,5 +59,7 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
             Outcome::Failed => Exit::Failed,
         });
     }
+    // Delivery never changes the exit code; a receiver that hangs costs a bounded wait.
+    crate::notify::flush(crate::notify::flush_limit()).await;
     Ok(exit)
 }

@@ -2,6 +2,7 @@
 //! the config file's folder.
 
 mod error;
+pub mod notify;
 mod raw;
 pub mod schedule;
 pub mod secret;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 use error::Locator;
+pub use notify::{EmailConfig, EventKind, NotifyConfig, NotifyTarget, SmtpTls, WebhookFormat};
 use raw::{RawConfig, RawDirectory, S};
 pub use schedule::Schedule;
 pub use secret::{Secret, SecretRef};
@@ -29,6 +31,8 @@ pub struct Config {
     pub daemon: Option<DaemonSettings>,
     pub store: StoreConfig,
     pub directories: Vec<DirectoryConfig>,
+    /// The `[[notify]]` targets.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub struct SyncSettings {
     pub run_timeout: Duration,
     /// One HTTP request to any remote (its body included) taking longer than this fails.
     pub request_timeout: Duration,
+    /// How long a leaver stays pending before the deactivation is due (zero: at once).
+    pub deactivate_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +101,15 @@ pub struct DirectoryConfig {
     pub kind: DirectoryKind,
     pub schedule: Option<Schedule>,
     pub mapping: MappingPolicy,
+    /// Overrides `[sync] deactivate_after` for this directory.
+    pub deactivate_after: Option<Duration>,
+}
+
+impl DirectoryConfig {
+    /// The grace period of this directory's leavers.
+    pub fn grace(&self, sync: &SyncSettings) -> Duration {
+        self.deactivate_after.unwrap_or(sync.deactivate_after)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -315,12 +330,14 @@ impl Validator<'_> {
             let dir = self.directory(i, d, &mut names)?;
             directories.push(dir);
         }
+        let notify = self.notify_tables(raw.notify, &names)?;
         Ok(Config {
             path: path.to_path_buf(),
             sync,
             daemon,
             store,
             directories,
+            notify,
         })
     }
 
@@ -336,6 +353,7 @@ impl Validator<'_> {
             concurrency: 4,
             run_timeout: Duration::from_secs(2 * 3600),
             request_timeout: Duration::from_secs(120),
+            deactivate_after: Duration::ZERO,
         };
         let Some(raw) = raw else { return Ok(s) };
         if let Some(v) = raw.schedule {
@@ -399,6 +417,9 @@ impl Validator<'_> {
         if let Some(v) = raw.request_timeout {
             s.request_timeout = schedule::parse_duration(v.get_ref())
                 .map_err(|m| self.err(&v, "sync.request_timeout", m))?;
+        }
+        if let Some(v) = raw.deactivate_after {
+            s.deactivate_after = self.grace(&v, "sync.deactivate_after")?;
         }
         Ok(s)
     }
@@ -664,11 +685,16 @@ impl Validator<'_> {
                 .map(|v| v.get_ref().trim().to_string())
                 .filter(|v| !v.is_empty()),
         };
+        let deactivate_after = match &d.deactivate_after {
+            None => None,
+            Some(v) => Some(self.grace(v, &key("deactivate_after"))?),
+        };
         Ok(DirectoryConfig {
             name,
             kind,
             schedule,
             mapping,
+            deactivate_after,
         })
     }
 
@@ -944,6 +970,11 @@ impl Config {
                     }
                 }
                 DirectoryKind::Csv { .. } => {}
+            }
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            for (key, path) in n.secret_files() {
+                out.push((format!("notify[{i}].{key}"), path));
             }
         }
         out

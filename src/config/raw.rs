@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub store: Option<S<RawStore>>,
     #[serde(default)]
     pub directory: Vec<S<RawDirectory>>,
+    #[serde(default)]
+    pub notify: Vec<S<super::notify::RawNotify>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +30,7 @@ pub struct RawSync {
     pub concurrency: Option<S<i64>>,
     pub run_timeout: Option<S<String>>,
     pub request_timeout: Option<S<String>>,
+    pub deactivate_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,7 @@ pub struct RawDirectory {
     pub kind: S<String>,
     pub schedule: Option<S<String>>,
     pub mapping: Option<RawMapping>,
+    pub deactivate_after: Option<S<String>>,
     // csv
     pub path: Option<S<String>>,
     // entra and google

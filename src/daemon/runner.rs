@@ -47,6 +47,7 @@ impl Runner for EngineRunner {
 
     fn timed_out(&self, config: &Config, directory: &str, error: &str, after: Duration) {
         record_failure(config, directory, error);
+        crate::notify::after_run(config, &crate::notify::RunEnd::failed(directory, error));
         self.metrics.observe_run(&RunObservation {
             directory,
             outcome: Outcome::Failed,
@@ -106,6 +107,7 @@ async fn run_once(
         }
     };
 
+    crate::notify::after_run(config, &crate::notify::RunEnd::from_report(&report));
     let learners = learner_counts(config, name).await;
     let held = State::open_read_only(&config.sync.state_db)
         .ok()

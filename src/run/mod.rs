@@ -6,6 +6,7 @@
 //! something the next run completes.
 
 pub mod binding;
+pub mod grace;
 pub mod journal;
 pub mod lock;
 pub mod snapshot;
@@ -516,6 +517,8 @@ async fn plan_and_guard(
     };
     let mut full_plan = planner.finish();
     full_plan.unchanged += untouched;
+    // Leavers inside their grace period wait; the guards see only due deactivations.
+    let full_plan = grace::step(config, name, state, full_plan, only)?;
     let limits = Limits {
         max_deactivations: config.sync.max_deactivations,
         max_deactivation_percent: config.sync.max_deactivation_percent,

@@ -101,6 +101,20 @@ CREATE TABLE directory_holds (
 CREATE INDEX actions_by_time ON actions(directory, action, time);
 "#,
         ),
+        // Leavers inside their grace period (`deactivate_after`, issue 18.4): gone from
+        // the directory since `since`, deactivated once the period has passed.
+        M::up(
+            r#"
+CREATE TABLE pending_deactivations (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    since TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (directory, external_id)
+) WITHOUT ROWID;
+"#,
+        ),
     ])
 }
 

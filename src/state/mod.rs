@@ -2,6 +2,7 @@
 //! deactivations. One SQLite file (`sync.state_db`).
 
 mod migrations;
+pub mod pending;
 pub mod query;
 mod snapshot_reader;
 

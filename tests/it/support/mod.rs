@@ -9,3 +9,4 @@ pub mod graph_mock;
 pub mod mock_server;
 pub mod scim_mock;
 pub mod scim_server;
+pub mod smtp;

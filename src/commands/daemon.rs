@@ -156,9 +156,15 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
             tracing::warn!("the HTTP listener did not stop in time");
         }
     }
+    // Alerts a last run raised (a failure, a hold) are worth a few seconds of the
+    // unit's 30 s stop timeout; the runs' own grace period came first.
+    crate::notify::flush(DAEMON_FLUSH.min(crate::notify::flush_limit())).await;
     tracing::info!("daemon stopped");
     Ok(Exit::Ok)
 }
+
+/// How long a stopping daemon waits for undelivered notifications.
+const DAEMON_FLUSH: Duration = Duration::from_secs(5);
 
 /// The `[daemon] listen` address could not be bound.
 #[derive(Debug, thiserror::Error)]

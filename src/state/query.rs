@@ -417,7 +417,7 @@ impl State {
     }
 
     /// Move everything the state DB keeps about `old` to `new`: snapshot, cursor,
-    /// held deactivations and updates, and the history (runs and the action log, so
+    /// held deactivations and updates, pending leavers, and the history (runs and the action log, so
     /// that `history --directory NEW` tells the whole story). `new`'s own runs (a run
     /// held because it looked renamed) stay; its directory hold is settled.
     /// The caller checked that `new` has no data.
@@ -445,7 +445,14 @@ impl State {
             .map_err(e)?;
         mv("cursors")?;
         // Holds planned under `new` were planned against an empty store: stale now.
-        for table in ["held", "held_updates", "directory_holds"] {
+        // So are `new`'s pending leavers; `old`'s keep their clocks (a rename must not
+        // restart a grace period).
+        for table in [
+            "held",
+            "held_updates",
+            "directory_holds",
+            "pending_deactivations",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE directory = ?1"), [new])
                 .map_err(e)?;
             mv(table)?;

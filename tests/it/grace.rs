@@ -196,3 +196,29 @@ fn zero_grace_deactivates_at_once_as_before() {
     assert!(out.contains("deactivated 1"), "{out}");
     assert!(pending(&env).is_empty());
 }
+
+#[test]
+fn rename_directory_keeps_a_pending_leavers_clock() {
+    let env = setup("72h", 50);
+    env.write("hr.csv", &csv(1..=5));
+    sync_at(&env, "2026-03-01T00:00:00Z");
+    env.write("hr.csv", &csv(1..=4));
+    sync_at(&env, "2026-03-01T00:00:00Z");
+    assert_eq!(pending(&env).len(), 1);
+
+    // The admin renames `hr` to `people` in the config and moves its state with it.
+    ConfigBuilder::new()
+        .guards(50, 100)
+        .sync("deactivate_after", "\"0\"")
+        .csv("people", "hr.csv")
+        .dir("deactivate_after", "\"72h\"")
+        .write(&env);
+    let out = env.run(&["rename-directory", "hr", "people"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Due 72 hours after E5 left, not 72 hours after the rename.
+    let (c, out) = sync_at(&env, "2026-03-04T00:00:00Z");
+    assert_eq!(c, 0, "{out}");
+    assert!(out.contains("deactivated 1"), "{out}");
+    assert!(!env.learners("learners.db", "people")[4].active);
+}

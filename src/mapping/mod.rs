@@ -48,7 +48,10 @@ impl MappingPolicy {
             return String::new();
         }
         use sha2::Digest;
-        let mut text = String::new();
+        let mut text = format!(
+            "exclude_guests {} default_department {:?}\n",
+            self.exclude_guests, self.default_department
+        );
         for (f, m) in &self.fields {
             text.push_str(&format!("field {} = {}\n", f.name(), m.text));
         }

@@ -30,7 +30,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
     kind: Option<Kind>,
-    paths: BTreeSet<String>,
+    /// Each path with its segments, parsed once (read for every user of every run).
+    paths: BTreeMap<String, Vec<Segment>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,13 +401,15 @@ impl Attributes {
     pub fn new(kind: Kind) -> Attributes {
         Attributes {
             kind: Some(kind),
-            paths: BTreeSet::new(),
+            paths: BTreeMap::new(),
         }
     }
 
     /// Add a path (already checked with [`check`]).
     pub fn insert(&mut self, path: &str) {
-        self.paths.insert(path.to_string());
+        // A CSV column is a whole name (checked paths of the other kinds always parse).
+        let segs = segments(path).unwrap_or_default();
+        self.paths.insert(path.to_string(), segs);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -414,15 +417,14 @@ impl Attributes {
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.paths.iter().map(String::as_str)
+        self.paths.keys().map(String::as_str)
     }
 
     /// The top-level properties the attributes live in, in order.
     fn tops(&self) -> BTreeSet<String> {
         self.paths
-            .iter()
-            .filter_map(|p| segments(p).ok())
-            .filter_map(|s| s.into_iter().next().map(|s| s.name))
+            .values()
+            .filter_map(|s| s.first().map(|s| s.name.clone()))
             .collect()
     }
 
@@ -447,8 +449,7 @@ impl Attributes {
         }
         let mut tree = mask::parse(base);
         let mut schemas = BTreeSet::new();
-        for path in &self.paths {
-            let Ok(segs) = segments(path) else { continue };
+        for segs in self.paths.values().filter(|s| !s.is_empty()) {
             if segs[0].name == "customSchemas" {
                 if let Some(s) = segs.get(1) {
                     schemas.insert(s.name.clone());
@@ -485,7 +486,7 @@ impl Attributes {
 
     /// CSV columns the attributes are (lowercase, as the header is read).
     pub fn csv_columns(&self) -> BTreeSet<String> {
-        self.paths.iter().map(|p| p.to_lowercase()).collect()
+        self.paths.keys().map(|p| p.to_lowercase()).collect()
     }
 
     /// Take the attributes from one user object into `extra`. With `partial` (a delta
@@ -497,12 +498,12 @@ impl Attributes {
         partial: bool,
         extra: &mut BTreeMap<String, String>,
     ) {
-        for path in &self.paths {
-            let Ok(segs) = segments(path) else { continue };
-            if partial && !user.contains_key(&segs[0].name) {
+        for (path, segs) in &self.paths {
+            let Some(top) = segs.first() else { continue };
+            if partial && !user.contains_key(&top.name) {
                 continue;
             }
-            set(extra, path, lookup(user, &segs));
+            set(extra, path, lookup(user, segs));
         }
     }
 
@@ -512,7 +513,7 @@ impl Attributes {
         column: &dyn Fn(&str) -> Option<String>,
         extra: &mut BTreeMap<String, String>,
     ) {
-        for path in &self.paths {
+        for path in self.paths.keys() {
             set(extra, path, column(&path.to_lowercase()));
         }
     }
@@ -757,6 +758,18 @@ mod tests {
         // A whole user without a property clears it.
         a.capture(json!({"id":"1"}).as_object().unwrap(), false, &mut extra);
         assert_eq!(got(&extra, "companyName"), None);
+    }
+
+    #[test]
+    fn csv_columns_are_whole_names_read_lowercase() {
+        let a = attrs(Kind::Csv, &["Cost.Center", "a..b"]);
+        let mut extra = BTreeMap::new();
+        a.capture_columns(&|c| Some(format!("<{c}>")), &mut extra);
+        assert_eq!(
+            read(&extra, "Cost.Center").as_deref(),
+            Some("<cost.center>")
+        );
+        assert_eq!(read(&extra, "a..b").as_deref(), Some("<a..b>"));
     }
 
     #[test]

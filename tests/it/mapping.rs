@@ -408,3 +408,38 @@ fn google_cost_center_and_custom_schema_attributes_are_requested_and_mapped() {
     assert_eq!(q.get("customFieldMask").map(String::as_str), Some("HR"));
     let _ = common::bin();
 }
+
+#[test]
+fn directory_extensions_and_employee_org_data_map_through_coalesce() {
+    let mock = GraphMock::start(SECRET);
+    let ext = "extension_0123456789abcdef0123456789abcdef_costCentre";
+    let mut ada = user("u1", "ada@contoso.test", "Ada", "L");
+    ada[ext] = json!("CC-9");
+    ada["employeeOrgData"] = json!({"costCenter": "ORG-1", "division": "EMEA"});
+    mock.add_user(ada);
+    let mut bob = user("u2", "bob@contoso.test", "Bob", "B");
+    bob["employeeOrgData"] = json!({"costCenter": "ORG-2", "division": null});
+    mock.add_user(bob);
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &entra_config(
+            &mock,
+            &format!("[directory.mapping]\nemployee_id = \"coalesce({ext}, employeeOrgData.costCenter)\"\n"),
+        ),
+    );
+    assert_ok(&sync_entra(&env));
+    assert_eq!(
+        column(&env, "contoso", "u1", "employee_id").as_deref(),
+        Some("CC-9")
+    );
+    assert_eq!(
+        column(&env, "contoso", "u2", "employee_id").as_deref(),
+        Some("ORG-2")
+    );
+    let select = &selects(&mock)[0];
+    assert!(
+        select.ends_with(&format!(",manager,employeeOrgData,{ext}")),
+        "{select}"
+    );
+}

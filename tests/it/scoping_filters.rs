@@ -227,3 +227,34 @@ fn a_bad_filter_rule_is_a_config_error_with_file_line_and_key() {
     );
     assert!(!env.path("learners.db").exists(), "nothing was written");
 }
+
+#[test]
+fn a_google_filter_on_the_org_unit_keeps_service_accounts_out() {
+    use crate::support::google_mock::{self, GoogleMock};
+    let mock = GoogleMock::start();
+    mock.with(|s| {
+        s.users
+            .push(google_mock::user("g1", "ada@fabrikam.example", "/Staff"));
+        s.users.push(google_mock::user(
+            "g2",
+            "backup@fabrikam.example",
+            "/Service Accounts",
+        ));
+    });
+    let env = Env::new();
+    let key = env.write("sa.json", &mock.key_json());
+    let base = ConfigBuilder::new()
+        .google(
+            "fab",
+            &mock.url(),
+            key.to_str().unwrap(),
+            "admin@fabrikam.example",
+        )
+        .build();
+    env.write(
+        "config.toml",
+        &format!("{base}\n[[directory.filter.exclude]]\nrules = [{{ attribute = \"orgUnitPath\", starts_with = \"/Service Accounts\" }}]\n"),
+    );
+    assert_ok(&env.run(&["sync"]));
+    assert_eq!(active(&env, "fab"), [("g1".into(), true)]);
+}

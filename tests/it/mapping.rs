@@ -443,3 +443,35 @@ fn directory_extensions_and_employee_org_data_map_through_coalesce() {
         "{select}"
     );
 }
+
+#[test]
+fn a_dry_run_shows_what_a_new_mapping_would_change_and_writes_nothing() {
+    let env = Env::new();
+    env.write(
+        "hr.csv",
+        "external_id,user_name,department\n1,ada@x.io,Sales\n2,bob@x.io,Legal\n",
+    );
+    let base = ConfigBuilder::new().csv("hr", "hr.csv").build();
+    env.write("config.toml", &base);
+    assert_ok(&env.run(&["sync"]));
+    env.write(
+        "config.toml",
+        &format!("{base}\n[directory.mapping]\ndepartment = \"join('/', 'EMEA', department)\"\n"),
+    );
+    let dry = env.run(&["sync", "--dry-run"]);
+    assert_ok(&dry);
+    assert!(stdout(&dry).contains("EMEA/Sales"), "{}", stdout(&dry));
+    assert_eq!(
+        column(&env, "hr", "1", "department").as_deref(),
+        Some("Sales")
+    );
+    assert_ok(&env.run(&["sync"]));
+    assert_eq!(
+        column(&env, "hr", "1", "department").as_deref(),
+        Some("EMEA/Sales")
+    );
+    assert_eq!(
+        column(&env, "hr", "2", "department").as_deref(),
+        Some("EMEA/Legal")
+    );
+}

@@ -217,8 +217,15 @@ impl Guarded {
 
 /// Set a managed column by name (`user_name` is never null); an unknown name is ignored.
 pub fn set_field(fields: &mut LearnerFields, name: &str, value: Option<String>) {
-    if let Some(field) = Field::parse(name) {
-        fields.set(field, value);
+    match (Field::parse(name), value) {
+        (Some(field), value) => fields.set(field, value),
+        // An extra SCIM attribute (`[directory.mapping.scim]`).
+        (None, Some(v)) => {
+            fields.scim.insert(name.to_string(), v);
+        }
+        (None, None) => {
+            fields.scim.remove(name);
+        }
     }
 }
 
@@ -226,7 +233,7 @@ pub fn set_field(fields: &mut LearnerFields, name: &str, value: Option<String>) 
 /// change was planned from.
 pub fn still_before(fields: &LearnerFields, change: &FieldChange) -> bool {
     let Some(field) = Field::parse(&change.field) else {
-        return false;
+        return fields.scim.get(&change.field).map(String::as_str) == change.before.as_deref();
     };
     match (fields.get(field), change.before.as_deref()) {
         (Some(now), Some(before)) if field.case_insensitive() => now.eq_ignore_ascii_case(before),
@@ -348,8 +355,11 @@ fn mass_updates(plan: &Plan, ctx: &Context, limits: &Limits) -> Vec<UpdateHold> 
             *per_field.entry(c.field.as_str()).or_default() += 1;
         }
     }
+    // The columns in schema order, then the extra SCIM attributes by name.
+    let extras = per_field.keys().filter(|f| !FIELD_NAMES.contains(*f));
     FIELD_NAMES
         .iter()
+        .chain(extras)
         .filter_map(|field| {
             let updates = per_field.get(field).copied().unwrap_or(0);
             (updates as f64 * 100.0 > limits.max_update_percent * ctx.learners as f64).then(|| {

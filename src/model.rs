@@ -15,6 +15,10 @@ pub struct LearnerFields {
     pub job_title: Option<String>,
     pub employee_id: Option<String>,
     pub manager_email: Option<String>,
+    /// Extra SCIM attributes from `[directory.mapping.scim]`, by full attribute name.
+    /// Only SCIM stores hold them (the SQLite schema is fixed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scim: std::collections::BTreeMap<String, String>,
 }
 
 /// A managed learner column. The one list of them: the store columns, the plan's
@@ -195,6 +199,13 @@ mod field_tests {
         }
         assert_eq!(FIELD_NAMES, Field::ALL.map(Field::name));
     }
+
+    #[test]
+    fn the_filter_reason_reads_back_from_its_text() {
+        let r = DeactivationReason::OutOfScopeFilter;
+        assert_eq!(r.as_str(), "out of scope: filter");
+        assert_eq!(DeactivationReason::parse(r.as_str()), Some(r));
+    }
 }
 
 /// Why a directory says a user should not be an active learner.
@@ -241,6 +252,8 @@ pub enum DeactivationReason {
     DeletedInDirectory,
     OutOfScope,
     GuestExcluded,
+    /// In the directory's scope, but taken out by its scoping filter.
+    OutOfScopeFilter,
 }
 
 impl DeactivationReason {
@@ -252,6 +265,7 @@ impl DeactivationReason {
             Self::DeletedInDirectory => "deleted in directory",
             Self::OutOfScope => "out of scope",
             Self::GuestExcluded => "guest excluded",
+            Self::OutOfScopeFilter => "out of scope: filter",
         }
     }
 
@@ -263,6 +277,7 @@ impl DeactivationReason {
             Self::DeletedInDirectory,
             Self::OutOfScope,
             Self::GuestExcluded,
+            Self::OutOfScopeFilter,
         ]
         .into_iter()
         .find(|r| r.as_str() == text)

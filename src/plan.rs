@@ -231,9 +231,20 @@ impl Planner {
     }
 }
 
-/// The columns that differ, in schema order. Emails compare case-insensitively.
+/// The columns that differ, in schema order, then the extra SCIM attributes that
+/// differ, by name. Emails compare case-insensitively.
 pub fn diff(before: &LearnerFields, after: &LearnerFields) -> Vec<FieldChange> {
-    Field::ALL
+    let names: std::collections::BTreeSet<&String> =
+        before.scim.keys().chain(after.scim.keys()).collect();
+    let extra = names.into_iter().filter_map(|name| {
+        let (b, a) = (before.scim.get(name), after.scim.get(name));
+        (b != a).then(|| FieldChange {
+            field: name.clone(),
+            before: b.cloned(),
+            after: a.cloned(),
+        })
+    });
+    let columns: Vec<FieldChange> = Field::ALL
         .into_iter()
         .filter_map(|field| {
             let (b, a) = (before.get(field), after.get(field));
@@ -247,7 +258,8 @@ pub fn diff(before: &LearnerFields, after: &LearnerFields) -> Vec<FieldChange> {
                 after: a.map(str::to_string),
             })
         })
-        .collect()
+        .collect();
+    columns.into_iter().chain(extra).collect()
 }
 
 #[cfg(test)]
@@ -367,5 +379,28 @@ mod tests {
         let p = plan(store.into_values(), desired);
         assert!(p.operations.is_empty());
         assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn extra_scim_attributes_are_diffed_by_name_after_the_columns() {
+        let ext = "urn:ietf:params:scim:schemas:extension:knowbe4:kmsat:2.0:User:customField1";
+        let mut before = fields("ann", Some("Sales"));
+        before.scim.insert("nickName".into(), "annie".into());
+        let mut after = fields("ann", Some("Legal"));
+        after.scim.insert(ext.into(), "R&D".into());
+        let changes = diff(&before, &after);
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = changes
+            .iter()
+            .map(|c| (c.field.as_str(), c.before.as_deref(), c.after.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("department", Some("Sales"), Some("Legal")),
+                ("nickName", Some("annie"), None),
+                (ext, None, Some("R&D")),
+            ]
+        );
+        assert!(diff(&after, &after.clone()).is_empty());
     }
 }

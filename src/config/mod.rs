@@ -3,6 +3,7 @@
 
 mod error;
 pub mod notify;
+mod mapping;
 mod raw;
 pub mod schedule;
 pub mod secret;
@@ -326,8 +327,9 @@ impl Validator<'_> {
         };
         let mut names = BTreeSet::new();
         let mut directories = Vec::new();
+        let scim_store = matches!(store, StoreConfig::Scim { .. });
         for (i, d) in raw.directory.into_iter().enumerate() {
-            let dir = self.directory(i, d, &mut names)?;
+            let dir = self.directory(i, d, &mut names, scim_store)?;
             directories.push(dir);
         }
         let notify = self.notify_tables(raw.notify, &names)?;
@@ -585,6 +587,7 @@ impl Validator<'_> {
         index: usize,
         raw: S<RawDirectory>,
         names: &mut BTreeSet<String>,
+        scim_store: bool,
     ) -> Result<DirectoryConfig, ConfigError> {
         let d = raw.get_ref();
         let key = |k: &str| format!("directory[{index}].{k}");
@@ -672,23 +675,27 @@ impl Validator<'_> {
                     .map_err(|m| self.err(v, &key("schedule"), m))?,
             ),
         };
-        let mapping = MappingPolicy {
-            exclude_guests: d
-                .exclude_guests
-                .as_ref()
-                .map(|v| *v.get_ref())
-                .unwrap_or(true),
-            default_department: d
-                .mapping
-                .as_ref()
-                .and_then(|m| m.default_department.as_ref())
-                .map(|v| v.get_ref().trim().to_string())
-                .filter(|v| !v.is_empty()),
+        let exclude_guests = d
+            .exclude_guests
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(true);
+        let attr_kind = match kind {
+            DirectoryKind::Csv { .. } => crate::mapping::attr::Kind::Csv,
+            DirectoryKind::Entra(_) => crate::mapping::attr::Kind::Entra,
+            DirectoryKind::Google(_) => crate::mapping::attr::Kind::Google,
         };
         let deactivate_after = match &d.deactivate_after {
             None => None,
             Some(v) => Some(self.grace(v, &key("deactivate_after"))?),
         };
+        let mapping = mapping::Parse {
+            loc: &self.loc,
+            index,
+            kind: attr_kind,
+            scim_store,
+        }
+        .policy(exclude_guests, d.mapping.as_ref(), d.filter.as_ref())?;
         Ok(DirectoryConfig {
             name,
             kind,

@@ -58,7 +58,8 @@ pub struct RawDirectory {
     pub name: S<String>,
     pub kind: S<String>,
     pub schedule: Option<S<String>>,
-    pub mapping: Option<RawMapping>,
+    pub mapping: Option<super::mapping::RawMapping>,
+    pub filter: Option<super::mapping::RawFilter>,
     pub deactivate_after: Option<S<String>>,
     // csv
     pub path: Option<S<String>>,
@@ -80,12 +81,6 @@ pub struct RawDirectory {
     pub domain: Option<S<String>>,
     pub token_url: Option<S<String>>,
     pub directory_url: Option<S<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMapping {
-    pub default_department: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

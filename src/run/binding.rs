@@ -8,7 +8,7 @@ use crate::state::Binding;
 /// The directory's origin: kind, tenant or customer, and the hosts or file it is read
 /// from. A cursor of one tenant means nothing to another.
 pub fn origin(dir: &DirectoryConfig) -> String {
-    match &dir.kind {
+    let origin = match &dir.kind {
         DirectoryKind::Csv { path } => format!("csv {}", path.display()),
         DirectoryKind::Entra(e) => format!(
             "entra tenant={} cloud={:?} graph={} authority={}",
@@ -20,7 +20,22 @@ pub fn origin(dir: &DirectoryConfig) -> String {
             g.domain.as_deref().unwrap_or(""),
             g.directory_url
         ),
+    };
+    // Mapping expressions and filters read other attributes and decide other values:
+    // once they change, a delta (which names only changed users) is not enough.
+    match dir.mapping.fingerprint() {
+        fp if fp.is_empty() => origin,
+        fp => format!("{origin} {MAPPING}{fp}"),
     }
+}
+
+const MAPPING: &str = "mapping=";
+
+/// The origin without the mapping fingerprint.
+fn source_part(origin: &str) -> &str {
+    origin
+        .split_once(&format!(" {MAPPING}"))
+        .map_or(origin, |(o, _)| o)
 }
 
 /// The store: kind, url or path, and the store's own marker (`Store::marker`).
@@ -37,6 +52,11 @@ pub fn store(config: &StoreConfig, marker: Option<&str>) -> String {
 /// old copy, learners deleted by hand). Unrecorded parts (older state DBs) hold.
 pub fn mismatch(recorded: &Binding, now: &Binding, store_learners_now: u64) -> Option<String> {
     if recorded.origin.is_some() && recorded.origin != now.origin {
+        let same_source =
+            recorded.origin.as_deref().map(source_part) == now.origin.as_deref().map(source_part);
+        if same_source {
+            return Some("the directory's mappings or filters changed since the last run".into());
+        }
         return Some("the directory's origin changed since the cursor was stored".into());
     }
     if recorded.store.is_some() && recorded.store != now.store {
@@ -83,6 +103,12 @@ mod tests {
         assert!(mismatch(&b, &binding("entra t2", "sqlite a g1", None), 3).is_some());
         assert!(mismatch(&b, &binding("entra t1", "sqlite a g2", None), 3).is_some());
         assert!(mismatch(&b, &binding("entra t1", "scim u -", None), 3).is_some());
+        let remapped = mismatch(
+            &b,
+            &binding("entra t1 mapping=ab12", "sqlite a g1", None),
+            3,
+        );
+        assert!(remapped.unwrap().contains("mappings or filters changed"));
         let lost = mismatch(&b, &binding("entra t1", "sqlite a g1", None), 2).unwrap();
         assert!(lost.contains("holds 2"), "{lost}");
     }

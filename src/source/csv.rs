@@ -16,16 +16,28 @@ use crate::source::{Listing, ReadRequest, Scope, SourceError, SourceRead};
 
 pub struct CsvSource {
     path: PathBuf,
+    /// Columns the mappings and filters read, beyond the learner columns.
+    attributes: crate::mapping::Attributes,
 }
 
 impl CsvSource {
     pub fn new(path: PathBuf) -> Self {
-        CsvSource { path }
+        CsvSource {
+            path,
+            attributes: Default::default(),
+        }
+    }
+
+    /// Read (and allow) the columns the directory's mappings and filters name.
+    pub fn with_attributes(mut self, attributes: crate::mapping::Attributes) -> Self {
+        self.attributes = attributes;
+        self
     }
 
     pub async fn read(&mut self, _req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let path = self.path.clone();
-        let users = tokio::task::spawn_blocking(move || read_file(&path))
+        let attributes = self.attributes.clone();
+        let users = tokio::task::spawn_blocking(move || read_file_with(&path, &attributes))
             .await
             .map_err(|e| SourceError::Other(format!("csv reader stopped: {e}")))??;
         Ok(SourceRead {
@@ -38,7 +50,8 @@ impl CsvSource {
 
     pub async fn check(&mut self) -> Vec<CheckLine> {
         let path = self.path.clone();
-        let result = tokio::task::spawn_blocking(move || read_file(&path)).await;
+        let attributes = self.attributes.clone();
+        let result = tokio::task::spawn_blocking(move || read_file_with(&path, &attributes)).await;
         let line = match result {
             Ok(Ok(users)) => CheckLine::ok(format!(
                 "{} readable, {} users",
@@ -64,12 +77,20 @@ fn allowed_columns() -> impl Iterator<Item = &'static str> {
 
 /// Read and validate the whole file.
 pub fn read_file(path: &std::path::Path) -> Result<Vec<DirectoryUser>, SourceError> {
+    read_file_with(path, &Default::default())
+}
+
+/// Read and validate the whole file, keeping the columns `attributes` names.
+pub fn read_file_with(
+    path: &std::path::Path,
+    attributes: &crate::mapping::Attributes,
+) -> Result<Vec<DirectoryUser>, SourceError> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| SourceError::Io {
         path: shown.clone(),
         source,
     })?;
-    parse(std::io::BufReader::new(file), &shown)
+    parse_with(std::io::BufReader::new(file), &shown, attributes)
 }
 
 /// What the reader has seen of the raw bytes: where each line-break byte is (to
@@ -142,6 +163,16 @@ fn shown_name(name: &str) -> String {
 
 /// Parse CSV text; `shown` names the file in errors.
 pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUser>, SourceError> {
+    parse_with(reader, shown, &Default::default())
+}
+
+/// Parse CSV text, also reading (and allowing) the columns `attributes` names.
+pub fn parse_with<R: std::io::Read>(
+    reader: R,
+    shown: &str,
+    attributes: &crate::mapping::Attributes,
+) -> Result<Vec<DirectoryUser>, SourceError> {
+    let mapped = attributes.csv_columns();
     let bad = |line: u64, message: String| SourceError::BadFile {
         path: shown.to_string(),
         line,
@@ -182,7 +213,10 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
     }
     let mut column: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
-        let Some(known) = allowed_columns().find(|a| a == name) else {
+        let known = allowed_columns()
+            .find(|a| a == name)
+            .or_else(|| mapped.get(name).map(String::as_str));
+        let Some(known) = known else {
             return Err(bad(
                 1,
                 format!(
@@ -200,6 +234,14 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
         if !column.contains_key(required) {
             return Err(bad(1, format!("missing required column `{required}`")));
         }
+    }
+    if let Some(missing) = mapped.iter().find(|c| !column.contains_key(c.as_str())) {
+        return Err(bad(
+            1,
+            format!(
+                "the directory's mapping or filter reads column `{missing}`, which the file lacks"
+            ),
+        ));
     }
 
     let mut users = Vec::new();
@@ -268,13 +310,16 @@ pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUs
             job_title: get("job_title"),
             employee_id: get("employee_id"),
             manager_email: get("manager_email"),
+            scim: BTreeMap::new(),
         };
+        let mut extra = BTreeMap::new();
+        attributes.capture_columns(&get, &mut extra);
         users.push(DirectoryUser {
             external_id,
             fields,
             state,
             guest: false,
-            extra: BTreeMap::new(),
+            extra,
         });
     }
     let last = seen.borrow().last;

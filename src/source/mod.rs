@@ -129,16 +129,18 @@ impl Source {
         dir: &DirectoryConfig,
         request_timeout: Duration,
     ) -> Result<Source, SourceError> {
+        // The source attributes the mappings and filters read (a small hook per source).
+        let attributes = dir.mapping.attributes.clone();
         match &dir.kind {
-            DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
-            DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(
-                cfg,
-                request_timeout,
-            )?))),
-            DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(google::GoogleSource::new(
-                cfg.clone(),
-                request_timeout,
-            )))),
+            DirectoryKind::Csv { path } => Ok(Source::Csv(
+                csv::CsvSource::new(path.clone()).with_attributes(attributes),
+            )),
+            DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(
+                entra::EntraSource::new(cfg, request_timeout)?.with_attributes(attributes),
+            ))),
+            DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(
+                google::GoogleSource::new(cfg.clone(), request_timeout).with_attributes(attributes),
+            ))),
         }
     }
 

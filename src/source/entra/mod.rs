@@ -36,6 +36,8 @@ const MANAGER_ID: &str = "managerId";
 pub struct EntraSource {
     cfg: EntraConfig,
     graph: Graph,
+    /// What the mappings and filters read, beyond the default properties.
+    attributes: crate::mapping::Attributes,
 }
 
 impl EntraSource {
@@ -46,7 +48,14 @@ impl EntraSource {
         Ok(EntraSource {
             cfg: cfg.clone(),
             graph: Graph::new(http, tokens, cfg.graph_url.clone()),
+            attributes: Default::default(),
         })
+    }
+
+    /// Also select (and keep) the properties the directory's mappings and filters read.
+    pub fn with_attributes(mut self, attributes: crate::mapping::Attributes) -> Self {
+        self.attributes = attributes;
+        self
     }
 
     /// Retried requests so far, over the life of this source.
@@ -114,7 +123,9 @@ impl EntraSource {
 
     /// A fresh delta round: every user, returned as a complete listing.
     async fn full_round(&mut self) -> Result<(Listing, String), SourceError> {
-        let first = self.graph.url("users/delta", &[("$select", SELECT)]);
+        let select = self.attributes.entra_select(SELECT);
+        let first = self.graph.url("users/delta", &[("$select", &select)]);
+        let attributes = &self.attributes;
         let mut users: BTreeMap<String, DirectoryUser> = BTreeMap::new();
         let delta_link = walk(&mut self.graph, first.to_string(), |page| {
             for item in page {
@@ -126,6 +137,7 @@ impl EntraSource {
                 // A duplicate later in the round updates what we got earlier.
                 let mut user = users.remove(&id).unwrap_or_else(|| blank(&id));
                 apply(&mut user, &item).map_err(malformed)?;
+                attributes.capture(&item, true, &mut user.extra);
                 users.insert(id, user);
             }
             Ok(())
@@ -146,6 +158,7 @@ impl EntraSource {
         snapshot: &dyn PreviousUsers,
     ) -> Result<Option<(Listing, String)>, GraphError> {
         let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
+        let attributes = &self.attributes;
         let delta_link = walk(&mut self.graph, link.to_string(), |page| {
             for item in page {
                 let id = item_id(&item)?;
@@ -159,6 +172,8 @@ impl EntraSource {
                     None => snapshot.get(&id).unwrap_or_else(|| blank(&id)),
                 };
                 apply(&mut user, &item).map_err(malformed)?;
+                // A delta item carries only changed properties: the others keep theirs.
+                attributes.capture(&item, true, &mut user.extra);
                 changed.insert(id, Some(user));
             }
             Ok(())

@@ -94,6 +94,8 @@ pub struct Directory {
     /// Calls repeated after throttling, a server error or a broken body (shared with
     /// the source, which counts over its life).
     pub retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What the mappings and filters read: widens `fields` and is taken from each user.
+    pub attributes: crate::mapping::Attributes,
 }
 
 /// A page of `users.list`. Users stay raw JSON until `checked_user` has found an
@@ -143,6 +145,9 @@ pub struct ApiUser {
     pub external_ids: Vec<ApiTypedValue>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub relations: Vec<ApiTypedValue>,
+    /// The mapped attributes, under `mapping::attr::PREFIX` (taken from the raw user).
+    #[serde(skip)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// A field sent as `null` reads like a missing one (the discovery document does not
@@ -229,6 +234,7 @@ impl Directory {
             limits: ReadLimits::from_env(),
             requests: 0,
             retries: Default::default(),
+            attributes: Default::default(),
         })
     }
 
@@ -259,7 +265,13 @@ impl Directory {
                 Tenant::Domain(d) => q.append_pair("domain", d),
             };
             q.append_pair("maxResults", &max_results.to_string());
-            q.append_pair("fields", USER_FIELDS);
+            let (fields, schemas) = self.attributes.google_query(USER_FIELDS);
+            q.append_pair("fields", &fields);
+            if !schemas.is_empty() {
+                // Custom attributes come only with a projection that names their schemas.
+                q.append_pair("projection", "custom");
+                q.append_pair("customFieldMask", &schemas.join(","));
+            }
             if let Some(query) = query {
                 q.append_pair("query", query);
             }
@@ -285,7 +297,13 @@ impl Directory {
             let page: UsersPage = self.get_json(tokens, url, "users.list", USERS_KIND).await?;
             paging.count(page.users.len())?;
             for raw in page.users {
-                users.push(map(checked_user(raw)?));
+                let mut attributes = std::collections::BTreeMap::new();
+                if let Some(obj) = raw.as_object() {
+                    self.attributes.capture(obj, false, &mut attributes);
+                }
+                let mut user = checked_user(raw)?;
+                user.attributes = attributes;
+                users.push(map(user));
             }
             if !paging.next(page.next_page_token)? {
                 return Ok(users);

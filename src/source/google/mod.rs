@@ -117,6 +117,8 @@ pub struct GoogleSource {
     tokens: Option<Tokens>,
     account_email: Option<String>,
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What the mappings and filters read, beyond the default fields.
+    attributes: crate::mapping::Attributes,
 }
 
 impl GoogleSource {
@@ -136,7 +138,14 @@ impl GoogleSource {
             tokens: None,
             account_email: None,
             retries: Default::default(),
+            attributes: Default::default(),
         }
+    }
+
+    /// Also read the attributes the directory's mappings and filters name.
+    pub fn with_attributes(mut self, attributes: crate::mapping::Attributes) -> Self {
+        self.attributes = attributes;
+        self
     }
 
     fn scopes(&self) -> Vec<&'static str> {
@@ -185,6 +194,7 @@ impl GoogleSource {
             self.request_timeout,
         )?;
         dir.retries = self.retries.clone();
+        dir.attributes = self.attributes.clone();
         Ok(dir)
     }
 
@@ -343,7 +353,8 @@ pub fn map_user(u: ApiUser) -> DirectoryUser {
     } else {
         AccountState::Enabled
     };
-    let mut extra = BTreeMap::new();
+    // The attributes the mappings and filters read (see `Directory::attributes`).
+    let mut extra = u.attributes;
     if let Some(p) = &u.org_unit_path {
         extra.insert(ORG_UNIT_PATH.to_string(), p.clone());
     }
@@ -359,6 +370,7 @@ pub fn map_user(u: ApiUser) -> DirectoryUser {
             job_title: org.and_then(|o| o.title.clone()),
             employee_id,
             manager_email,
+            scim: BTreeMap::new(),
         }
         .normalized(),
         state,

@@ -14,7 +14,7 @@ use super::claims::{
 };
 use super::client::{ScimClient, ScimError};
 use super::mirror::{Linked, Owner};
-use super::resource::{filter_eq, manager_patch, patch_body, user_resource};
+use super::resource::{filter_eq, manager_patch, patch_body, user_resource, with_extras};
 use super::{Features, ScimStore};
 use crate::config::{ScimDeactivate, ScimDialect};
 use crate::model::{Field, LearnerFields};
@@ -400,14 +400,15 @@ async fn perform(
     }
     let sets_active = !matches!(op, Operation::Update { .. });
     let result = if ctx.features.patch {
-        match patch_body(
+        let body = patch_body(
             f,
             &changed,
             sets_active.then_some(active),
             ctx.features.enterprise,
             manager,
             ctx.dialect,
-        ) {
+        );
+        match with_extras(body, f, op.changes(), ctx.dialect) {
             Some(body) => ctx
                 .client
                 .send_user(Method::PATCH, id, Some(&body))

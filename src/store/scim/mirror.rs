@@ -70,6 +70,9 @@ CREATE TABLE scim_runs (
     base TEXT NOT NULL
 );",
         ),
+        // The extra SCIM attributes last pushed (`[directory.mapping.scim]`), as a JSON
+        // object; NULL when none. The plan diffs against them like the columns.
+        M::up("ALTER TABLE scim_learners ADD COLUMN scim_extra TEXT;"),
     ])
 }
 
@@ -307,14 +310,14 @@ impl Mirror {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {} FROM scim_learners WHERE directory = ?1",
-                Field::column_list(&["external_id"], &["active"])
+                Field::column_list(&["external_id"], &["active", "scim_extra"])
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([directory], |r| {
                 Ok(Learner {
                     external_id: r.get(0)?,
-                    fields: fields_from(r, 1)?,
+                    fields: with_extra(fields_from(r, 1)?, r)?,
                     active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             })
@@ -332,13 +335,13 @@ impl Mirror {
         conn.query_row(
             &format!(
                 "SELECT {} FROM scim_learners WHERE directory = ?1 AND external_id = ?2",
-                Field::column_list(&["scim_id"], &["active"])
+                Field::column_list(&["scim_id"], &["active", "scim_extra"])
             ),
             params![directory, external_id],
             |r| {
                 Ok(Linked {
                     scim_id: r.get(0)?,
-                    fields: fields_from(r, 1)?,
+                    fields: with_extra(fields_from(r, 1)?, r)?,
                     active: r.get::<_, i64>(ACTIVE_AT)? == 1,
                 })
             },
@@ -370,11 +373,11 @@ impl Mirror {
         // process writing the same mirror. (`WHERE` also lets SQLite parse the upsert.)
         let n = Field::ALL.len();
         // ?1 directory, ?2 external id, ?3 SCIM id, then the fields, `active` and the time.
-        let values: Vec<String> = (1..=n + 5).map(|i| format!("?{i}")).collect();
+        let values: Vec<String> = (1..=n + 6).map(|i| format!("?{i}")).collect();
         let updates: Vec<String> = ["scim_id"]
             .into_iter()
             .chain(Field::ALL.map(Field::name))
-            .chain(["active", "updated_at"])
+            .chain(["active", "updated_at", "scim_extra"])
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
         let sql = format!(
@@ -385,7 +388,7 @@ impl Mirror {
              ON CONFLICT (directory, external_id) DO UPDATE SET {}",
             Field::column_list(
                 &["directory", "external_id", "scim_id"],
-                &["active", "updated_at"]
+                &["active", "updated_at", "scim_extra"]
             ),
             values.join(", "),
             updates.join(", "),
@@ -398,6 +401,9 @@ impl Mirror {
         row.extend(Field::ALL.map(|field| f.get(field).map(str::to_string).into()));
         row.push((linked.active as i64).into());
         row.push(crate::db::now().into());
+        let extra =
+            (!f.scim.is_empty()).then(|| serde_json::to_string(&f.scim).unwrap_or_default());
+        row.push(extra.into());
         let written = conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(row)))
@@ -526,6 +532,20 @@ fn fields_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LearnerFiel
 /// The index of `active` in a row of `SELECT <one column>, <the fields>, active`.
 const ACTIVE_AT: usize = 1 + Field::ALL.len();
 
+/// The fields with the extra SCIM attributes of the row (after `active`).
+fn with_extra(mut f: LearnerFields, r: &rusqlite::Row<'_>) -> rusqlite::Result<LearnerFields> {
+    if let Some(text) = r.get::<_, Option<String>>(ACTIVE_AT + 1)? {
+        f.scim = serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                ACTIVE_AT + 1,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?;
+    }
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +563,7 @@ mod tests {
                 job_title: None,
                 employee_id: None,
                 manager_email: None,
+                scim: Default::default(),
             },
             active: true,
         }

@@ -66,7 +66,59 @@ pub fn user_resource(
         body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
     }
     body.insert("schemas".into(), json!(schemas));
-    Value::Object(body)
+    let mut body = Value::Object(body);
+    add_extras(&mut body, f);
+    body
+}
+
+/// The extra attributes of `[directory.mapping.scim]`: `urn:<schema>:<attr>` goes in
+/// the extension's object (its schema added to `schemas`), a plain name in the core.
+fn add_extras(body: &mut Value, f: &LearnerFields) {
+    let Value::Object(body) = body else { return };
+    for (name, v) in &f.scim {
+        match name.strip_prefix("urn:").and(name.rsplit_once(':')) {
+            Some((schema, attr)) => {
+                if let Some(Value::Array(schemas)) = body.get_mut("schemas") {
+                    if !schemas.iter().any(|s| s == schema) {
+                        schemas.push(json!(schema));
+                    }
+                }
+                if let Value::Object(ext) = body
+                    .entry(schema)
+                    .or_insert_with(|| Value::Object(Map::new()))
+                {
+                    insert_at(ext, attr, json!(v));
+                }
+            }
+            None => insert_at(body, name, json!(v)),
+        }
+    }
+}
+
+/// `body` (a PatchOp, or none) with an operation per changed extra attribute (a
+/// change whose name is not a learner column): its full name as the path.
+pub fn with_extras(
+    body: Option<Value>,
+    f: &LearnerFields,
+    changes: &[crate::plan::FieldChange],
+    dialect: ScimDialect,
+) -> Option<Value> {
+    let ops: Vec<Value> = changes
+        .iter()
+        .filter(|c| Field::parse(&c.field).is_none())
+        .map(|c| match f.scim.get(&c.field) {
+            Some(v) => json!({"op": op("replace", dialect), "path": c.field, "value": v}),
+            None => json!({"op": op("remove", dialect), "path": c.field}),
+        })
+        .collect();
+    if ops.is_empty() {
+        return body;
+    }
+    let mut body = body.unwrap_or_else(|| json!({"schemas": [PATCH_SCHEMA], "Operations": []}));
+    if let Some(Value::Array(all)) = body.get_mut("Operations") {
+        all.extend(ops);
+    }
+    Some(body)
 }
 
 /// Put `value` at a core path: `a` or `a.b` (a sub-attribute of the complex `a`).
@@ -229,7 +281,39 @@ pub(super) mod tests {
             job_title: None,
             employee_id: Some("42".into()),
             manager_email: None,
+            scim: Default::default(),
         }
+    }
+
+    #[test]
+    fn extra_attributes_go_in_their_extension_and_changed_ones_are_patched() {
+        let ext = "urn:ietf:params:scim:schemas:extension:knowbe4:kmsat:2.0:User";
+        let mut f = fields();
+        f.scim.insert(format!("{ext}:customField1"), "R&D".into());
+        f.scim.insert("nickName".into(), "ada".into());
+        let body = user_resource("e1", &f, true, false, None);
+        assert_eq!(body[ext]["customField1"], "R&D");
+        assert_eq!(body["nickName"], "ada");
+        assert!(body["schemas"].as_array().unwrap().contains(&json!(ext)));
+        let change = |name: &str| crate::plan::FieldChange {
+            field: name.to_string(),
+            before: None,
+            after: None,
+        };
+        let changes = [
+            change("department"),
+            change(&format!("{ext}:customField1")),
+            change("preferredLanguage"),
+        ];
+        let patch = with_extras(None, &f, &changes, ScimDialect::Entra).unwrap();
+        assert_eq!(
+            patch["Operations"],
+            json!([
+                {"op": "Replace", "path": format!("{ext}:customField1"), "value": "R&D"},
+                {"op": "Remove", "path": "preferredLanguage"},
+            ])
+        );
+        assert_eq!(with_extras(None, &f, &changes[..1], ScimDialect::Rfc), None);
     }
 
     #[test]

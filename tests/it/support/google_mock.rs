@@ -413,6 +413,37 @@ async fn users(
         .take(size)
         .map(|v| (*v).clone())
         .collect();
+    // As the real API: custom schemas only with a projection asking for them, and only
+    // the fields the `fields` mask names.
+    let schemas: Option<Vec<&str>> = match q.get("projection").map(String::as_str) {
+        Some("full") => None,
+        Some("custom") => Some(
+            q.get("customFieldMask")
+                .map(|m| m.split(',').collect())
+                .unwrap_or_default(),
+        ),
+        _ => Some(vec![]),
+    };
+    let user_mask = q.get("fields").and_then(|f| {
+        parse_mask(f)
+            .into_iter()
+            .find(|f| f.0 == "users")
+            .and_then(|f| f.1)
+    });
+    let page: Vec<Value> = page
+        .into_iter()
+        .map(|mut u| {
+            if let (Some(keep), Some(cs)) = (&schemas, u.get_mut("customSchemas")) {
+                if let Some(obj) = cs.as_object_mut() {
+                    obj.retain(|k, _| keep.contains(&k.as_str()));
+                }
+            }
+            match &user_mask {
+                Some(mask) => project(&u, mask),
+                None => u,
+            }
+        })
+        .collect();
     let mut body = json!({"kind": "admin#directory#users", "etag": "\"list\""});
     if !page.is_empty() {
         body["users"] = Value::Array(page);
@@ -492,4 +523,63 @@ async fn members(
     }
     st.log.push(format!("members {key} 200"));
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// A partial-response `fields` mask: `a,b(c,d(e))` as (name, sub-mask) pairs.
+struct Field(String, Option<Vec<Field>>);
+type Mask = Vec<Field>;
+
+fn parse_mask(text: &str) -> Mask {
+    fn list(chars: &[char], i: &mut usize) -> Mask {
+        let mut out = Vec::new();
+        loop {
+            let mut name = String::new();
+            while let Some(&c) = chars.get(*i) {
+                if matches!(c, ',' | '(' | ')') {
+                    break;
+                }
+                name.push(c);
+                *i += 1;
+            }
+            let sub = if chars.get(*i) == Some(&'(') {
+                *i += 1;
+                let sub = list(chars, i);
+                *i += 1;
+                Some(sub)
+            } else {
+                None
+            };
+            if !name.is_empty() {
+                out.push(Field(name, sub));
+            }
+            if chars.get(*i) == Some(&',') {
+                *i += 1;
+            } else {
+                return out;
+            }
+        }
+    }
+    let chars: Vec<char> = text.chars().collect();
+    list(&chars, &mut 0)
+}
+
+/// `v` with only the masked fields (lists are projected element by element).
+fn project(v: &Value, mask: &Mask) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(|i| project(i, mask)).collect()),
+        Value::Object(obj) => {
+            let mut out = serde_json::Map::new();
+            for Field(name, sub) in mask {
+                if let Some(field) = obj.get(name) {
+                    let value = match sub {
+                        Some(sub) => project(field, sub),
+                        None => field.clone(),
+                    };
+                    out.insert(name.clone(), value);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
 }

@@ -215,6 +215,9 @@ fn parse_filter(f: &str) -> Option<(String, String)> {
 fn set_path(user: &mut Value, path: &str, value: Option<Value>) {
     let (container, key) = if let Some(attr) = path.strip_prefix(&format!("{ENTERPRISE}:")) {
         (Some(ENTERPRISE.to_string()), attr.to_string())
+    } else if let Some((schema, attr)) = path.strip_prefix("urn:").and(path.rsplit_once(':')) {
+        // Any other extension's attribute (`urn:...:User:customField1`) lives in its object.
+        (Some(schema.to_string()), attr.to_string())
     } else if let Some((a, b)) = path.split_once('.') {
         (Some(a.to_string()), b.to_string())
     } else {

@@ -69,6 +69,11 @@ pub struct SyncArgs {
     /// Ignore delta cursors and re-read everything
     #[arg(long)]
     pub full: bool,
+    /// Provision one user now (an id, user name or email), like Entra's "Provision on
+    /// demand"; needs one --directory when several are configured; cursors stay as
+    /// they are
+    #[arg(long, value_name = "ID|UPN|EMAIL", conflicts_with = "full")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

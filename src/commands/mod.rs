@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod docs;
 mod history;
+mod on_demand;
 mod pending;
 mod reload;
 mod rename;

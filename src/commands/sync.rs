@@ -14,6 +14,20 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
     for name in &args.directories {
         known_directory(config, name)?;
     }
+    if let Some(who) = &args.user {
+        let dir = match (args.directories.as_slice(), config.directories.as_slice()) {
+            ([name], _) => config.directories.iter().find(|d| &d.name == name),
+            ([], [only]) => Some(only),
+            _ => None,
+        };
+        let Some(dir) = dir else {
+            return Err(CommandError::Usage(
+                "--user provisions one user of one directory: name it with one --directory NAME"
+                    .to_string(),
+            ));
+        };
+        return super::on_demand::run(config, dir, who, args.dry_run).await;
+    }
     let selected: Vec<_> = config
         .directories
         .iter()

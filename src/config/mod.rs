@@ -2,8 +2,8 @@
 //! the config file's folder.
 
 mod error;
-pub mod notify;
 mod mapping;
+pub mod notify;
 mod raw;
 pub mod schedule;
 pub mod secret;

@@ -9,6 +9,7 @@ pub mod binding;
 pub mod grace;
 pub mod journal;
 pub mod lock;
+pub mod on_demand;
 pub mod snapshot;
 pub mod summary;
 

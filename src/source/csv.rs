@@ -34,6 +34,40 @@ impl CsvSource {
         self
     }
 
+    /// Provision on demand: the row whose `external_id`, `user_name` or `email` is
+    /// `who` (emails and user names compared without case). The whole file is read and
+    /// checked, as for a run, so a broken file is refused here too.
+    pub async fn read_one(
+        &mut self,
+        who: &str,
+    ) -> Result<Option<crate::source::one::OneUser>, SourceError> {
+        let path = self.path.clone();
+        let attributes = self.attributes.clone();
+        let users = tokio::task::spawn_blocking(move || read_file_with(&path, &attributes))
+            .await
+            .map_err(|e| SourceError::Other(format!("csv reader stopped: {e}")))??;
+        let same = |v: &Option<String>| v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(who));
+        let found = users.into_iter().find_map(|u| {
+            let by = if u.external_id == who {
+                "external_id"
+            } else if u.fields.user_name.eq_ignore_ascii_case(who) {
+                "user_name"
+            } else if same(&u.fields.email) {
+                "email"
+            } else {
+                return None;
+            };
+            Some((u, by))
+        });
+        Ok(found.map(|(user, matched_by)| crate::source::one::OneUser {
+            user,
+            matched_by,
+            in_scope: true,
+            scope: "a CSV directory has no scope: every row is in scope".to_string(),
+            requests: 0,
+        }))
+    }
+
     pub async fn read(&mut self, _req: ReadRequest<'_>) -> Result<SourceRead, SourceError> {
         let path = self.path.clone();
         let attributes = self.attributes.clone();

@@ -6,6 +6,7 @@
 pub mod csv;
 pub mod entra;
 pub mod google;
+pub mod one;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -170,6 +171,16 @@ impl Source {
             Source::Csv(s) => s.read(req).await,
             Source::Entra(s) => s.read(req).await,
             Source::Google(s) => s.read(req).await,
+        }
+    }
+
+    /// Provision on demand: the one user `who` names (an id, user name or email), or
+    /// `None` when the directory has no such user.
+    pub async fn read_one(&mut self, who: &str) -> Result<Option<one::OneUser>, SourceError> {
+        match self {
+            Source::Csv(s) => s.read_one(who).await,
+            Source::Entra(s) => s.read_one(who).await,
+            Source::Google(s) => s.read_one(who).await,
         }
     }
 

@@ -20,6 +20,7 @@ mod hostile_remote;
 mod mapping;
 mod network_faults;
 mod notify;
+mod on_demand;
 mod packaging;
 mod scim_dialect;
 mod scim_faults;

@@ -136,12 +136,21 @@ impl Graph {
 
     /// GET one page, renewing the token once if Graph says it is no longer valid.
     pub async fn page(&mut self, url: &str) -> Result<Page, GraphError> {
+        self.get(url).await
+    }
+
+    /// GET one JSON resource (a page, or a single object such as `/users/{id}`),
+    /// renewing the token once if Graph says it is no longer valid.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &mut self,
+        url: &str,
+    ) -> Result<T, GraphError> {
         let token = self.tokens.token().await?;
-        match self.fetcher(token).page(url).await {
+        match self.fetcher(token).get(url).await {
             Err(GraphError::Status { status: 401, .. }) => {
                 self.invalidate_token();
                 let token = self.tokens.token().await?;
-                self.fetcher(token).page(url).await
+                self.fetcher(token).get(url).await
             }
             other => other,
         }
@@ -252,6 +261,11 @@ impl Fetcher {
     /// here, so this is where a link to another origin is refused before the token
     /// leaves.
     pub async fn page(&self, url: &str) -> Result<Page, GraphError> {
+        self.get(url).await
+    }
+
+    /// GET any JSON answer, with the same origin check and retries as a page.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, GraphError> {
         let parsed = reqwest::Url::parse(url).map_err(|e| GraphError::Malformed {
             path: "a paging link".into(),
             detail: format!("bad link: {e}"),
@@ -279,7 +293,11 @@ impl Fetcher {
         .await
     }
 
-    async fn try_once(&self, url: &reqwest::Url, path: &str) -> Attempt<Page, GraphError> {
+    async fn try_once<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &reqwest::Url,
+        path: &str,
+    ) -> Attempt<T, GraphError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |detail: String| {
             Attempt::Done(Err(GraphError::Transport {

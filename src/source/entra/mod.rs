@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod graph;
+mod one;
 pub mod scope;
 
 use std::collections::BTreeMap;

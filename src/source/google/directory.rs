@@ -16,6 +16,7 @@ use crate::http::Attempt;
 pub const USER_FIELDS: &str = "nextPageToken,users(id,primaryEmail,name(givenName,familyName,fullName),suspended,archived,orgUnitPath,organizations(department,title,primary),externalIds(value,type),relations(value,type)),kind";
 const MEMBER_FIELDS: &str = "nextPageToken,members(id,email,type),kind";
 const USERS_KIND: &str = "admin#directory#users";
+const USER_KIND: &str = "admin#directory#user";
 const MEMBERS_KIND: &str = "admin#directory#members";
 pub const MAX_USERS_PER_PAGE: u32 = 500;
 const MAX_MEMBERS_PER_PAGE: u32 = 200;
@@ -118,6 +119,43 @@ impl Page for UsersPage {
     fn kind(&self) -> Option<&str> {
         self.kind.as_deref()
     }
+}
+
+/// The answer of `users.get`: one user resource, its fields kept raw for `checked_user`.
+#[derive(Debug, Deserialize)]
+struct UserResource {
+    kind: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Page for UserResource {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+}
+
+/// A listing's field mask (`nextPageToken,users(...),kind`) as the mask of one user
+/// (`...,kind`), so `users.get` reads exactly what `users.list` reads.
+fn single_user_fields(list: &str) -> String {
+    let Some(start) = list.find("users(") else {
+        return list.to_string();
+    };
+    let inner = &list[start + "users(".len()..];
+    let mut depth = 1usize;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return format!("{},kind", &inner[..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    list.to_string()
 }
 
 impl Page for MembersPage {
@@ -321,6 +359,38 @@ impl Directory {
         let url = self.users_url(max_results, query, None)?;
         let page: UsersPage = self.get_json(tokens, url, "users.list", USERS_KIND).await?;
         page.users.into_iter().map(checked_user).collect()
+    }
+
+    /// `users.get`: one user by id, primary email or alias, with the fields a listing
+    /// asks for (`None`: Google knows no such user).
+    pub async fn get_user(
+        &mut self,
+        tokens: &Tokens,
+        key: &str,
+    ) -> Result<Option<ApiUser>, GoogleError> {
+        let mut url = self.endpoint(&["users", key])?;
+        {
+            let (fields, schemas) = self.attributes.google_query(USER_FIELDS);
+            let mut q = url.query_pairs_mut();
+            q.append_pair("fields", &single_user_fields(&fields));
+            if !schemas.is_empty() {
+                q.append_pair("projection", "custom");
+                q.append_pair("customFieldMask", &schemas.join(","));
+            }
+        }
+        let one: UserResource = match self.get_json(tokens, url, "users.get", USER_KIND).await {
+            Ok(one) => one,
+            Err(GoogleError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let raw = serde_json::Value::Object(one.rest);
+        let mut attributes = std::collections::BTreeMap::new();
+        if let Some(obj) = raw.as_object() {
+            self.attributes.capture(obj, false, &mut attributes);
+        }
+        let mut user = checked_user(raw)?;
+        user.attributes = attributes;
+        Ok(Some(user))
     }
 
     /// The user ids of a group, nested groups included (`includeDerivedMembership`).

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod directory;
+mod one;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

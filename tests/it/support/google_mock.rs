@@ -101,6 +101,7 @@ impl GoogleMock {
         let app = Router::new()
             .route("/token", post(token))
             .route("/admin/directory/v1/users", get(users))
+            .route("/admin/directory/v1/users/{key}", get(one_user))
             .route("/admin/directory/v1/groups/{key}/members", get(members))
             .with_state(state.clone());
         let server = MockServer::start(app);
@@ -453,6 +454,39 @@ async fn users(
     }
     st.log.push("users 200".into());
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `users.get`: by id, primary email or an alias (`aliases`), emails without case; the
+/// `fields` mask applies to the user itself; 404 `notFound` for anyone else.
+async fn one_user(
+    State(state): State<Arc<Mutex<MockState>>>,
+    headers: HeaderMap,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut st = state.lock().expect("state");
+    st.log.push(format!("users.get {key}"));
+    if let Some(r) = gate(&mut st, &headers, "users.get") {
+        return r;
+    }
+    let found = st.users.iter().find(|u| {
+        u["id"].as_str() == Some(key.as_str())
+            || u["primaryEmail"]
+                .as_str()
+                .is_some_and(|e| e.eq_ignore_ascii_case(&key))
+            || u["aliases"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.eq_ignore_ascii_case(&key)))
+            })
+    });
+    let Some(u) = found.cloned() else {
+        return api_error(404, "notFound", "Resource Not Found: userKey");
+    };
+    let u = match q.get("fields") {
+        Some(f) => project(&u, &parse_mask(f)),
+        None => u,
+    };
+    (StatusCode::OK, axum::Json(u)).into_response()
 }
 
 fn expand(

@@ -297,6 +297,41 @@ impl MockState {
         u
     }
 
+    /// One user as `GET /users/{id}` returns it: only the `$select`ed properties, and
+    /// the manager only through `$expand=manager($select=...)` (absent without one).
+    /// `manager` is a delta-only property in `$select`: refused, as Graph refuses it.
+    #[allow(clippy::result_large_err)]
+    fn one_user(&self, user: &Value, q: &BTreeMap<String, String>) -> Result<Value, Response> {
+        let select = q.get("$select").cloned().unwrap_or_default();
+        let wanted: BTreeSet<&str> = select.split(',').filter(|p| !p.is_empty()).collect();
+        if wanted.contains("manager") {
+            return Err(MockState::graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Parsing OData Select and Expand failed: Could not find a property named 'manager' on type 'microsoft.graph.user'.",
+            ));
+        }
+        let obj = user.as_object().cloned().unwrap_or_default();
+        let mut out: Map<String, Value> = obj
+            .into_iter()
+            .filter(|(k, _)| k == "id" || wanted.is_empty() || wanted.contains(k.as_str()))
+            .collect();
+        let id = user["id"].as_str().unwrap_or_default();
+        let expand = q.get("$expand").map(String::as_str).unwrap_or_default();
+        if expand.starts_with("manager") {
+            if let Some(m) = self.managers.get(id).and_then(|m| self.users.get(m)) {
+                out.insert(
+                    "manager".into(),
+                    json!({
+                        "@odata.type": "#microsoft.graph.user",
+                        "id": m["id"], "mail": m["mail"], "userPrincipalName": m["userPrincipalName"],
+                    }),
+                );
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
     fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
         (
             status,
@@ -522,9 +557,56 @@ fn graph(
             }
         }
         ["users"] => {
+            if let Some(filter) = q.get("$filter") {
+                // `mail eq '...'` is a default (non-advanced) filter on users; a quote
+                // inside the literal is doubled, as OData writes it.
+                let Some(mail) = filter
+                    .strip_prefix("mail eq '")
+                    .and_then(|v| v.strip_suffix('\''))
+                    .map(|v| v.replace("''", "'"))
+                else {
+                    return MockState::graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_UnsupportedQuery",
+                        "Unsupported or invalid query filter clause specified.",
+                    );
+                };
+                let value: Vec<Value> = s
+                    .users
+                    .values()
+                    .filter(|u| {
+                        u["mail"]
+                            .as_str()
+                            .is_some_and(|m| m.eq_ignore_ascii_case(&mail))
+                    })
+                    .filter_map(|u| s.one_user(u, q).ok())
+                    .collect();
+                return ok_json(json!({ "value": value }));
+            }
             let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
             let value: Vec<Value> = s.users.values().take(top).cloned().collect();
             ok_json(json!({ "value": value }))
+        }
+        // `GET /users/{id | userPrincipalName}`: the UPN compared without case.
+        ["users", key] => {
+            let found = s.users.get(*key).or_else(|| {
+                s.users.values().find(|u| {
+                    u["userPrincipalName"]
+                        .as_str()
+                        .is_some_and(|upn| upn.eq_ignore_ascii_case(key))
+                })
+            });
+            match found {
+                Some(u) => match s.one_user(u, q) {
+                    Ok(v) => ok_json(v),
+                    Err(r) => r,
+                },
+                None => MockState::graph_error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &format!("Resource '{key}' does not exist or one of its queried reference-property objects are not present."),
+                ),
+            }
         }
         ["groups", id, "transitiveMembers", "microsoft.graph.user"] => {
             let Some(members) = s.groups.get(*id).cloned() else {

@@ -467,3 +467,43 @@ fn google_one_user_by_primary_email_alias_and_id_with_the_org_unit_scope() {
     assert_eq!(code(&out), 3, "{}", stdout(&out));
     assert!(stdout(&out).contains("not found"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_scim_store_gets_the_one_users_patch_from_the_reference_server() {
+    use crate::support::scim_server::{ScimServer, TOKEN};
+    let server = ScimServer::start();
+    let env = Env::new();
+    ConfigBuilder::new()
+        .guards(100, 100)
+        .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        .store("dialect", "\"rfc\"")
+        .csv("hr", "hr.csv")
+        .write(&env);
+    let scim = |args: &[&str]| env.run_with(args, &[("SCIM_TOKEN", TOKEN)]);
+    let file = |dept1: &str, dept2: &str| {
+        format!("{HEADER}E1,user1@x.io,user1@x.io,G1,F1,{dept1},true\nE2,user2@x.io,user2@x.io,G2,F2,{dept2},true\n")
+    };
+    env.write("hr.csv", &file("Sales", "Sales"));
+    let out = scim(&["sync"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let before = server.user("E1");
+
+    env.write("hr.csv", &file("Sales", "Legal"));
+    let out = scim(&["sync", "--user", "user2@x.io"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("result: updated by the store"),
+        "{}",
+        stdout(&out)
+    );
+    let dept = |u: &serde_json::Value| {
+        u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].clone()
+    };
+    assert_eq!(dept(&server.user("E2")), json!("Legal"));
+    assert_eq!(
+        server.user("E1")["meta"]["version"],
+        before["meta"]["version"],
+        "E1 untouched"
+    );
+    assert!(!stdout(&out).contains(TOKEN) && !stderr(&out).contains(TOKEN));
+}

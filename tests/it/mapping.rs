@@ -3,7 +3,9 @@
 //! Directory API and SCIM mocks and a CSV file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use crate::common::{self, code, sql, stderr, stdout, ConfigBuilder, Env};
+use crate::common::{
+    self, assert_ok, code, column, last_actions, stderr, stdout, ConfigBuilder, Env,
+};
 use crate::support::google_mock::{self, GoogleMock};
 use crate::support::graph_mock::{user, GraphMock};
 use crate::support::scim_mock::ScimMock;
@@ -13,42 +15,6 @@ use serde_json::json;
 const SECRET: &str = "s3cr3t-value-never-printed";
 const TOKEN: &str = "scim-token-never-printed";
 const KB4: &str = "urn:ietf:params:scim:schemas:extension:knowbe4:kmsat:2.0:User";
-
-fn assert_ok(out: &std::process::Output) {
-    assert_eq!(
-        code(out),
-        0,
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-}
-
-fn column(env: &Env, dir: &str, id: &str, col: &str) -> Option<String> {
-    sql(
-        env,
-        "learners.db",
-        &format!("SELECT {col} FROM learners WHERE directory = '{dir}' AND external_id = '{id}'"),
-    )
-    .into_iter()
-    .next()
-    .and_then(|r| r.into_iter().next().flatten())
-}
-
-/// (external_id, action, reason) of the last run's actions.
-fn last_actions(env: &Env) -> Vec<(String, String, String)> {
-    sql(
-        env,
-        "state.db",
-        "SELECT external_id, action, reason FROM actions WHERE run_id = (SELECT MAX(run_id) FROM actions) ORDER BY external_id",
-    )
-    .into_iter()
-    .map(|r| {
-        let v: Vec<String> = r.into_iter().map(Option::unwrap_or_default).collect();
-        (v[0].clone(), v[1].clone(), v[2].clone())
-    })
-    .collect()
-}
 
 fn entra_config(mock: &GraphMock, mapping: &str) -> String {
     let base = ConfigBuilder::new()

@@ -7,7 +7,7 @@
 use crate::common;
 use crate::support::{google_mock, graph_mock};
 
-use common::{code, sql, stderr, stdout, ConfigBuilder, Env};
+use common::{code, column, sql, stderr, stdout, ConfigBuilder, Env};
 use graph_mock::{user, GraphMock};
 use serde_json::json;
 
@@ -26,17 +26,6 @@ fn entra_env(mock: &GraphMock, scope: &str) -> Env {
 
 fn run(env: &Env, args: &[&str]) -> std::process::Output {
     env.run_with(args, &[("CONTOSO_SECRET", SECRET)])
-}
-
-fn column(env: &Env, dir: &str, id: &str, col: &str) -> Option<String> {
-    sql(
-        env,
-        "learners.db",
-        &format!("SELECT {col} FROM learners WHERE directory = '{dir}' AND external_id = '{id}'"),
-    )
-    .into_iter()
-    .next()
-    .and_then(|r| r.into_iter().next().flatten())
 }
 
 fn state(env: &Env, query: &str) -> Vec<Vec<Option<String>>> {

@@ -4,22 +4,12 @@
 //! reactivated.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use crate::common::{code, sql, stderr, stdout, ConfigBuilder, Env};
+use crate::common::{assert_ok, code, last_actions, stderr, stdout, ConfigBuilder, Env};
 use crate::support::graph_mock::{user, GraphMock};
 
 use serde_json::json;
 
 const SECRET: &str = "s3cr3t-value-never-printed";
-
-fn assert_ok(out: &std::process::Output) {
-    assert_eq!(
-        code(out),
-        0,
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-}
 
 /// (external_id, active) of the store's learners of `dir`.
 fn active(env: &Env, dir: &str) -> Vec<(String, bool)> {
@@ -27,20 +17,6 @@ fn active(env: &Env, dir: &str) -> Vec<(String, bool)> {
         .into_iter()
         .map(|r| (r.external_id, r.active))
         .collect()
-}
-
-fn last_actions(env: &Env) -> Vec<(String, String, String)> {
-    sql(
-        env,
-        "state.db",
-        "SELECT external_id, action, reason FROM actions WHERE run_id = (SELECT MAX(run_id) FROM actions) ORDER BY external_id",
-    )
-    .into_iter()
-    .map(|r| {
-        let v: Vec<String> = r.into_iter().map(Option::unwrap_or_default).collect();
-        (v[0].clone(), v[1].clone(), v[2].clone())
-    })
-    .collect()
 }
 
 /// Exclude rooms and service accounts by UPN, and members without a licence (shared

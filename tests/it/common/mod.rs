@@ -151,6 +151,44 @@ pub fn sql(env: &Env, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
     rows(&env.path(db), query, &[])
 }
 
+/// Exit 0, or a failure that shows both streams.
+pub fn assert_ok(out: &Output) {
+    assert_eq!(
+        code(out),
+        0,
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// One column of one learner in the env's `learners.db` (`None`: no such learner, or NULL).
+pub fn column(env: &Env, directory: &str, external_id: &str, col: &str) -> Option<String> {
+    rows(
+        &env.path("learners.db"),
+        &format!("SELECT {col} FROM learners WHERE directory = ?1 AND external_id = ?2"),
+        &[directory, external_id],
+    )
+    .into_iter()
+    .next()
+    .and_then(|r| r.into_iter().next().flatten())
+}
+
+/// (external_id, action, reason) of the last run's actions in the env's `state.db`.
+pub fn last_actions(env: &Env) -> Vec<(String, String, String)> {
+    sql(
+        env,
+        "state.db",
+        "SELECT external_id, action, reason FROM actions WHERE run_id = (SELECT MAX(run_id) FROM actions) ORDER BY external_id",
+    )
+    .into_iter()
+    .map(|r| {
+        let v: Vec<String> = r.into_iter().map(Option::unwrap_or_default).collect();
+        (v[0].clone(), v[1].clone(), v[2].clone())
+    })
+    .collect()
+}
+
 pub mod config_builder;
 pub use config_builder::ConfigBuilder;
 

@@ -121,6 +121,10 @@ pub struct RunCommit<'a> {
     pub error: Option<String>,
 }
 
+/// The page cache of a writable state DB connection (`PRAGMA cache_size`, negative:
+/// KiB): a first sync stages and commits 100,000s of rows in one transaction.
+const WRITE_CACHE: i64 = -16 * 1024;
+
 /// The digest of a user's JSON form, as the snapshot compares rows. Owned here so
 /// that every caller compares like with like.
 pub fn digest(json: &str) -> u64 {
@@ -155,11 +159,14 @@ impl State {
             &migrations::migrations(),
         )?;
         // Where a run stages its snapshot rows until it commits (see `stage_snapshot`).
-        conn.execute_batch(
-            "CREATE TEMP TABLE snapshot_stage (
+        // The larger page cache keeps a large run's transactions from spilling.
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = {};
+             CREATE TEMP TABLE snapshot_stage (
                 directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
                 PRIMARY KEY (directory, external_id))",
-        )
+            WRITE_CACHE
+        ))
         .map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
             source,

@@ -86,6 +86,9 @@ END;
     ])
 }
 
+/// The page cache of a writable store connection (`PRAGMA cache_size`, negative: KiB).
+const WRITE_CACHE: i64 = -16 * 1024;
+
 fn learner_columns() -> String {
     Field::column_list(&["external_id"], &["active"])
 }
@@ -138,6 +141,16 @@ impl SqliteStore {
         // WAL lets the training platform read while a sync writes; FULL makes a
         // committed run survive power loss, which the state DB relies on.
         let conn = open_file(path, read_only, "FULL", &migrations())?;
+        if let (Some(c), false) = (&conn, read_only) {
+            // A first sync writes 100,000s of rows in one transaction: with SQLite's
+            // 2 MB default page cache it spills dirty pages to the WAL mid-way and
+            // writes many of them again (B-tree rebalancing).
+            c.pragma_update(None, "cache_size", WRITE_CACHE)
+                .map_err(|source| StoreError::Sqlite {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),

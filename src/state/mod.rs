@@ -121,9 +121,13 @@ pub struct RunCommit<'a> {
     pub error: Option<String>,
 }
 
-/// The page cache of a writable state DB connection (`PRAGMA cache_size`, negative:
-/// KiB): a first sync stages and commits 100,000s of rows in one transaction.
+/// The page cache (`PRAGMA cache_size`, negative: KiB) of the main schema from a run's first large write (100,000s of staged rows or actions in one
+/// transaction spill pages with SQLite's 2 MB default) to its commit, when it goes
+/// back to the default: a run that only reads keeps no more pages than before.
 const WRITE_CACHE: i64 = -16 * 1024;
+const DEFAULT_CACHE: i64 = -2000;
+/// Rows from which a write is large.
+const LARGE_WRITE: usize = 1000;
 
 /// The digest of a user's JSON form, as the snapshot compares rows. Owned here so
 /// that every caller compares like with like.
@@ -159,14 +163,11 @@ impl State {
             &migrations::migrations(),
         )?;
         // Where a run stages its snapshot rows until it commits (see `stage_snapshot`).
-        // The larger page cache keeps a large run's transactions from spilling.
-        conn.execute_batch(&format!(
-            "PRAGMA cache_size = {};
-             CREATE TEMP TABLE snapshot_stage (
+        conn.execute_batch(
+            "CREATE TEMP TABLE snapshot_stage (
                 directory TEXT NOT NULL, external_id TEXT NOT NULL, user TEXT NOT NULL,
                 PRIMARY KEY (directory, external_id))",
-            WRITE_CACHE
-        ))
+        )
         .map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -184,6 +185,13 @@ impl State {
             conn,
             path: path.to_path_buf(),
         }))
+    }
+
+    /// Set the page cache of the main schema (see [`WRITE_CACHE`]). The temp schema,
+    /// where rows are staged, keeps its default: a larger one cost 15 MiB and no time.
+    fn write_cache(&self, kib: i64) -> rusqlite::Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA main.cache_size = {kib};"))
     }
 
     pub fn path(&self) -> &Path {
@@ -234,6 +242,9 @@ impl State {
             path: path.clone(),
             source,
         };
+        if after.len() >= LARGE_WRITE {
+            self.write_cache(WRITE_CACHE).map_err(e)?;
+        }
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "DELETE FROM temp.snapshot_stage WHERE directory = ?1",
@@ -396,6 +407,9 @@ impl State {
             path: path.clone(),
             source,
         };
+        if operations.len() + held.len() >= LARGE_WRITE {
+            self.write_cache(WRITE_CACHE).map_err(e)?;
+        }
         let tx = self.conn.transaction().map_err(e)?;
         let time = db::now();
         tx.execute(
@@ -567,7 +581,8 @@ impl State {
             ],
         )
         .map_err(e)?;
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.write_cache(DEFAULT_CACHE).map_err(e)
     }
 }
 

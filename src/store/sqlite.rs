@@ -86,8 +86,14 @@ END;
     ])
 }
 
-/// The page cache of a writable store connection (`PRAGMA cache_size`, negative: KiB).
+/// The page cache (`PRAGMA cache_size`, negative: KiB) while a large write runs: with
+/// SQLite's 2 MB default, one transaction of 100,000s of rows spills dirty pages to
+/// the WAL mid-way and writes many of them again (B-tree rebalancing). Back to the
+/// default afterwards, so that reading every learner does not keep 16 MiB of pages.
 const WRITE_CACHE: i64 = -16 * 1024;
+const DEFAULT_CACHE: i64 = -2000;
+/// Operations from which a write is large.
+const LARGE_WRITE: usize = 1000;
 
 fn learner_columns() -> String {
     Field::column_list(&["external_id"], &["active"])
@@ -141,16 +147,6 @@ impl SqliteStore {
         // WAL lets the training platform read while a sync writes; FULL makes a
         // committed run survive power loss, which the state DB relies on.
         let conn = open_file(path, read_only, "FULL", &migrations())?;
-        if let (Some(c), false) = (&conn, read_only) {
-            // A first sync writes 100,000s of rows in one transaction: with SQLite's
-            // 2 MB default page cache it spills dirty pages to the WAL mid-way and
-            // writes many of them again (B-tree rebalancing).
-            c.pragma_update(None, "cache_size", WRITE_CACHE)
-                .map_err(|source| StoreError::Sqlite {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        }
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -265,7 +261,28 @@ impl SqliteStore {
             .as_mut()
             .ok_or_else(|| StoreError::Other("store opened read-only".to_string()))?;
         let now = db::now();
-        let tx = conn.transaction().map_err(e)?;
+        let large = operations.len() >= LARGE_WRITE;
+        if large {
+            conn.pragma_update(None, "cache_size", WRITE_CACHE)
+                .map_err(e)?;
+        }
+        let applied = Self::apply_in(conn, directory, run_key, operations, &now).map_err(e);
+        if large {
+            conn.pragma_update(None, "cache_size", DEFAULT_CACHE)
+                .map_err(e)?;
+        }
+        applied?;
+        Ok(ApplyReport::default())
+    }
+
+    fn apply_in(
+        conn: &mut Connection,
+        directory: &str,
+        run_key: &str,
+        operations: &[Operation],
+        now: &str,
+    ) -> Result<(), rusqlite::Error> {
+        let tx = conn.transaction()?;
         {
             // One statement for every kind: `active` and `deactivated_at` are set from
             // the operation, and `created_at` survives a replayed create.
@@ -285,7 +302,7 @@ impl SqliteStore {
                             ELSE coalesce(learners.deactivated_at, ?13) END,
                         updated_at = ?13",
                 )
-                .map_err(e)?;
+                ?;
             for op in operations {
                 let f = op.fields();
                 let (active, sets_state) = match op {
@@ -293,40 +310,37 @@ impl SqliteStore {
                     Operation::Deactivate { .. } => (0, true),
                     Operation::Update { .. } => (1, false),
                 };
-                upsert
-                    .execute(params![
-                        directory,
-                        op.external_id(),
-                        f.user_name,
-                        f.email,
-                        f.given_name,
-                        f.family_name,
-                        f.display_name,
-                        f.department,
-                        f.job_title,
-                        f.employee_id,
-                        f.manager_email,
-                        active,
-                        now,
-                        sets_state
-                    ])
-                    .map_err(e)?;
+                upsert.execute(params![
+                    directory,
+                    op.external_id(),
+                    f.user_name,
+                    f.email,
+                    f.given_name,
+                    f.family_name,
+                    f.display_name,
+                    f.department,
+                    f.job_title,
+                    f.employee_id,
+                    f.manager_email,
+                    active,
+                    now,
+                    sets_state
+                ])?;
             }
         }
         tx.execute(
             "INSERT OR IGNORE INTO learner_sync_runs (run_key, directory, applied_at) VALUES (?1, ?2, ?3)",
             params![run_key, directory, now],
         )
-        .map_err(e)?;
+        ?;
         // A run key only settles a crashed run of this directory, and the run settles
         // those before it applies: old keys of the directory are no longer needed.
         tx.execute(
             "DELETE FROM learner_sync_runs WHERE directory = ?1 AND run_key <> ?2 AND applied_at < ?3",
-            params![directory, run_key, prune_before(&now)],
+            params![directory, run_key, prune_before(now)],
         )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(ApplyReport::default())
+        ?;
+        tx.commit()
     }
 
     /// The store's generation id (`None` before the file exists).

@@ -87,7 +87,16 @@ pub fn act_as_measurer_if_asked() {
     } else {
         -1
     };
-    std::fs::write(&out, format!("{} {code}", usage.ru_maxrss)).unwrap();
+    let cpu_ms = |t: libc::timeval| t.tv_sec * 1000 + t.tv_usec / 1000;
+    std::fs::write(
+        &out,
+        format!(
+            "{} {code} {}",
+            usage.ru_maxrss,
+            cpu_ms(usage.ru_utime) + cpu_ms(usage.ru_stime)
+        ),
+    )
+    .unwrap();
     std::process::exit(0);
 }
 
@@ -111,9 +120,24 @@ pub fn through_measurer(cmd: &Command, out: &Path) -> Command {
 
 /// `(peak RSS KiB, exit code)` written by the measurer.
 pub fn measured(out: &Path) -> (i64, i32) {
+    let (rss, code, _) = measured_with_cpu(out);
+    (rss, code)
+}
+
+/// `(peak RSS KiB, exit code, CPU ms user + system)` written by the measurer. CPU time
+/// depends less on the machine's load than wall time does.
+pub fn measured_with_cpu(out: &Path) -> (i64, i32, i64) {
     let text = std::fs::read_to_string(out).unwrap();
     let mut parts = text.split_whitespace();
     let rss = parts.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
     let code = parts.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
-    (rss, code)
+    let cpu = parts.next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+    (rss, code, cpu)
+}
+
+/// The machine's load average (1, 5, 15 minutes), to print beside every figure.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }

@@ -143,6 +143,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
     tracing::info!(directories, "daemon started");
     let runner = Arc::new(EngineRunner {
         metrics: metrics.clone(),
+        sources: Default::default(),
     });
     scheduler::run(config_rx, runner, opts, shutdown).await;
 

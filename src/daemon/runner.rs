@@ -1,7 +1,8 @@
 //! The real runner: one engine run of one directory, on the blocking pool (SQLite
 //! work is synchronous), with metrics and a failed run recorded on timeout.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -17,6 +18,22 @@ use crate::store::Store;
 
 pub struct EngineRunner {
     pub metrics: Arc<Metrics>,
+    /// Each directory's source between runs, so that its access token (cached until
+    /// shortly before it expires) serves the next polls: an idle delta poll is one
+    /// request. Kept only while the same config is loaded and the last run did not fail.
+    pub sources: Kept,
+}
+
+/// The sources kept between runs, by directory, with the config they were built from.
+pub type Kept = Arc<Mutex<BTreeMap<String, (Arc<Config>, Source)>>>;
+
+/// The kept source of `name` if it was built from this `config`.
+fn take_source(kept: &Kept, config: &Arc<Config>, name: &str) -> Option<Source> {
+    let mut kept = kept.lock().ok()?;
+    match kept.remove(name) {
+        Some((built_from, source)) if Arc::ptr_eq(&built_from, config) => Some(source),
+        _ => None,
+    }
 }
 
 impl Runner for EngineRunner {
@@ -27,13 +44,20 @@ impl Runner for EngineRunner {
         stop: watch::Receiver<Stop>,
     ) -> RunFuture {
         let metrics = self.metrics.clone();
+        let kept = self.sources.clone();
         Box::pin(async move {
             let handle = tokio::runtime::Handle::current();
             let name = directory.clone();
+            let source = take_source(&kept, &config, &name);
             // The engine's SQLite calls block; a thread of the blocking pool keeps them
             // off the workers that serve signals, HTTP and the other directories.
             let task = tokio::task::spawn_blocking(move || {
-                handle.block_on(run_once(&config, &directory, stop, &metrics))
+                let (result, source) =
+                    handle.block_on(run_once(&config, &directory, source, stop, &metrics));
+                if let (Some(source), Ok(mut kept)) = (source, kept.lock()) {
+                    kept.insert(directory, (config, source));
+                }
+                result
             });
             match task.await {
                 Ok(result) => result,
@@ -70,43 +94,63 @@ impl Runner for EngineRunner {
     }
 }
 
+/// One run with `kept` (the source of the previous run) or a new source; returns the
+/// source to keep for the next run, if this one succeeded.
 async fn run_once(
     config: &Config,
     name: &str,
+    kept: Option<Source>,
     mut stop: watch::Receiver<Stop>,
     metrics: &Metrics,
-) -> RunResult {
+) -> (RunResult, Option<Source>) {
     let Some(dir) = config.directory(name) else {
-        return RunResult::Cancelled;
+        return (RunResult::Cancelled, None);
     };
     let started = Instant::now();
     tracing::info!(directory = name, "run started");
-    let finished = match Source::for_directory(dir, config.sync.request_timeout) {
+    let source = match kept {
+        Some(source) => Ok(source),
+        None => Source::for_directory(dir, config.sync.request_timeout),
+    };
+    let (finished, source) = match source {
         Ok(mut source) => {
             let run = run_directory(config, dir, &mut source, RunOptions::default());
-            tokio::select! {
+            let finished = tokio::select! {
                 report = run => Ok(report),
                 why = super::stop_requested(&mut stop) => Err(why),
-            }
+            };
+            (finished, Some(source))
         }
         Err(e) => {
             record_failure(config, name, &e.to_string());
-            Ok(RunReport::failed(name, started, 0, RunError::Source(e)))
+            let report = RunReport::failed(name, started, 0, RunError::Source(e));
+            (Ok(report), None)
         }
     };
     let report = match finished {
         Ok(report) => report,
         // The scheduler records the timeout (`Runner::timed_out`).
-        Err(Stop::TimedOut) => return RunResult::Failed("timed out".to_string()),
+        Err(Stop::TimedOut) => return (RunResult::Failed("timed out".to_string()), None),
         Err(_) => {
             tracing::warn!(
                 directory = name,
                 "run abandoned at shutdown; the next run settles it"
             );
-            return RunResult::Cancelled;
+            return (RunResult::Cancelled, None);
         }
     };
+    // A failed run starts the next one afresh (a rotated secret is read again).
+    let source = source.filter(|_| report.outcome != Outcome::Failed);
+    (finish_run(config, name, report, metrics).await, source)
+}
 
+/// Metrics and the log line of a finished run.
+async fn finish_run(
+    config: &Config,
+    name: &str,
+    report: RunReport,
+    metrics: &Metrics,
+) -> RunResult {
     crate::notify::after_run(config, &crate::notify::RunEnd::from_report(&report));
     let learners = learner_counts(config, name).await;
     let held = State::open_read_only(&config.sync.state_db)
@@ -166,12 +210,12 @@ fn record_failure(config: &Config, name: &str, error: &str) {
     }
 }
 
-/// `(active, inactive)` learners of the directory in the store.
+/// `(active, inactive)` learners of the directory in the store (kept counts: an idle
+/// poll does not read every learner).
 async fn learner_counts(config: &Config, name: &str) -> Option<(u64, u64)> {
     let mut store = Store::open(&config.store, &config.sync, true).await.ok()?;
-    let learners = store.load(name).await.ok()?;
-    let active = learners.values().filter(|l| l.active).count() as u64;
-    Some((active, learners.len() as u64 - active))
+    let (total, active) = store.counts(name).await.ok()?;
+    Some((active as u64, (total - active) as u64))
 }
 
 /// Seconds between two runs of a directory on its schedule (for cron, the gap between

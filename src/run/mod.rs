@@ -179,6 +179,7 @@ async fn steps(
     } else {
         "reading the directory"
     });
+    let mut phases = Phases::new();
     let retries_before = source.retries();
     let read = read(config, o.state.is_some(), source, name, cursor.as_deref()).await;
     let retries = source.retries() - retries_before;
@@ -197,6 +198,7 @@ async fn steps(
     let full_read = matches!(read.listing, Listing::Complete(_));
     let empty_read = matches!(&read.listing, Listing::Complete(u) if u.is_empty());
     let (requests, scope, next_cursor) = (read.requests, read.scope, read.next_cursor);
+    phases.mark("read");
 
     // What the directory says now, the snapshot rows to stage (in a temp table, until
     // the run commits) and, on a delta run, the only learners that can have changed.
@@ -211,6 +213,7 @@ async fn steps(
         only,
         ..
     } = staged;
+    phases.mark("stage");
 
     let wanted: BTreeMap<String, Desired> = after
         .into_iter()
@@ -219,6 +222,7 @@ async fn steps(
             (id, d)
         })
         .collect();
+    phases.mark("map");
     let guarded = plan_and_guard(
         config,
         name,
@@ -229,6 +233,7 @@ async fn steps(
         empty_read,
     )
     .await?;
+    phases.mark("plan");
     if let Some(id) = blank_user_name(&guarded) {
         // Refuse rather than write a learner without a user name; a full read (the
         // cursor is dropped) brings the whole user.
@@ -310,10 +315,12 @@ async fn steps(
         operations,
         &all_held,
     )?;
+    phases.mark("journal");
     let report = match journal::apply(st, store, name, &begun, operations).await {
         Ok(r) => r,
         Err(error) => return Ok(RunReport::failed(name, started, requests, error)),
     };
+    phases.mark("apply");
     let (counts, outcome) = summary::applied(operations, planned, &report);
     let bound = Binding {
         store_learners: Some(store.counts(name).await?.0 as u64),
@@ -342,7 +349,55 @@ async fn steps(
         error: error.as_ref().map(|e| e.to_string()),
     };
     journal::commit(st, store, name, begun, commit).await?;
+    phases.mark("commit");
+    phases.log(name);
     Ok(finish((counts, outcome), error, guarded))
+}
+
+/// Where a run's time goes, step by step, for the debug log (see BENCHMARKS.md).
+struct Phases {
+    last: Instant,
+    /// Each step's time and the process's resident set (MiB) and peak at its end.
+    took: Vec<(&'static str, Duration, u64, u64)>,
+}
+
+/// `(VmRSS, VmHWM)` of this process in MiB (Linux; zeros elsewhere).
+fn resident_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            last: Instant::now(),
+            took: Vec::new(),
+        }
+    }
+
+    /// The step `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        let (rss, peak) = resident_mib();
+        self.took.push((name, now - self.last, rss, peak));
+        self.last = now;
+    }
+
+    fn log(&self, directory: &str) {
+        let took: Vec<String> = self
+            .took
+            .iter()
+            .map(|(n, d, rss, peak)| format!("{n}={}ms/{rss}MiB/{peak}MiB", d.as_millis()))
+            .collect();
+        tracing::debug!(directory, phases = %took.join(" "), "run steps");
+    }
 }
 
 /// The binding of this run, and why the recorded one no longer holds (if so).

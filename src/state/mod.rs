@@ -122,6 +122,14 @@ pub struct RunCommit<'a> {
     pub error: Option<String>,
 }
 
+/// The page cache (`PRAGMA cache_size`, negative: KiB) of the main schema from a run's first large write (100,000s of staged rows or actions in one
+/// transaction spill pages with SQLite's 2 MB default) to its commit, when it goes
+/// back to the default: a run that only reads keeps no more pages than before.
+const WRITE_CACHE: i64 = -16 * 1024;
+const DEFAULT_CACHE: i64 = -2000;
+/// Rows from which a write is large.
+const LARGE_WRITE: usize = 1000;
+
 /// The digest of a user's JSON form, as the snapshot compares rows. Owned here so
 /// that every caller compares like with like.
 pub fn digest(json: &str) -> u64 {
@@ -180,6 +188,13 @@ impl State {
         }))
     }
 
+    /// Set the page cache of the main schema (see [`WRITE_CACHE`]). The temp schema,
+    /// where rows are staged, keeps its default: a larger one cost 15 MiB and no time.
+    fn write_cache(&self, kib: i64) -> rusqlite::Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA main.cache_size = {kib};"))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -228,6 +243,9 @@ impl State {
             path: path.clone(),
             source,
         };
+        if after.len() >= LARGE_WRITE {
+            self.write_cache(WRITE_CACHE).map_err(e)?;
+        }
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "DELETE FROM temp.snapshot_stage WHERE directory = ?1",
@@ -390,6 +408,9 @@ impl State {
             path: path.clone(),
             source,
         };
+        if operations.len() + held.len() >= LARGE_WRITE {
+            self.write_cache(WRITE_CACHE).map_err(e)?;
+        }
         let tx = self.conn.transaction().map_err(e)?;
         let time = db::now();
         tx.execute(
@@ -561,7 +582,8 @@ impl State {
             ],
         )
         .map_err(e)?;
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.write_cache(DEFAULT_CACHE).map_err(e)
     }
 }
 

@@ -733,3 +733,49 @@ fn the_grafana_dashboard_and_alert_rules_use_only_metrics_the_daemon_serves() {
         );
     }
 }
+
+#[test]
+fn an_idle_entra_poll_is_one_delta_request_with_the_token_of_the_first_run() {
+    use crate::support::graph_mock::{user, GraphMock};
+    let mock = GraphMock::start("poll-secret");
+    for i in 0..3 {
+        mock.add_user(user(
+            &format!("u{i}"),
+            &format!("u{i}@contoso.test"),
+            "G",
+            "F",
+        ));
+    }
+    let env = Env::new();
+    ConfigBuilder::new()
+        .sync("schedule", &q("every 1s"))
+        .entra("contoso", &mock.base(), &[])
+        .dir_lines(r#"client_secret = { env = "POLL_SECRET" }"#)
+        .write(&env);
+    let mut daemon = Daemon::start_with(&env, &[("POLL_SECRET", "poll-secret")]);
+    // The first run (a fresh delta round of two pages) and then three idle polls.
+    let log = wait_for("three idle polls after the first run", || {
+        let s = mock.state();
+        let polls = s.log.iter().filter(|l| l.contains("$deltatoken=")).count();
+        (polls >= 3).then(|| s.log.clone())
+    });
+    let (tokens, requests) = {
+        let s = mock.state();
+        (s.tokens_issued, s.log.len())
+    };
+    assert_eq!(tokens, 1, "one token for every run; log: {log:#?}");
+    // Every request after the first round is an idle poll: one delta call each.
+    let first_round = log
+        .iter()
+        .position(|l| l.contains("$deltatoken="))
+        .expect("a poll");
+    assert!(
+        log[first_round..]
+            .iter()
+            .all(|l| l.starts_with("GET /v1.0/users/delta") && l.contains("$deltatoken=")),
+        "{log:#?}"
+    );
+    assert!(requests >= first_round + 3);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+}

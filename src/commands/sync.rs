@@ -36,6 +36,14 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
         };
         if args.dry_run {
             print!("{}", plan_lines(&report));
+            // The SCIM store's takeover of existing users (read-only lookups).
+            if let Ok(mut store) =
+                crate::store::Store::open(&config.store, &config.sync, true).await
+            {
+                for line in store.preview(&report.directory, &report.applied).await {
+                    println!("{line}");
+                }
+            }
         }
         println!("{}", summary_line(&report, args.dry_run));
         match report.outcome {

@@ -21,6 +21,8 @@ mod packaging;
 mod scim_dialect;
 mod scim_faults;
 mod scim_interop;
+mod scim_limits;
+mod scim_takeover;
 mod secret_sources;
 mod secrets;
 mod storage_faults;

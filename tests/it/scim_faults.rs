@@ -381,7 +381,9 @@ fn a_run_creating_many_users_lists_the_provider_once_instead_of_filtering_each()
     let gets = mock.requests("GET");
     assert!(gets.iter().all(|g| !g.path.contains("filter")), "{gets:?}");
     assert_eq!(
-        gets.iter().filter(|g| g.path.starts_with("/Users?")).count(),
+        gets.iter()
+            .filter(|g| g.path.starts_with("/Users?"))
+            .count(),
         1
     );
     // ... and reads the one user it adopts whole, to write only what differs.

@@ -68,6 +68,18 @@ pub(super) struct Ctx {
     /// The directory being applied: with an external id, the learner a task works for.
     directory: Arc<str>,
     claims: Arc<Claims>,
+    /// The users adopted in this apply, by SCIM id, with the manager id each had on
+    /// the provider: the second pass leaves a manager that is already right alone.
+    adopted: Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
+}
+
+impl Ctx {
+    fn adopted(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        // Only inserts: consistent whatever a panicking holder did.
+        self.adopted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl ScimStore {
@@ -234,38 +246,63 @@ impl ScimStore {
             Some(v) => format!("{:?}", printable(v)),
             None => "(none)".to_string(),
         };
-        let mut lines = Vec::new();
+        let mut planned = Vec::new();
+        let mut managers = managers;
         for op in creates {
+            let (ext, f) = (op.external_id(), op.fields());
+            let manager = f
+                .manager_email
+                .as_deref()
+                .and_then(|m| managers.get(&m.to_lowercase()))
+                .cloned();
+            let takeover = plan_takeover(&ctx, ext, f, true, manager.as_deref(), false)
+                .await
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            if let Takeover::Adopt { id, .. } = &takeover {
+                if ctx.features.enterprise {
+                    for key in [Some(f.user_name.as_str()), f.email.as_deref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        managers.insert(key.to_lowercase(), id.clone());
+                    }
+                }
+            }
+            planned.push((op, manager.is_some(), takeover));
+        }
+        let mut lines = Vec::new();
+        for (op, manager_known, takeover) in planned {
             let (ext, f) = (op.external_id(), op.fields());
             let who = format!(
                 "{directory}: takeover    {} ({})",
                 printable(&f.user_name),
                 printable(ext)
             );
-            let manager = f
-                .manager_email
-                .as_deref()
-                .and_then(|m| managers.get(&m.to_lowercase()))
-                .map(String::as_str);
-            let planned = plan_takeover(&ctx, ext, f, true, manager, false)
-                .await
-                .map_err(|e| StoreError::Other(e.to_string()))?;
-            match planned {
+            match takeover {
                 Takeover::Adopt {
                     id,
                     matched_by,
-                    diff,
-                    ..
-                } if diff.is_empty() => lines.push(format!(
-                    "{who}: adopts SCIM user {} (matched by {matched_by}); nothing to change",
-                    printable(&id)
-                )),
-                Takeover::Adopt {
-                    id,
-                    matched_by,
-                    diff,
+                    mut diff,
                     ..
                 } => {
+                    // A manager adopted later in the run: set by the second pass
+                    // unless the user already has it.
+                    let later = f
+                        .manager_email
+                        .as_deref()
+                        .filter(|_| !manager_known)
+                        .and_then(|m| managers.get(&m.to_lowercase()));
+                    let had = ctx.adopted().get(&id).cloned().flatten();
+                    if let Some(m) = later.filter(|m| had.as_ref() != Some(*m)) {
+                        diff.shown.push(("manager".into(), had, Some(m.clone())));
+                    }
+                    if diff.shown.is_empty() {
+                        lines.push(format!(
+                            "{who}: adopts SCIM user {} (matched by {matched_by}); nothing to change",
+                            printable(&id)
+                        ));
+                        continue;
+                    }
                     lines.push(format!(
                         "{who}: adopts SCIM user {} (matched by {matched_by}); changes:",
                         printable(&id)
@@ -304,6 +341,7 @@ impl ScimStore {
                 Claims::new(self.mirror.owners()?)
                     .with_learners(operations.iter().map(Operation::external_id)),
             ),
+            adopted: Arc::default(),
         })
     }
 
@@ -406,6 +444,10 @@ impl ScimStore {
                 continue;
             };
             let id = linked.scim_id.as_str();
+            if ctx.adopted().get(id) == Some(&Some(manager.clone())) {
+                // Adopted with this manager already set: nothing to write.
+                continue;
+            }
             let sent = if ctx.features.patch {
                 let body = manager_patch(manager, ctx.protocol.dialect);
                 ctx.client.send_user(Method::PATCH, id, Some(&body)).await
@@ -610,6 +652,10 @@ pub(super) async fn plan_takeover(
             }
         },
     };
+    ctx.adopted().insert(
+        id.clone(),
+        super::takeover::provider_value(&resource, Field::ManagerEmail),
+    );
     let written = ctx.protocol.external_id_of(ext, f);
     let diff = differences(
         &resource,
@@ -1099,6 +1145,7 @@ mod tests {
             directory: Arc::from("hr"),
             // E1 and E2 are learners of these tests' directory.
             claims: Arc::new(Claims::new(owners).with_learners(["E1", "E2"])),
+            adopted: Arc::default(),
         }
     }
 

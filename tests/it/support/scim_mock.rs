@@ -57,6 +57,8 @@ pub struct MockState {
     /// `/ServiceProviderConfig` and `/ResourceTypes` answer 404 (an endpoint built for
     /// Entra, which reads neither).
     pub no_discovery: bool,
+    /// `GET /Users?filter=...` answers every user (a provider that ignores filters).
+    pub ignore_filters: bool,
     /// Every `POST /Users` answers this status with a `detail` that quotes the
     /// request's `Authorization` header (a provider echoing the bearer token).
     pub echo_authorization: Option<u16>,
@@ -85,6 +87,7 @@ impl ScimMock {
             entra_patch_only: false,
             rfc_only: false,
             no_discovery: false,
+            ignore_filters: false,
             echo_authorization: None,
             log: Vec::new(),
         }));
@@ -395,6 +398,9 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
             "schema": "urn:ietf:params:scim:schemas:core:2.0:User",
             "schemaExtensions": [{"schema": ENTERPRISE, "required": false}]})]),
         ("GET", "/Users") => {
+            if s.ignore_filters {
+                return list(s.users.values().cloned().collect());
+            }
             let Some(filter) = query.get("filter") else {
                 let count: usize = query
                     .get("count")

@@ -21,6 +21,7 @@ mod packaging;
 mod scim_dialect;
 mod scim_faults;
 mod scim_interop;
+mod scim_interop2;
 mod scim_limits;
 mod scim_takeover;
 mod secret_sources;

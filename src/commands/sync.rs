@@ -50,6 +50,14 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
         };
         if args.dry_run {
             print!("{}", plan_lines(&report));
+            // The SCIM store's takeover of existing users (read-only lookups).
+            if let Ok(mut store) =
+                crate::store::Store::open(&config.store, &config.sync, true).await
+            {
+                for line in store.preview(&report.directory, &report.applied).await {
+                    println!("{line}");
+                }
+            }
         } else {
             crate::notify::after_run(config, &crate::notify::RunEnd::from_report(&report));
         }

@@ -74,7 +74,35 @@ pub enum StoreConfig {
         concurrency: usize,
         deactivate: ScimDeactivate,
         dialect: ScimDialect,
+        /// Requests per second to the provider, all concurrent requests together.
+        max_requests_per_second: f64,
+        /// The attribute an existing SCIM user is found (and adopted) by.
+        match_by: ScimMatch,
+        /// What is written as a user's `externalId`.
+        external_id: ScimExternalId,
     },
+}
+
+/// The attribute a learner not linked yet is looked up by on the provider (`[store] match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimMatch {
+    /// `externalId`, then `userName`: what learner-sync did before `match` existed
+    /// (the `rfc` dialect's default).
+    ExternalIdThenUserName,
+    UserName,
+    ExternalId,
+    /// The work email (`emails.value`).
+    Emails,
+}
+
+/// What a SCIM user's `externalId` is set to (`[store] external_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimExternalId {
+    /// The directory's immutable id (Entra's objectId, Google's user id, the CSV's
+    /// `external_id`).
+    DirectoryId,
+    /// A learner column's value.
+    Field(crate::model::Field),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,13 +464,19 @@ impl Validator<'_> {
     fn store(&self, raw: S<raw::RawStore>) -> Result<StoreConfig, ConfigError> {
         let s = raw.get_ref();
         let only = |allowed: &[&str]| -> Result<(), ConfigError> {
-            let present: [(&str, Option<std::ops::Range<usize>>); 6] = [
+            let present: [(&str, Option<std::ops::Range<usize>>); 9] = [
                 ("path", s.path.as_ref().map(|v| v.span())),
                 ("url", s.url.as_ref().map(|v| v.span())),
                 ("token", s.token.as_ref().map(|v| v.span())),
                 ("concurrency", s.concurrency.as_ref().map(|v| v.span())),
                 ("deactivate", s.deactivate.as_ref().map(|v| v.span())),
                 ("dialect", s.dialect.as_ref().map(|v| v.span())),
+                (
+                    "max_requests_per_second",
+                    s.max_requests_per_second.as_ref().map(|v| v.span()),
+                ),
+                ("match", s.match_by.as_ref().map(|v| v.span())),
+                ("external_id", s.external_id.as_ref().map(|v| v.span())),
             ];
             for (key, at) in present {
                 if let (Some(at), false) = (at, allowed.contains(&key)) {
@@ -465,7 +499,16 @@ impl Validator<'_> {
                 Ok(StoreConfig::Sqlite { path })
             }
             "scim" => {
-                only(&["url", "token", "concurrency", "deactivate", "dialect"])?;
+                only(&[
+                    "url",
+                    "token",
+                    "concurrency",
+                    "deactivate",
+                    "dialect",
+                    "max_requests_per_second",
+                    "match",
+                    "external_id",
+                ])?;
                 let url = s
                     .url
                     .as_ref()
@@ -499,10 +542,10 @@ impl Validator<'_> {
                         }
                     },
                 };
-                // "rfc" stays the default for now; Entra's dialect is what the
-                // platforms' endpoints were built for (issue 15).
+                // Entra's dialect by default: what the platforms' endpoints were
+                // built and tested against.
                 let dialect = match s.dialect.as_ref() {
-                    None => ScimDialect::Rfc,
+                    None => ScimDialect::Entra,
                     Some(v) => match v.get_ref().as_str() {
                         "rfc" => ScimDialect::Rfc,
                         "entra" => ScimDialect::Entra,
@@ -516,12 +559,74 @@ impl Validator<'_> {
                         }
                     },
                 };
+                let max_requests_per_second = match &s.max_requests_per_second {
+                    // Entra's figure for gallery apps.
+                    None => 25.0,
+                    Some(v) => {
+                        let n = match v.get_ref() {
+                            toml::Value::Integer(i) => *i as f64,
+                            toml::Value::Float(f) => *f,
+                            _ => f64::NAN,
+                        };
+                        if !(0.1..=1000.0).contains(&n) {
+                            return Err(self.err(
+                                v,
+                                "store.max_requests_per_second",
+                                "must be a number between 0.1 and 1000",
+                            ));
+                        }
+                        n
+                    }
+                };
+                let match_by = match s.match_by.as_ref() {
+                    None if dialect == ScimDialect::Rfc => ScimMatch::ExternalIdThenUserName,
+                    // Entra's default matching attribute.
+                    None => ScimMatch::UserName,
+                    Some(v) => match v.get_ref().as_str() {
+                        "userName" => ScimMatch::UserName,
+                        "externalId" => ScimMatch::ExternalId,
+                        "emails" => ScimMatch::Emails,
+                        _ => {
+                            return Err(self.err(
+                                v,
+                                "store.match",
+                                "must be \"userName\", \"externalId\" or \"emails\"",
+                            ))
+                        }
+                    },
+                };
+                let external_id = match s.external_id.as_ref() {
+                    None => ScimExternalId::DirectoryId,
+                    Some(v) => match v.get_ref().as_str() {
+                        "objectId" | "id" => ScimExternalId::DirectoryId,
+                        "userName" => ScimExternalId::Field(crate::model::Field::UserName),
+                        "email" | "mail" => ScimExternalId::Field(crate::model::Field::Email),
+                        "employeeId" => ScimExternalId::Field(crate::model::Field::EmployeeId),
+                        "mailNickname" => {
+                            return Err(self.err(
+                                v,
+                                "store.external_id",
+                                "no directory gives learner-sync mailNickname (Entra push's default externalId): use \"objectId\" (the directory's id, the default), \"userName\", \"email\" or \"employeeId\"; to take over users Entra push made, keep match = \"userName\", and the takeover rewrites their externalId (shown by `sync --dry-run`)",
+                            ))
+                        }
+                        _ => {
+                            return Err(self.err(
+                                v,
+                                "store.external_id",
+                                "must be \"objectId\", \"userName\", \"email\" or \"employeeId\"",
+                            ))
+                        }
+                    },
+                };
                 Ok(StoreConfig::Scim {
                     url,
                     token,
                     concurrency,
                     deactivate,
                     dialect,
+                    max_requests_per_second,
+                    match_by,
+                    external_id,
                 })
             }
             _ => Err(self.err(&s.kind, "store.kind", "must be \"sqlite\" or \"scim\"")),

@@ -50,6 +50,10 @@ pub struct RawStore {
     pub concurrency: Option<S<i64>>,
     pub deactivate: Option<S<String>>,
     pub dialect: Option<S<String>>,
+    pub max_requests_per_second: Option<S<toml::Value>>,
+    #[serde(rename = "match")]
+    pub match_by: Option<S<String>>,
+    pub external_id: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,6 +75,9 @@ impl Store {
                 concurrency,
                 deactivate,
                 dialect,
+                max_requests_per_second,
+                match_by,
+                external_id,
             } => {
                 let token = token
                     .resolve()
@@ -89,7 +92,12 @@ impl Store {
                         state_db,
                         read_only,
                     )?
-                    .with_dialect(*dialect),
+                    .with_protocol(scim::Protocol {
+                        dialect: *dialect,
+                        match_by: *match_by,
+                        external_id: *external_id,
+                    })
+                    .with_rate_limit(*max_requests_per_second),
                 ))
             }
         }
@@ -279,6 +287,18 @@ impl Store {
             Store::Scim(_) => Ok(None),
             #[cfg(test)]
             Store::Memory(_) => Ok(Some("memory".to_string())),
+        }
+    }
+
+    /// For `sync --dry-run`: what the store adds to the plan's lines. The SCIM store
+    /// shows which existing users the creates take over and what that changes on them.
+    pub async fn preview(&mut self, directory: &str, operations: &[Operation]) -> Vec<String> {
+        match self {
+            Store::Scim(s) => s
+                .preview(directory, operations)
+                .await
+                .unwrap_or_else(|e| vec![format!("{directory}: takeover not previewed: {e}")]),
+            _ => vec![],
         }
     }
 

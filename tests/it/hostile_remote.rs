@@ -964,6 +964,8 @@ fn scim_env(server: &ScimServer) -> Env {
     ConfigBuilder::new()
         .guards(1000, 100)
         .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+        // scim2-server is strict RFC 7644 (scim_interop.rs says why).
+        .store("dialect", r#""rfc""#)
         .csv("hr", "hr.csv")
         .write(&env);
     env

@@ -119,10 +119,10 @@ fn the_entra_dialect_sends_what_entra_sends_and_a_provider_built_for_it_takes_ev
 }
 
 #[test]
-fn the_rfc_dialect_stays_the_default_and_such_a_provider_refuses_it() {
+fn the_rfc_dialect_is_refused_by_a_provider_built_for_entra() {
     let mock = ScimMock::start(TOKEN);
     mock.state().entra_patch_only = true;
-    let env = setup(&mock.base(), "");
+    let env = setup(&mock.base(), r#"dialect = "rfc""#);
     env.write("hr.csv", &rows("ann@x.io", "Ames", "Sales", true));
     // The manager's second-pass PATCH is refused; the run itself goes on.
     run(&env, &["sync"]);
@@ -131,6 +131,70 @@ fn the_rfc_dialect_stays_the_default_and_such_a_provider_refuses_it() {
     assert_code(&out, 3);
     assert!(patch_statuses(&mock).contains(&400));
     assert_eq!(mock.user("E1")[ENTERPRISE]["department"], "Sales");
+}
+
+#[test]
+fn entra_is_the_default_dialect_and_a_strict_rfc_provider_refuses_it() {
+    // Default: Entra's shapes, taken by a provider built for Entra, without
+    // /ServiceProviderConfig or /ResourceTypes (Entra reads neither).
+    let mock = ScimMock::start(TOKEN);
+    {
+        let mut s = mock.state();
+        s.entra_patch_only = true;
+        s.no_discovery = true;
+    }
+    let env = setup(&mock.base(), "");
+    env.write("hr.csv", &rows("ann@x.io", "Ames", "Sales", true));
+    assert_code(&run(&env, &["sync"]), 0);
+    let posts = mock.requests("POST");
+    assert!(posts
+        .iter()
+        .all(|p| p.content_type == "application/scim+json"));
+    let created: serde_json::Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(
+        created,
+        json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+            "externalId": "E1",
+            "userName": "ann@x.io",
+            "active": true,
+            "emails": [{"value": "ann@x.io", "type": "work", "primary": true}],
+            "name": {"givenName": "Ann", "familyName": "Ames"},
+            ENTERPRISE: {"department": "Sales"},
+            "meta": {"resourceType": "User"},
+        })
+    );
+    // Lookups only by the matching attribute, userName.
+    let gets = mock.requests("GET");
+    let lookups: Vec<&str> = gets
+        .iter()
+        .filter(|g| g.path.starts_with("/Users?"))
+        .map(|g| g.path.as_str())
+        .collect();
+    assert_eq!(lookups.len(), 2, "{lookups:?}");
+    assert!(
+        lookups.iter().all(|l| l.contains("filter=userName+eq+")),
+        "{lookups:?}"
+    );
+    env.write("hr.csv", &rows("ann@x.io", "Ames", "Legal", true));
+    assert_code(&run(&env, &["sync"]), 0);
+    assert_eq!(mock.user("E1")[ENTERPRISE]["department"], "Legal");
+
+    // A strict RFC 7644 provider refuses Entra's capitalised ops and string `active`.
+    let strict = ScimMock::start(TOKEN);
+    strict.state().rfc_only = true;
+    let env = setup(&strict.base(), "");
+    env.write("hr.csv", &rows("ann@x.io", "Ames", "Sales", true));
+    run(&env, &["sync"]);
+    env.write("hr.csv", &rows("ann@x.io", "Ames", "Legal", true));
+    assert_code(&run(&env, &["sync"]), 3);
+    assert!(strict.requests("PATCH").iter().any(|p| p.status == 400));
+    assert_eq!(strict.user("E1")[ENTERPRISE]["department"], "Sales");
+    // ... and takes the rfc dialect.
+    let env = setup(&strict.base(), r#"dialect = "rfc""#);
+    env.write("hr.csv", &rows("ann@x.io", "Ames", "Legal", true));
+    assert_code(&run(&env, &["sync"]), 0);
+    assert_eq!(strict.user("E1")[ENTERPRISE]["department"], "Legal");
 }
 
 #[test]

@@ -15,8 +15,9 @@ use super::claims::{
 use super::client::{ScimClient, ScimError};
 use super::mirror::{Linked, Owner};
 use super::resource::{filter_eq, manager_patch, patch_body, user_resource, with_extras};
-use super::{Features, ScimStore};
-use crate::config::{ScimDeactivate, ScimDialect};
+use super::takeover::{differences, Differences};
+use super::{Features, Protocol, ScimStore};
+use crate::config::{ScimDeactivate, ScimDialect, ScimMatch};
 use crate::model::{Field, LearnerFields};
 use crate::plan::{FieldChange, Operation};
 use crate::store::{ApplyReport, StoreError};
@@ -58,15 +59,27 @@ fn record(
 
 /// Everything a request task needs.
 #[derive(Clone)]
-struct Ctx {
+pub(super) struct Ctx {
     client: ScimClient,
     features: Features,
     deactivate: ScimDeactivate,
-    dialect: ScimDialect,
+    protocol: Protocol,
     index: Option<Arc<Index>>,
     /// The directory being applied: with an external id, the learner a task works for.
     directory: Arc<str>,
     claims: Arc<Claims>,
+    /// The users adopted in this apply, by SCIM id, with the manager id each had on
+    /// the provider: the second pass leaves a manager that is already right alone.
+    adopted: Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
+}
+
+impl Ctx {
+    fn adopted(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        // Only inserts: consistent whatever a panicking holder did.
+        self.adopted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl ScimStore {
@@ -82,28 +95,18 @@ impl ScimStore {
             return Ok(report);
         }
         let sent_before = self.client.requests();
-        let features = self
-            .features()
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        let ctx = Ctx {
-            client: self.client.clone(),
-            features,
-            deactivate: self.deactivate,
-            dialect: self.dialect,
-            index: None,
-            directory: Arc::from(directory),
-            claims: Arc::new(
-                Claims::new(self.mirror.owners()?)
-                    .with_learners(operations.iter().map(Operation::external_id)),
-            ),
-        };
+        let ctx = self.context(directory, operations).await?;
+        let features = ctx.features;
         let creates = operations
             .iter()
             .filter(|o| matches!(o, Operation::Create { .. }))
             .count();
+        // Listing every user is RFC 7644's; Entra only ever looks users up by filter,
+        // and endpoints built for it may not list (or not by both attributes).
+        let listable = self.protocol.match_by == ScimMatch::ExternalIdThenUserName
+            && self.protocol.dialect == ScimDialect::Rfc;
         let ctx = Ctx {
-            index: if creates >= INDEX_THRESHOLD {
+            index: if listable && creates >= INDEX_THRESHOLD {
                 index(&ctx.client, 2 * creates)
                     .await
                     .map_err(|e| StoreError::Other(e.to_string()))?
@@ -113,14 +116,7 @@ impl ScimStore {
             },
             ..ctx
         };
-        // The enterprise `manager` is a reference to the manager's SCIM id: learners
-        // are found by email (else userName) among those already linked.
-        let mut managers: HashMap<String, String> = HashMap::new();
-        if features.enterprise {
-            for (key, id) in self.mirror.links(directory)? {
-                managers.insert(key.to_lowercase(), id);
-            }
-        }
+        let mut managers = self.managers(directory, features)?;
         // Reports whose manager was linked only later in this run: set in a second pass.
         let mut unresolved: Vec<(String, String)> = Vec::new();
         let mut pending = operations.iter();
@@ -226,6 +222,145 @@ impl ScimStore {
         Ok(report)
     }
 
+    /// What taking over the users of a first run would do, for `sync --dry-run`: for
+    /// each create of a learner not linked yet, the user it adopts (and each value that
+    /// changes on it), or that it is created, or refused. Only reads the provider: the
+    /// lookups and decisions are the ones a run makes, so the run does what this says
+    /// (bar users that change on the provider in between).
+    pub async fn preview(
+        &self,
+        directory: &str,
+        operations: &[Operation],
+    ) -> Result<Vec<String>, StoreError> {
+        use crate::report::printable;
+        let creates: Vec<&Operation> = operations
+            .iter()
+            .filter(|o| matches!(o, Operation::Create { .. }))
+            .collect();
+        if creates.is_empty() {
+            return Ok(vec![]);
+        }
+        let ctx = self.context(directory, operations).await?;
+        let managers = self.managers(directory, ctx.features)?;
+        let show = |v: &Option<String>| match v {
+            Some(v) => format!("{:?}", printable(v)),
+            None => "(none)".to_string(),
+        };
+        let mut planned = Vec::new();
+        let mut managers = managers;
+        for op in creates {
+            let (ext, f) = (op.external_id(), op.fields());
+            let manager = f
+                .manager_email
+                .as_deref()
+                .and_then(|m| managers.get(&m.to_lowercase()))
+                .cloned();
+            let takeover = plan_takeover(&ctx, ext, f, true, manager.as_deref(), false)
+                .await
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            if let Takeover::Adopt { id, .. } = &takeover {
+                if ctx.features.enterprise {
+                    for key in [Some(f.user_name.as_str()), f.email.as_deref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        managers.insert(key.to_lowercase(), id.clone());
+                    }
+                }
+            }
+            planned.push((op, manager.is_some(), takeover));
+        }
+        let mut lines = Vec::new();
+        for (op, manager_known, takeover) in planned {
+            let (ext, f) = (op.external_id(), op.fields());
+            let who = format!(
+                "{directory}: takeover    {} ({})",
+                printable(&f.user_name),
+                printable(ext)
+            );
+            match takeover {
+                Takeover::Adopt {
+                    id,
+                    matched_by,
+                    mut diff,
+                    ..
+                } => {
+                    // A manager adopted later in the run: set by the second pass
+                    // unless the user already has it.
+                    let later = f
+                        .manager_email
+                        .as_deref()
+                        .filter(|_| !manager_known)
+                        .and_then(|m| managers.get(&m.to_lowercase()));
+                    let had = ctx.adopted().get(&id).cloned().flatten();
+                    if let Some(m) = later.filter(|m| had.as_ref() != Some(*m)) {
+                        diff.shown.push(("manager".into(), had, Some(m.clone())));
+                    }
+                    if diff.shown.is_empty() {
+                        lines.push(format!(
+                            "{who}: adopts SCIM user {} (matched by {matched_by}); nothing to change",
+                            printable(&id)
+                        ));
+                        continue;
+                    }
+                    lines.push(format!(
+                        "{who}: adopts SCIM user {} (matched by {matched_by}); changes:",
+                        printable(&id)
+                    ));
+                    for (attribute, before, after) in &diff.shown {
+                        lines.push(format!(
+                            "{directory}:     {attribute}: {} -> {}",
+                            show(before),
+                            show(after)
+                        ));
+                    }
+                }
+                Takeover::Create { looked_up_by } => lines.push(format!(
+                    "{who}: no SCIM user matched by {looked_up_by}; created"
+                )),
+                Takeover::Refuse(why) => lines.push(format!("{who}: refused: {}", printable(&why))),
+            }
+        }
+        Ok(lines)
+    }
+
+    /// What every request task of an apply (or a dry run's preview) shares.
+    async fn context(&self, directory: &str, operations: &[Operation]) -> Result<Ctx, StoreError> {
+        let features = self
+            .features()
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(Ctx {
+            client: self.client.clone(),
+            features,
+            deactivate: self.deactivate,
+            protocol: self.protocol,
+            index: None,
+            directory: Arc::from(directory),
+            claims: Arc::new(
+                Claims::new(self.mirror.owners()?)
+                    .with_learners(operations.iter().map(Operation::external_id)),
+            ),
+            adopted: Arc::default(),
+        })
+    }
+
+    /// The enterprise `manager` is a reference to the manager's SCIM id: learners are
+    /// found by email (else userName) among those already linked.
+    fn managers(
+        &self,
+        directory: &str,
+        features: Features,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut managers: HashMap<String, String> = HashMap::new();
+        if features.enterprise {
+            for (key, id) in self.mirror.links(directory)? {
+                managers.insert(key.to_lowercase(), id);
+            }
+        }
+        Ok(managers)
+    }
+
     /// Settle the result of one operation: link it in the mirror (and as a manager),
     /// or say how it failed.
     fn settle(
@@ -309,16 +444,21 @@ impl ScimStore {
                 continue;
             };
             let id = linked.scim_id.as_str();
+            if ctx.adopted().get(id) == Some(&Some(manager.clone())) {
+                // Adopted with this manager already set: nothing to write.
+                continue;
+            }
             let sent = if ctx.features.patch {
-                let body = manager_patch(manager, ctx.dialect);
+                let body = manager_patch(manager, ctx.protocol.dialect);
                 ctx.client.send_user(Method::PATCH, id, Some(&body)).await
             } else {
                 let mut body = user_resource(
-                    &external_id,
+                    &ctx.protocol.external_id_of(&external_id, &linked.fields),
                     &linked.fields,
                     linked.active,
                     true,
                     Some(manager),
+                    ctx.protocol.dialect,
                 );
                 body["id"] = json!(linked.scim_id);
                 ctx.client.send_user(Method::PUT, id, Some(&body)).await
@@ -406,9 +546,10 @@ async fn perform(
             sets_active.then_some(active),
             ctx.features.enterprise,
             manager,
-            ctx.dialect,
+            ctx.protocol.dialect,
+            None,
         );
-        match with_extras(body, f, op.changes(), ctx.dialect) {
+        match with_extras(body, f, op.changes(), ctx.protocol.dialect) {
             Some(body) => ctx
                 .client
                 .send_user(Method::PATCH, id, Some(&body))
@@ -417,7 +558,14 @@ async fn perform(
             None => Ok(()),
         }
     } else {
-        let mut body = user_resource(ext, f, active, ctx.features.enterprise, manager);
+        let mut body = user_resource(
+            &ctx.protocol.external_id_of(ext, f),
+            f,
+            active,
+            ctx.features.enterprise,
+            manager,
+            ctx.protocol.dialect,
+        );
         body["id"] = json!(link.scim_id);
         ctx.client
             .send_user(Method::PUT, id, Some(&body))
@@ -439,8 +587,105 @@ async fn perform(
     }
 }
 
-/// Find the user by externalId, then by userName; adopt it if the rule allows (see
-/// `resolve`), else POST it; a userName held by another learner fails this one.
+/// How a learner not linked yet is resolved on the provider: the user it takes over
+/// and what that changes, a create, or a refusal. The same for a run and a dry run.
+#[derive(Debug)]
+pub(super) enum Takeover {
+    Adopt {
+        id: String,
+        newly_claimed: bool,
+        /// The attribute it was found by (`userName`, `externalId`, `emails`).
+        matched_by: &'static str,
+        diff: Differences,
+    },
+    Create {
+        /// The attributes looked up by, for the dry run.
+        looked_up_by: &'static str,
+    },
+    Refuse(String),
+}
+
+/// Look the learner up by the matching attribute and decide (see `resolve`); an
+/// adopted user is claimed and compared with what learner-sync would write.
+pub(super) async fn plan_takeover(
+    ctx: &Ctx,
+    ext: &str,
+    f: &LearnerFields,
+    active: bool,
+    manager: Option<&str>,
+    indexed: bool,
+) -> Result<Takeover, ScimError> {
+    let me: Owner = (ctx.directory.to_string(), ext.to_string());
+    let found = match (&ctx.index, indexed) {
+        (Some(index), true) => index.find(&ctx.protocol.external_id_of(ext, f), &f.user_name),
+        _ => lookup(ctx, ext, f).await?,
+    };
+    let (id, newly_claimed) = match resolve(&ctx.claims, &me, &f.user_name, &found) {
+        Resolution::Adopt { id, newly_claimed } => (id, newly_claimed),
+        Resolution::Refuse(detail) => return Ok(Takeover::Refuse(detail)),
+        Resolution::Create => {
+            return Ok(Takeover::Create {
+                looked_up_by: looked_up_by(ctx.protocol.match_by),
+            })
+        }
+    };
+    let by_external_id = found.by_external_id.as_ref().is_some_and(|u| u.id == id);
+    let matched_by = match (by_external_id, ctx.protocol.match_by) {
+        (true, _) => "externalId",
+        (false, ScimMatch::Emails) => "emails",
+        (false, _) => "userName",
+    };
+    let resource = [found.by_external_id, found.by_user_name]
+        .into_iter()
+        .flatten()
+        .find(|u| u.id == id)
+        .and_then(|u| u.resource);
+    // Listed users carry only the attributes the index asked for: read the whole one.
+    let resource = match resource {
+        Some(r) => r,
+        None => match ctx.client.send_user(Method::GET, &id, None).await {
+            Ok(r) => r.unwrap_or(Value::Null),
+            Err(e) => {
+                if newly_claimed {
+                    ctx.claims.release(&id, &me);
+                }
+                return Err(e);
+            }
+        },
+    };
+    ctx.adopted().insert(
+        id.clone(),
+        super::takeover::provider_value(&resource, Field::ManagerEmail),
+    );
+    let written = ctx.protocol.external_id_of(ext, f);
+    let diff = differences(
+        &resource,
+        &written,
+        f,
+        active,
+        ctx.features.enterprise,
+        manager,
+    );
+    Ok(Takeover::Adopt {
+        id,
+        newly_claimed,
+        matched_by,
+        diff,
+    })
+}
+
+fn looked_up_by(m: ScimMatch) -> &'static str {
+    match m {
+        ScimMatch::ExternalIdThenUserName => "externalId or userName",
+        ScimMatch::UserName => "userName",
+        ScimMatch::ExternalId => "externalId",
+        ScimMatch::Emails => "emails",
+    }
+}
+
+/// Find the user by the matching attribute; adopt it if the rule allows (see
+/// `resolve`), writing only what differs, else POST it; a userName held by another
+/// learner fails this one.
 async fn create_or_adopt(
     ctx: &Ctx,
     ext: &str,
@@ -449,18 +694,39 @@ async fn create_or_adopt(
     manager: Option<&str>,
 ) -> Result<String, ScimError> {
     let me: Owner = (ctx.directory.to_string(), ext.to_string());
-    let found = match &ctx.index {
-        Some(index) => index.find(ext, &f.user_name),
-        None => lookup(ctx, ext, &f.user_name).await?,
-    };
-    match resolve(&ctx.claims, &me, &f.user_name, &found) {
-        Resolution::Adopt { id, newly_claimed } => {
-            return adopt(ctx, &me, id, newly_claimed, f, active, manager).await;
+    match plan_takeover(ctx, ext, f, active, manager, true).await? {
+        Takeover::Adopt {
+            id,
+            newly_claimed,
+            matched_by,
+            diff,
+        } => {
+            return adopt(
+                ctx,
+                &me,
+                id,
+                newly_claimed,
+                matched_by,
+                diff,
+                f,
+                active,
+                manager,
+            )
+            .await;
         }
-        Resolution::Refuse(detail) => return Err(ScimError::Refused { detail }),
-        Resolution::Create => {}
+        Takeover::Refuse(detail) => return Err(ScimError::Refused { detail }),
+        Takeover::Create { .. } => {}
     }
-    let body = user_resource(ext, f, active, ctx.features.enterprise, manager);
+    let entra = ctx.protocol.dialect != ScimDialect::Rfc;
+    // Entra's create carries no manager: it is set by a second request.
+    let body = user_resource(
+        &ctx.protocol.external_id_of(ext, f),
+        f,
+        active,
+        ctx.features.enterprise,
+        if entra { None } else { manager },
+        ctx.protocol.dialect,
+    );
     match ctx
         .client
         .send(Method::POST, "Users", &[], Some(&body))
@@ -475,15 +741,24 @@ async fn create_or_adopt(
                     path: "/Users".to_string(),
                     detail: "the created resource has no id".to_string(),
                 })?;
-            match ctx.claims.claim(&id, &me) {
-                Ok(_) => Ok(id),
-                Err(owner) => Err(ScimError::Refused {
+            if let Err(owner) = ctx.claims.claim(&id, &me) {
+                return Err(ScimError::Refused {
                     detail: format!(
                         "the provider answered the create with SCIM id {id}, which is linked to learner {}",
                         describe(&owner, &me.0)
                     ),
-                }),
+                });
             }
+            if let (true, Some(m), true) = (entra, manager, ctx.features.enterprise) {
+                // If this fails the user is not linked: the next run finds it by the
+                // matching attribute, adopts it and sets only the manager.
+                let patch = manager_patch(m, ctx.protocol.dialect);
+                if let Err(e) = ctx.client.send_user(Method::PATCH, &id, Some(&patch)).await {
+                    ctx.claims.release(&id, &me);
+                    return Err(e);
+                }
+            }
+            Ok(id)
         }
         Ok(None) => Err(ScimError::Malformed {
             path: "/Users".to_string(),
@@ -492,13 +767,28 @@ async fn create_or_adopt(
         Err(e) if e.status() == Some(409) => {
             // Someone holds the userName or externalId (maybe a create of this same
             // run, or a user the lookup did not see yet): the same rule decides.
-            let found = lookup(ctx, ext, &f.user_name).await?;
-            match resolve(&ctx.claims, &me, &f.user_name, &found) {
-                Resolution::Adopt { id, newly_claimed } => {
-                    adopt(ctx, &me, id, newly_claimed, f, active, manager).await
+            match plan_takeover(ctx, ext, f, active, manager, false).await? {
+                Takeover::Adopt {
+                    id,
+                    newly_claimed,
+                    matched_by,
+                    diff,
+                } => {
+                    adopt(
+                        ctx,
+                        &me,
+                        id,
+                        newly_claimed,
+                        matched_by,
+                        diff,
+                        f,
+                        active,
+                        manager,
+                    )
+                    .await
                 }
-                Resolution::Refuse(detail) => Err(ScimError::Refused { detail }),
-                Resolution::Create => Err(e),
+                Takeover::Refuse(detail) => Err(ScimError::Refused { detail }),
+                Takeover::Create { .. } => Err(e),
             }
         }
         Err(e) => Err(e),
@@ -555,17 +845,34 @@ async fn index(client: &ScimClient, max_pages: usize) -> Result<Option<Index>, S
     }
 }
 
-/// Look a learner up by `filter=externalId eq`, then (if not found) `userName eq`.
-/// Only a user that really matches counts: a provider that ignores or misreads a
-/// filter must not hand us somebody else.
-async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Candidates, ScimError> {
+/// Look a learner up by `filter=<matching attribute> eq "..."` (the `rfc` default:
+/// `externalId`, then `userName`). Only a user that really matches counts: a provider
+/// that ignores or misreads a filter must not hand us somebody else.
+async fn lookup(ctx: &Ctx, ext: &str, f: &LearnerFields) -> Result<Candidates, ScimError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum By {
+        ExternalId,
+        UserName,
+        Email,
+    }
     let mut found = Candidates::default();
-    let wanted_name = user_name.to_lowercase();
-    for by_external_id in [true, false] {
-        let filter = if by_external_id {
-            filter_eq("externalId", ext)
-        } else {
-            filter_eq("userName", user_name)
+    let written = ctx.protocol.external_id_of(ext, f);
+    let wanted_name = f.user_name.to_lowercase();
+    let steps: &[By] = match ctx.protocol.match_by {
+        ScimMatch::ExternalIdThenUserName => &[By::ExternalId, By::UserName],
+        ScimMatch::UserName => &[By::UserName],
+        ScimMatch::ExternalId => &[By::ExternalId],
+        ScimMatch::Emails => &[By::Email],
+    };
+    for &by in steps {
+        let filter = match by {
+            By::ExternalId => filter_eq("externalId", &written),
+            By::UserName => filter_eq("userName", &f.user_name),
+            By::Email => match &f.email {
+                Some(email) => filter_eq("emails.value", email),
+                // Nothing to match by: a create.
+                None => continue,
+            },
         };
         let page = match ctx
             .client
@@ -584,17 +891,34 @@ async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Candidates, Sci
             .unwrap_or_default();
         let hit = resources
             .iter()
-            .filter(|u| {
-                if by_external_id {
-                    u.get("externalId").and_then(Value::as_str) == Some(ext)
-                } else {
-                    u.get("userName")
-                        .and_then(Value::as_str)
-                        .is_some_and(|n| n.to_lowercase() == wanted_name)
+            .filter(|u| match by {
+                By::ExternalId => {
+                    u.get("externalId").and_then(Value::as_str) == Some(written.as_str())
                 }
+                By::UserName => u
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.to_lowercase() == wanted_name),
+                By::Email => u
+                    .get("emails")
+                    .and_then(Value::as_array)
+                    .is_some_and(|emails| {
+                        emails.iter().any(|e| {
+                            let v = e.get("value").and_then(Value::as_str);
+                            match (v, &f.email) {
+                                (Some(v), Some(want)) => v.eq_ignore_ascii_case(want),
+                                _ => false,
+                            }
+                        })
+                    }),
             })
-            .find_map(Found::from_resource);
-        if by_external_id {
+            .find_map(|u| {
+                Found::from_resource(u).map(|found| Found {
+                    resource: Some(u.clone()),
+                    ..found
+                })
+            });
+        if by == By::ExternalId {
             if hit.is_some() {
                 found.by_external_id = hit;
                 return Ok(found);
@@ -606,25 +930,57 @@ async fn lookup(ctx: &Ctx, ext: &str, user_name: &str) -> Result<Candidates, Sci
     Ok(found)
 }
 
-/// Overwrite an adopted (claimed) resource with the desired values; a failed write
-/// gives the claim back.
+/// Take over a claimed resource: write only what differs from the learner (nothing
+/// when all matches); a failed write gives the claim back.
+#[allow(clippy::too_many_arguments)]
 async fn adopt(
     ctx: &Ctx,
     me: &Owner,
     id: String,
     newly_claimed: bool,
+    matched_by: &str,
+    diff: Differences,
     f: &LearnerFields,
     active: bool,
     manager: Option<&str>,
 ) -> Result<String, ScimError> {
+    let changed: Vec<&str> = diff.shown.iter().map(|(a, _, _)| a.as_str()).collect();
     tracing::info!(
         external_id = me.1,
         scim_id = id,
+        matched_by,
+        changes = changed.join(", "),
         "adopting an existing SCIM user"
     );
-    let mut body = user_resource(&me.1, f, active, ctx.features.enterprise, manager);
-    body["id"] = json!(id);
-    match ctx.client.send_user(Method::PUT, &id, Some(&body)).await {
+    if diff.is_empty() {
+        return Ok(id);
+    }
+    let sent = if ctx.features.patch {
+        match patch_body(
+            f,
+            &diff.fields,
+            diff.active,
+            ctx.features.enterprise,
+            manager,
+            ctx.protocol.dialect,
+            diff.external_id.as_deref(),
+        ) {
+            Some(body) => ctx.client.send_user(Method::PATCH, &id, Some(&body)).await,
+            None => Ok(None),
+        }
+    } else {
+        let mut body = user_resource(
+            &ctx.protocol.external_id_of(&me.1, f),
+            f,
+            active,
+            ctx.features.enterprise,
+            manager,
+            ctx.protocol.dialect,
+        );
+        body["id"] = json!(id);
+        ctx.client.send_user(Method::PUT, &id, Some(&body)).await
+    };
+    match sent {
         Ok(_) => Ok(id),
         Err(e) => {
             if newly_claimed {
@@ -785,11 +1141,12 @@ mod tests {
                 patch: true,
             },
             deactivate: ScimDeactivate::Patch,
-            dialect: ScimDialect::Rfc,
+            protocol: Protocol::default(),
             index: None,
             directory: Arc::from("hr"),
             // E1 and E2 are learners of these tests' directory.
             claims: Arc::new(Claims::new(owners).with_learners(["E1", "E2"])),
+            adopted: Arc::default(),
         }
     }
 
@@ -848,7 +1205,13 @@ mod tests {
             err.detail().contains("belongs to the SCIM user of E1"),
             "{err}"
         );
-        let puts = |p: &provider::Provider| p.log.iter().filter(|l| l.starts_with("PUT")).count();
+        // Adopting writes only what differs (here: the externalId), by PATCH.
+        let puts = |p: &provider::Provider| {
+            p.log
+                .iter()
+                .filter(|l| l.starts_with("PUT") || l.starts_with("PATCH"))
+                .count()
+        };
         assert_eq!(puts(&provider.lock().unwrap()), 1);
 
         // A user without externalId that the mirror links to another learner: refused.
@@ -905,7 +1268,7 @@ mod tests {
             ..Default::default()
         })
         .await;
-        let found = lookup(&ctx(&base, HashMap::new()), "E2", "e2@x.io")
+        let found = lookup(&ctx(&base, HashMap::new()), "E2", &learner("e2@x.io"))
             .await
             .unwrap();
         assert_eq!(found.by_external_id, None);

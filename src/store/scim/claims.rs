@@ -68,6 +68,9 @@ pub struct Found {
     /// `None` when absent or empty.
     pub external_id: Option<String>,
     pub active: Option<bool>,
+    /// The whole resource, when the lookup returned it (a listing has only a few
+    /// attributes).
+    pub resource: Option<Value>,
 }
 
 impl Found {
@@ -86,6 +89,7 @@ impl Found {
                 Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
                 _ => None,
             }),
+            resource: None,
         })
     }
 }
@@ -205,6 +209,7 @@ pub(super) mod tests {
             id: id.into(),
             external_id: ext.map(String::from),
             active: Some(active),
+            resource: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::rate::RateLimit;
 use crate::config::Secret;
 
 /// Attempts per request before a throttled or failing provider fails the run.
@@ -92,6 +93,8 @@ pub struct ScimClient {
     base: reqwest::Url,
     token: Secret,
     requests: Arc<AtomicU64>,
+    /// Shared by every clone: the store's `max_requests_per_second`.
+    rate: Arc<RateLimit>,
 }
 
 impl ScimClient {
@@ -106,7 +109,16 @@ impl ScimClient {
             base,
             token,
             requests: Arc::default(),
+            rate: Arc::new(RateLimit::per_second(f64::INFINITY)),
         })
+    }
+
+    /// Send at most `per_second` requests a second, all clones together.
+    pub fn with_rate_limit(self, per_second: f64) -> Self {
+        ScimClient {
+            rate: Arc::new(RateLimit::per_second(per_second)),
+            ..self
+        }
     }
 
     pub fn base(&self) -> &reqwest::Url {
@@ -187,6 +199,7 @@ impl ScimClient {
         shown: &str,
         body: Option<&[u8]>,
     ) -> Attempt<Option<Value>, ScimError> {
+        self.rate.acquire().await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self
             .http

@@ -23,7 +23,9 @@ mod apply;
 mod claims;
 pub mod client;
 pub mod mirror;
+mod rate;
 mod resource;
+mod takeover;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -33,10 +35,10 @@ use serde_json::Value;
 
 use self::client::{ScimClient, ScimError};
 use self::mirror::Mirror;
-use self::resource::announces_enterprise;
+use self::resource::{announces_enterprise, lists_user_type};
 use super::StoreError;
 use crate::check::CheckLine;
-use crate::config::{ScimDeactivate, ScimDialect, Secret};
+use crate::config::{ScimDeactivate, ScimDialect, ScimExternalId, ScimMatch, Secret};
 use crate::model::Learner;
 
 pub use self::resource::{ENTERPRISE_SCHEMA, USER_SCHEMA};
@@ -46,7 +48,46 @@ pub struct ScimStore {
     mirror: Mirror,
     concurrency: usize,
     deactivate: ScimDeactivate,
-    dialect: ScimDialect,
+    protocol: Protocol,
+}
+
+/// How the store speaks to its provider: the request shapes, the attribute an
+/// existing user is found by, and what is written as `externalId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocol {
+    pub dialect: ScimDialect,
+    pub match_by: ScimMatch,
+    pub external_id: ScimExternalId,
+}
+
+impl Protocol {
+    /// The `externalId` written for a learner: the directory's id, or a column's
+    /// value (the directory's id when that column is empty).
+    pub fn external_id_of(&self, directory_id: &str, f: &crate::model::LearnerFields) -> String {
+        match self.external_id {
+            ScimExternalId::DirectoryId => directory_id.to_string(),
+            ScimExternalId::Field(field) => f
+                .get(field)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(directory_id)
+                .to_string(),
+        }
+    }
+
+    fn entra(&self) -> bool {
+        self.dialect != ScimDialect::Rfc
+    }
+}
+
+impl Default for Protocol {
+    /// What the store did before these were configurable.
+    fn default() -> Self {
+        Protocol {
+            dialect: ScimDialect::Rfc,
+            match_by: ScimMatch::ExternalIdThenUserName,
+            external_id: ScimExternalId::DirectoryId,
+        }
+    }
 }
 
 /// What the provider announces, fetched once per apply.
@@ -78,7 +119,7 @@ impl ScimStore {
             mirror,
             concurrency: concurrency.max(1),
             deactivate,
-            dialect: ScimDialect::Rfc,
+            protocol: Protocol::default(),
         })
     }
 
@@ -87,9 +128,17 @@ impl ScimStore {
         self.mirror.rename_directory(old, new)
     }
 
-    /// Send PATCH requests in this dialect (RFC 7644 unless told).
-    pub fn with_dialect(self, dialect: ScimDialect) -> ScimStore {
-        ScimStore { dialect, ..self }
+    /// Speak this dialect, match and write externalId so (RFC 7644 unless told).
+    pub fn with_protocol(self, protocol: Protocol) -> ScimStore {
+        ScimStore { protocol, ..self }
+    }
+
+    /// Send at most `per_second` requests a second (all concurrent requests together).
+    pub fn with_rate_limit(self, per_second: f64) -> ScimStore {
+        ScimStore {
+            client: self.client.clone().with_rate_limit(per_second),
+            ..self
+        }
     }
 
     /// Set when the SCIM `url` changed since the mirror's links were made: none of them
@@ -108,15 +157,22 @@ impl ScimStore {
     }
 
     async fn features(&self) -> Result<Features, ScimError> {
-        let spc = self.client.get("ServiceProviderConfig", &[]).await?;
-        let patch = spc
-            .pointer("/patch/supported")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        // Some providers do not serve /ResourceTypes; then send no extension.
+        // Entra reads neither endpoint: a provider built for it may serve neither,
+        // and takes PATCH and the enterprise extension.
+        let entra = self.protocol.entra();
+        let absent = |e: &ScimError| entra && matches!(e.status(), Some(404 | 501));
+        let patch = match self.client.get("ServiceProviderConfig", &[]).await {
+            Ok(spc) => spc
+                .pointer("/patch/supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            Err(e) if absent(&e) => true,
+            Err(e) => return Err(e),
+        };
+        // Some providers do not serve /ResourceTypes; then send no extension (RFC).
         let enterprise = match self.client.get("ResourceTypes", &[]).await {
-            Ok(v) => announces_enterprise(&v),
-            Err(e) if e.status() == Some(404) => false,
+            Ok(v) => announces_enterprise(&v) || (entra && !lists_user_type(&v)),
+            Err(e) if e.status() == Some(404) || absent(&e) => entra,
             Err(e) => return Err(e),
         };
         Ok(Features { enterprise, patch })
@@ -136,43 +192,90 @@ impl ScimStore {
         self.mirror.forget_run(run_key)
     }
 
+    /// Probe the provider the way Entra's Test Connection does: a lookup of a user that
+    /// cannot exist (`filter=<matching attribute> eq "<random guid>"`), expecting an
+    /// empty ListResponse; then what `/ServiceProviderConfig` announces, if it is there
+    /// (providers built for Entra need not serve it). Writes nothing.
     pub async fn check(&self) -> Vec<CheckLine> {
         let base = self.client.base().to_string();
         let mut lines = Vec::new();
-        match self.client.get("ServiceProviderConfig", &[]).await {
+        let attribute = match self.protocol.match_by {
+            ScimMatch::ExternalId => "externalId",
+            ScimMatch::Emails => "emails.value",
+            ScimMatch::UserName | ScimMatch::ExternalIdThenUserName => "userName",
+        };
+        let probe = self::resource::filter_eq(attribute, &uuid::Uuid::new_v4().to_string());
+        match self
+            .client
+            .get("Users", &[("filter", probe.as_str())])
+            .await
+        {
             Ok(v) => {
-                let patch = v
-                    .pointer("/patch/supported")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
-                lines.push(CheckLine::ok(format!(
-                    "scim store {base}: ServiceProviderConfig answered (PATCH {})",
-                    if patch {
-                        "supported"
-                    } else {
-                        "unsupported, PUT is used"
-                    }
-                )));
+                let total = v.get("totalResults").and_then(Value::as_i64);
+                let listed = v
+                    .get("Resources")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                if total.is_some_and(|t| t > 0) || listed > 0 {
+                    lines.push(CheckLine::failed(
+                        format!("scim store {base}: GET /Users?filter={attribute} eq \"<random guid>\" answered users ({listed} listed); it must answer none"),
+                        "the provider ignores or misreads filters: learner-sync would take a user it finds for another; ask the platform to support `eq` filters on this attribute",
+                    ));
+                } else if total.is_none() {
+                    lines.push(CheckLine::failed(
+                        format!("scim store {base}: GET /Users?filter=... answered without totalResults: not a SCIM ListResponse"),
+                        "[store] url must be the SCIM base that /Users hangs off, e.g. https://lms.example.com/scim/v2",
+                    ));
+                } else {
+                    lines.push(CheckLine::ok(format!(
+                        "scim store {base}: Test Connection passed (GET /Users?filter={attribute} eq \"<random guid>\" answered an empty ListResponse); dialect {}, lookups by {}",
+                        dialect_name(self.protocol.dialect),
+                        match self.protocol.match_by {
+                            ScimMatch::ExternalIdThenUserName => "externalId, then userName",
+                            _ => attribute,
+                        }
+                    )));
+                }
             }
             Err(e) => {
-                lines.push(failed_line(&base, "GET /ServiceProviderConfig", &e));
+                lines.push(failed_line(&base, "GET /Users?filter=...", &e));
                 if e.status().is_none() {
                     return lines;
                 }
             }
         }
-        match self
-            .client
-            .get("Users", &[("startIndex", "1"), ("count", "1")])
-            .await
-        {
+        match self.client.get("ServiceProviderConfig", &[]).await {
             Ok(v) => {
-                let total = v.get("totalResults").and_then(Value::as_i64).unwrap_or(0);
+                let said = |key: &str| match v.pointer(&format!("/{key}/supported")) {
+                    Some(Value::Bool(true)) => "supported",
+                    Some(Value::Bool(false)) => "not supported",
+                    _ => "not said",
+                };
+                let patch = said("patch");
+                let note = match (patch, self.protocol.dialect) {
+                    ("not supported", _) => "; updates are sent as PUT of the whole user",
+                    (_, ScimDialect::Rfc) => "",
+                    _ => "; whether it takes this dialect's PATCH shapes shows on the first update (a 400 names the shape refused)",
+                };
                 lines.push(CheckLine::ok(format!(
-                    "scim store {base}: the token may list Users ({total} on the provider)"
+                    "scim store {base}: ServiceProviderConfig: PATCH {patch}, filter {}, bulk {}, changePassword {}{note}",
+                    said("filter"),
+                    said("bulk"),
+                    said("changePassword"),
                 )));
             }
-            Err(e) => lines.push(failed_line(&base, "GET /Users", &e)),
+            Err(e) if matches!(e.status(), Some(404 | 501)) => {
+                let what = if self.protocol.entra() {
+                    "fine for the Entra dialects: PATCH and the enterprise extension are assumed, as Entra does"
+                } else {
+                    "the rfc dialect assumes PATCH and sends no enterprise extension"
+                };
+                lines.push(CheckLine::ok(format!(
+                    "scim store {base}: no /ServiceProviderConfig ({}); {what}",
+                    e.status().unwrap_or_default()
+                )));
+            }
+            Err(e) => lines.push(failed_line(&base, "GET /ServiceProviderConfig", &e)),
         }
         if let Some(change) = self.mirror.provider_change() {
             lines.push(CheckLine::ok(format!(
@@ -195,6 +298,14 @@ impl ScimStore {
             )),
         }
         lines
+    }
+}
+
+fn dialect_name(d: ScimDialect) -> &'static str {
+    match d {
+        ScimDialect::Rfc => "rfc",
+        ScimDialect::Entra => "entra",
+        ScimDialect::Entra2020 => "entra-2020",
     }
 }
 

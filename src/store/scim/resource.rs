@@ -10,7 +10,7 @@ pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-pub fn announces_enterprise(resource_types: &Value) -> bool {
+fn user_types(resource_types: &Value) -> Vec<&Value> {
     let list: Vec<&Value> = match resource_types.get("Resources") {
         Some(Value::Array(a)) => a.iter().collect(),
         _ => match resource_types {
@@ -18,29 +18,44 @@ pub fn announces_enterprise(resource_types: &Value) -> bool {
             other => vec![other],
         },
     };
-    list.iter()
+    list.into_iter()
         .filter(|rt| {
             rt.get("endpoint").and_then(Value::as_str) == Some("/Users")
                 || rt.get("schema").and_then(Value::as_str) == Some(USER_SCHEMA)
         })
-        .any(|rt| {
-            rt.get("schemaExtensions")
-                .and_then(Value::as_array)
-                .is_some_and(|exts| {
-                    exts.iter()
-                        .any(|x| x.get("schema").and_then(Value::as_str) == Some(ENTERPRISE_SCHEMA))
-                })
-        })
+        .collect()
 }
 
-/// The full SCIM User resource for a learner (POST and PUT bodies).
+/// Whether /ResourceTypes describes the User type at all (else it says nothing
+/// about the extension).
+pub fn lists_user_type(resource_types: &Value) -> bool {
+    !user_types(resource_types).is_empty()
+}
+
+pub fn announces_enterprise(resource_types: &Value) -> bool {
+    user_types(resource_types).into_iter().any(|rt| {
+        rt.get("schemaExtensions")
+            .and_then(Value::as_array)
+            .is_some_and(|exts| {
+                exts.iter()
+                    .any(|x| x.get("schema").and_then(Value::as_str) == Some(ENTERPRISE_SCHEMA))
+            })
+    })
+}
+
+/// The full SCIM User resource for a learner (POST and PUT bodies). In Entra's
+/// dialects it is what Entra's create sends: both schemas, `meta.resourceType` and no
+/// null attribute (its create has no manager: the caller passes none, and sets it by
+/// a second request, an `Add` of the bare id).
 pub fn user_resource(
     external_id: &str,
     f: &LearnerFields,
     active: bool,
     enterprise: bool,
     manager: Option<&str>,
+    dialect: ScimDialect,
 ) -> Value {
+    let entra = dialect != ScimDialect::Rfc;
     let mut schemas = vec![USER_SCHEMA];
     let mut body = Map::new();
     body.insert("externalId".into(), json!(external_id));
@@ -61,9 +76,14 @@ pub fn user_resource(
         }
     }
     body.insert("active".into(), json!(active));
-    if !ext.is_empty() {
+    if !ext.is_empty() || (entra && enterprise) {
         schemas.push(ENTERPRISE_SCHEMA);
+    }
+    if !ext.is_empty() {
         body.insert(ENTERPRISE_SCHEMA.into(), Value::Object(ext));
+    }
+    if entra {
+        body.insert("meta".into(), json!({ "resourceType": "User" }));
     }
     body.insert("schemas".into(), json!(schemas));
     let mut body = Value::Object(body);
@@ -208,9 +228,10 @@ fn active_value(active: bool, dialect: ScimDialect) -> Value {
     }
 }
 
-/// A PatchOp setting the columns given (`remove` for a cleared one) and maybe `active`,
-/// in the dialect's shape: one operation per attribute with a path, except Entra's
-/// 2020 dialect, which sets every value in one no-path `replace` with dotted keys.
+/// A PatchOp setting the columns given (`remove` for a cleared one), maybe the
+/// `externalId` and maybe `active`, in the dialect's shape: one operation per attribute
+/// with a path, except Entra's 2020 dialect, which sets every value in one no-path
+/// `replace` with dotted keys.
 pub fn patch_body(
     f: &LearnerFields,
     fields: &[Field],
@@ -218,10 +239,16 @@ pub fn patch_body(
     enterprise: bool,
     manager: Option<&str>,
     dialect: ScimDialect,
+    external_id: Option<&str>,
 ) -> Option<Value> {
-    let attributes = fields
-        .iter()
-        .filter_map(|&field| attribute(field, f.get(field), enterprise, manager, dialect));
+    let attributes = external_id
+        .map(|e| ("externalId".to_string(), Some(json!(e))))
+        .into_iter()
+        .chain(
+            fields
+                .iter()
+                .filter_map(|&field| attribute(field, f.get(field), enterprise, manager, dialect)),
+        );
     let mut ops: Vec<Value> = Vec::new();
     let mut values = Map::new();
     for (path, value) in attributes {
@@ -291,7 +318,7 @@ pub(super) mod tests {
         let mut f = fields();
         f.scim.insert(format!("{ext}:customField1"), "R&D".into());
         f.scim.insert("nickName".into(), "ada".into());
-        let body = user_resource("e1", &f, true, false, None);
+        let body = user_resource("e1", &f, true, false, None, ScimDialect::Entra);
         assert_eq!(body[ext]["customField1"], "R&D");
         assert_eq!(body["nickName"], "ada");
         assert!(body["schemas"].as_array().unwrap().contains(&json!(ext)));
@@ -326,15 +353,36 @@ pub(super) mod tests {
 
     #[test]
     fn create_body_has_the_enterprise_extension_only_when_announced() {
-        let with = user_resource("e1", &fields(), true, true, Some("m1"));
+        let with = user_resource("e1", &fields(), true, true, Some("m1"), ScimDialect::Rfc);
         assert_eq!(with[ENTERPRISE_SCHEMA]["employeeNumber"], "42");
         assert_eq!(with[ENTERPRISE_SCHEMA]["manager"], json!({"value": "m1"}));
         assert_eq!(with["emails"][0]["type"], "work");
         assert_eq!(with["emails"][0]["primary"], true);
         assert_eq!(with["externalId"], "e1");
-        let without = user_resource("e1", &fields(), true, false, Some("m1"));
+        let without = user_resource("e1", &fields(), true, false, Some("m1"), ScimDialect::Rfc);
         assert!(without.get(ENTERPRISE_SCHEMA).is_none());
         assert_eq!(without["schemas"], json!([USER_SCHEMA]));
+    }
+
+    #[test]
+    fn the_entra_create_body_is_what_entra_posts() {
+        let mut f = fields();
+        f.department = None;
+        f.employee_id = None;
+        let body = user_resource("ann", &f, true, true, None, ScimDialect::Entra);
+        assert_eq!(
+            body,
+            json!({
+                "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+                "externalId": "ann",
+                "userName": "ann@example.org",
+                "active": true,
+                "emails": [{"value": "ann@example.org", "type": "work", "primary": true}],
+                "name": {"givenName": "Ann"},
+                "displayName": "Ann",
+                "meta": {"resourceType": "User"},
+            })
+        );
     }
 
     #[test]
@@ -346,6 +394,7 @@ pub(super) mod tests {
             true,
             None,
             ScimDialect::Rfc,
+            None,
         )
         .unwrap_or_default();
         let ops = body["Operations"].as_array().cloned().unwrap_or_default();
@@ -358,7 +407,8 @@ pub(super) mod tests {
             None,
             false,
             None,
-            ScimDialect::Rfc
+            ScimDialect::Rfc,
+            None
         )
         .is_none());
     }
@@ -384,6 +434,7 @@ pub(super) mod tests {
             true,
             None,
             ScimDialect::Entra,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -414,6 +465,7 @@ pub(super) mod tests {
             true,
             None,
             ScimDialect::Entra2020,
+            Some("E1"),
         )
         .unwrap();
         assert_eq!(
@@ -421,6 +473,7 @@ pub(super) mod tests {
             json!([
                 {"op": "remove", "path": "name.familyName"},
                 {"op": "replace", "value": {
+                    "externalId": "E1",
                     "emails[type eq \"work\"].value": "ann@example.org",
                     format!("{ENTERPRISE_SCHEMA}:employeeNumber"): "42",
                     "active": true,

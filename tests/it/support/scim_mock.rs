@@ -24,6 +24,9 @@ pub struct Logged {
     pub status: u16,
     pub authorization: String,
     pub body: String,
+    pub content_type: String,
+    /// When the request arrived, by the mock's own clock.
+    pub at: std::time::Instant,
 }
 
 pub struct MockState {
@@ -47,6 +50,15 @@ pub struct MockState {
     /// one op per attribute with a path, `Add`/`Replace`/`Remove`, the work email as
     /// `emails[type eq "work"].value`, `active` as "True"/"False", the manager a bare id.
     pub entra_patch_only: bool,
+    /// PATCH accepts only RFC 7644 shapes, as a strict RFC server does: lowercase ops,
+    /// boolean `active`, the manager as `{"value": id}` (else 400). Unless this or
+    /// `entra_patch_only` is set, the mock takes both, as most platforms do.
+    pub rfc_only: bool,
+    /// `/ServiceProviderConfig` and `/ResourceTypes` answer 404 (an endpoint built for
+    /// Entra, which reads neither).
+    pub no_discovery: bool,
+    /// `GET /Users?filter=...` answers every user (a provider that ignores filters).
+    pub ignore_filters: bool,
     /// Every `POST /Users` answers this status with a `detail` that quotes the
     /// request's `Authorization` header (a provider echoing the bearer token).
     pub echo_authorization: Option<u16>,
@@ -73,6 +85,9 @@ impl ScimMock {
             revoke_after_creates: None,
             redirect_to: None,
             entra_patch_only: false,
+            rfc_only: false,
+            no_discovery: false,
+            ignore_filters: false,
             echo_authorization: None,
             log: Vec::new(),
         }));
@@ -81,6 +96,7 @@ impl ScimMock {
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
                 async move {
+                    let at = std::time::Instant::now();
                     let mut s = state.lock().expect("mock state");
                     let auth = headers
                         .get("authorization")
@@ -94,6 +110,12 @@ impl ScimMock {
                         status: resp.status().as_u16(),
                         authorization: auth,
                         body: String::from_utf8_lossy(&body).into_owned(),
+                        content_type: headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                        at,
                     });
                     resp
                 }
@@ -299,6 +321,26 @@ fn entra_ops(ops: &[Value]) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
+/// RFC 7644 section 3.5.2 as a strict server reads it: lowercase ops, `active` a
+/// boolean, the manager a complex value; anything else refused with why.
+fn rfc_ops(ops: &[Value]) -> Result<(), String> {
+    let manager = format!("{ENTERPRISE}:manager");
+    for op in ops {
+        let name = op["op"].as_str().unwrap_or_default();
+        if !matches!(name, "add" | "replace" | "remove") {
+            return Err(format!("op {name:?} is not one of add, remove, replace"));
+        }
+        let path = op["path"].as_str().unwrap_or_default();
+        if path == "active" && !op["value"].is_boolean() {
+            return Err(format!("active {}: a boolean", op["value"]));
+        }
+        if path == manager && name != "remove" && !op["value"].is_object() {
+            return Err(format!("manager {}: a complex value", op["value"]));
+        }
+    }
+    Ok(())
+}
+
 /// A path segment's percent-escapes decoded, as a provider reads an id from its URL.
 fn decode_segment(segment: &str) -> String {
     let bytes = segment.as_bytes();
@@ -346,6 +388,9 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
         })
         .unwrap_or_default();
     let json_body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if s.no_discovery && matches!(path, "/ServiceProviderConfig" | "/ResourceTypes") {
+        return error(404, None, "no such endpoint");
+    }
     match (method.as_str(), path) {
         ("GET", "/ServiceProviderConfig") => scim(
             200,
@@ -356,6 +401,9 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
             "schema": "urn:ietf:params:scim:schemas:core:2.0:User",
             "schemaExtensions": [{"schema": ENTERPRISE, "required": false}]})]),
         ("GET", "/Users") => {
+            if s.ignore_filters {
+                return list(s.users.values().cloned().collect());
+            }
             let Some(filter) = query.get("filter") else {
                 let count: usize = query
                     .get("count")
@@ -374,6 +422,13 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
                     !s.lagging_index.contains(user_name)
                         && match attr.as_str() {
                             "userName" => user_name.eq_ignore_ascii_case(&value),
+                            "emails.value" => u["emails"].as_array().is_some_and(|e| {
+                                e.iter().any(|e| {
+                                    e["value"]
+                                        .as_str()
+                                        .is_some_and(|v| v.eq_ignore_ascii_case(&value))
+                                })
+                            }),
                             other => u[other].as_str() == Some(value.as_str()),
                         }
                 })
@@ -490,7 +545,34 @@ fn handle(s: &mut MockState, method: &Method, uri: &Uri, auth: &str, body: &[u8]
                             Ok(rfc) => ops = rfc,
                             Err(why) => return error(400, Some("invalidSyntax"), &why),
                         }
+                    } else if s.rfc_only {
+                        if let Err(why) = rfc_ops(&ops) {
+                            return error(400, Some("invalidValue"), &why);
+                        }
+                    } else if let Ok(rfc) = entra_ops(&ops) {
+                        ops = rfc;
                     }
+                    // No-path ops (RFC 7644 and Entra's 2020 flag): one op per key.
+                    let ops: Vec<Value> = ops
+                        .into_iter()
+                        .flat_map(|op| match (op.get("path"), op["value"].as_object()) {
+                            (None, Some(values)) => values
+                                .iter()
+                                .map(|(k, v)| {
+                                    let v = match (k.as_str(), v) {
+                                        ("active", Value::String(b)) => json!(b == "True"),
+                                        (k, Value::String(e)) if k.starts_with("emails") => {
+                                            json!([{"value": e, "type": "work", "primary": true}])
+                                        }
+                                        (_, v) => v.clone(),
+                                    };
+                                    let k = if k.starts_with("emails") { "emails" } else { k };
+                                    json!({"op": op["op"], "path": k, "value": v})
+                                })
+                                .collect(),
+                            _ => vec![op],
+                        })
+                        .collect();
                     for op in ops {
                         let path = op["path"].as_str().unwrap_or_default();
                         match op["op"].as_str() {

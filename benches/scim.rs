@@ -127,7 +127,7 @@ fn main() {
         std::fs::write(
             dir.path().join("config.toml"),
             format!(
-                "[sync]\nstate_db = \"state.db\"\n\n[store]\nkind = \"scim\"\nurl = \"{}\"\ntoken = {{ env = \"SCIM_TOKEN\" }}\nconcurrency = {concurrency}\n\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
+                "[sync]\nstate_db = \"state.db\"\n\n[store]\nkind = \"scim\"\nurl = \"{}\"\ntoken = {{ env = \"SCIM_TOKEN\" }}\nconcurrency = {concurrency}\ndialect = \"rfc\"\nmax_requests_per_second = 0\n\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
                 server.base
             ),
         )

@@ -568,11 +568,13 @@ impl Validator<'_> {
                             toml::Value::Float(f) => *f,
                             _ => f64::NAN,
                         };
-                        if !(0.1..=1000.0).contains(&n) {
+                        // 0: no limit, for a provider of one's own that takes whatever
+                        // the concurrency sends (and for benchmarks of the provider).
+                        if !(n == 0.0 || (0.1..=1000.0).contains(&n)) {
                             return Err(self.err(
                                 v,
                                 "store.max_requests_per_second",
-                                "must be a number between 0.1 and 1000",
+                                "must be a number between 0.1 and 1000, or 0 for no limit",
                             ));
                         }
                         n

@@ -76,7 +76,7 @@ fn concurrent_requests_share_the_stores_rate_limit() {
 
 #[test]
 fn a_rate_limit_out_of_range_is_a_config_error_with_file_line_and_key() {
-    for bad in ["0", "-3", "\"fast\"", "5000"] {
+    for bad in ["0.05", "-3", "\"fast\"", "5000"] {
         let env = setup(
             "http://127.0.0.1:9",
             &format!("max_requests_per_second = {bad}"),
@@ -92,6 +92,12 @@ fn a_rate_limit_out_of_range_is_a_config_error_with_file_line_and_key() {
             "{bad}: {said}"
         );
     }
+    // 0 is no limit: the config loads (check goes on to the unreachable provider).
+    let env = setup("http://127.0.0.1:9", "max_requests_per_second = 0", 1);
+    let out = run(&env, &["check"]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("store.max_requests_per_second"), "{said}");
+    assert!(said.contains("127.0.0.1:9"), "{said}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::error::{ConfigError, Locator};
 use super::raw::S;
 use crate::mapping::attr::{self, Attributes, Kind};
 use crate::mapping::filter::{Clause, Filter, Rule, Subject, Test};
-use crate::mapping::{expr, Mapped, MappingPolicy};
+use crate::mapping::{expr, Mapped, MappingPolicy, EXTERNAL_ID};
 use crate::model::Field;
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +128,9 @@ pub struct Parse<'a> {
     pub kind: Kind,
     /// Whether the store is a SCIM store (only those take extra attributes).
     pub scim_store: bool,
+    /// `[store] external_id` when it names a directory attribute: mapped into the
+    /// extra SCIM attribute `externalId` (see `ScimExternalId::Mapped`).
+    pub external_id: Option<&'a S<String>>,
 }
 
 impl Parse<'_> {
@@ -209,6 +212,10 @@ impl Parse<'_> {
                     .scim
                     .insert(name.clone(), self.expression(v, &key, &mut attrs)?);
             }
+        }
+        if let Some(v) = self.external_id {
+            let mapped = self.expression(v, "store.external_id", &mut attrs)?;
+            policy.scim.insert(EXTERNAL_ID.to_string(), mapped);
         }
         if let Some(f) = filter {
             policy.filter = Filter {

@@ -95,6 +95,10 @@ pub enum ScimMatch {
     Emails,
 }
 
+/// The `[store] external_id` values that name a learner field or the directory's id;
+/// any other value is a directory attribute (`ScimExternalId::Mapped`).
+const SCIM_EXTERNAL_IDS: &[&str] = &["objectId", "id", "userName", "email", "mail", "employeeId"];
+
 /// What a SCIM user's `externalId` is set to (`[store] external_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScimExternalId {
@@ -103,6 +107,9 @@ pub enum ScimExternalId {
     DirectoryId,
     /// A learner column's value.
     Field(crate::model::Field),
+    /// A directory attribute, such as Entra's `mailNickname` (Entra push's default):
+    /// each directory's mapping carries it as the extra SCIM attribute `externalId`.
+    Mapped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +354,13 @@ impl Validator<'_> {
                 })
             }
         };
+        // `external_id = "<directory attribute>"` (Entra push's `mailNickname`, say):
+        // each directory maps it into the SCIM `externalId`, checked for its kind.
+        let external_id_expr = raw
+            .store
+            .as_ref()
+            .and_then(|s| s.get_ref().external_id.clone())
+            .filter(|v| !SCIM_EXTERNAL_IDS.contains(&v.get_ref().as_str()));
         let store = match raw.store {
             None => StoreConfig::Sqlite {
                 path: PathBuf::from("/var/lib/learner-sync/learners.db"),
@@ -356,8 +370,9 @@ impl Validator<'_> {
         let mut names = BTreeSet::new();
         let mut directories = Vec::new();
         let scim_store = matches!(store, StoreConfig::Scim { .. });
+        let external_id_expr = external_id_expr.filter(|_| scim_store);
         for (i, d) in raw.directory.into_iter().enumerate() {
-            let dir = self.directory(i, d, &mut names, scim_store)?;
+            let dir = self.directory(i, d, &mut names, scim_store, external_id_expr.as_ref())?;
             directories.push(dir);
         }
         let notify = self.notify_tables(raw.notify, &names)?;
@@ -604,20 +619,9 @@ impl Validator<'_> {
                         "userName" => ScimExternalId::Field(crate::model::Field::UserName),
                         "email" | "mail" => ScimExternalId::Field(crate::model::Field::Email),
                         "employeeId" => ScimExternalId::Field(crate::model::Field::EmployeeId),
-                        "mailNickname" => {
-                            return Err(self.err(
-                                v,
-                                "store.external_id",
-                                "no directory gives learner-sync mailNickname (Entra push's default externalId): use \"objectId\" (the directory's id, the default), \"userName\", \"email\" or \"employeeId\"; to take over users Entra push made, keep match = \"userName\", and the takeover rewrites their externalId (shown by `sync --dry-run`)",
-                            ))
-                        }
-                        _ => {
-                            return Err(self.err(
-                                v,
-                                "store.external_id",
-                                "must be \"objectId\", \"userName\", \"email\" or \"employeeId\"",
-                            ))
-                        }
+                        // Anything else is a directory attribute (or an expression of
+                        // them): each directory maps it into `externalId`.
+                        _ => ScimExternalId::Mapped,
                     },
                 };
                 Ok(StoreConfig::Scim {
@@ -695,6 +699,7 @@ impl Validator<'_> {
         raw: S<RawDirectory>,
         names: &mut BTreeSet<String>,
         scim_store: bool,
+        external_id_expr: Option<&S<String>>,
     ) -> Result<DirectoryConfig, ConfigError> {
         let d = raw.get_ref();
         let key = |k: &str| format!("directory[{index}].{k}");
@@ -801,6 +806,7 @@ impl Validator<'_> {
             index,
             kind: attr_kind,
             scim_store,
+            external_id: external_id_expr,
         }
         .policy(exclude_guests, d.mapping.as_ref(), d.filter.as_ref())?;
         Ok(DirectoryConfig {

@@ -25,6 +25,10 @@ pub struct Mapped {
     pub expr: Expr,
 }
 
+/// The extra SCIM attribute that carries a mapped `externalId` (`[store] external_id`
+/// naming a directory attribute, such as Entra push's `mailNickname`).
+pub const EXTERNAL_ID: &str = "externalId";
+
 /// Per-directory mapping policy (`exclude_guests`, `[directory.mapping]` and
 /// `[directory.filter]`).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -257,15 +257,74 @@ fn matched_by_external_id_a_user_that_already_matches_is_not_written_at_all() {
 }
 
 #[test]
-fn external_id_mail_nickname_is_a_config_error_that_says_what_to_use() {
-    let env = setup("http://127.0.0.1:9", r#"external_id = "mailNickname""#);
-    let out = env.run_with(&["check"], &[("SCIM_TOKEN", TOKEN)]);
-    assert_ne!(code(&out), 0);
-    let said = format!("{}{}", stdout(&out), stderr(&out));
+fn external_id_from_a_directory_attribute_keeps_entra_push_external_ids_as_they_are() {
+    // Entra push wrote externalId = mailNickname; the directory gives that attribute
+    // (here a CSV column), so learner-sync writes the same values and rewrites none.
+    let (mock, [ann, bea, cy]) = provider(|_, nick| nick.to_string());
+    let env = setup(
+        &mock.base(),
+        "match = \"externalId\"\nexternal_id = \"mail_nickname\"",
+    );
+    let rows: String = ROWS
+        .lines()
+        .map(|l| {
+            let nick = l.split(',').nth(1).unwrap().split('@').next().unwrap();
+            format!("{l},{nick}\n")
+        })
+        .collect();
+    env.write(
+        "hr.csv",
+        &format!("{},mail_nickname\n{rows}", HEADER.trim_end()),
+    );
+
+    let out = run(&env, &["sync", "--dry-run"]);
+    let said = stdout(&out);
     assert!(
-        said.contains("store.external_id") && said.contains("match = \"userName\""),
+        said.contains(&format!(
+            "hr: takeover    ann@x.io (E1): adopts SCIM user {ann} (matched by externalId)"
+        )),
         "{said}"
     );
-    // ... with the file and line.
-    assert!(said.contains("config.toml:"), "{said}");
+    assert!(
+        !said.contains("externalId: "),
+        "no externalId rewritten: {said}"
+    );
+
+    run(&env, &["sync"]);
+    let w = writes(&mock);
+    let posts: Vec<_> = w.iter().filter(|(m, _, _)| m == "POST").collect();
+    assert_eq!(posts.len(), 1, "{w:#?}");
+    assert_eq!(
+        posts[0].2["externalId"], "dan",
+        "the new hire gets their nickname"
+    );
+    let patched: Vec<_> = w.iter().filter(|(m, _, _)| m == "PATCH").collect();
+    assert_eq!(patched.len(), 1, "only Bea's department: {w:#?}");
+    assert_eq!(patched[0].1, format!("/Users/{bea}"));
+    assert_eq!(
+        ops(&patched[0].2),
+        json!([{"op": "Replace", "path": format!("{ENTERPRISE}:department"), "value": "Legal"}])
+    );
+    for (id, nick) in [(&ann, "ann"), (&bea, "bea"), (&cy, "cy")] {
+        let u = mock.state().users.get(id.as_str()).cloned().unwrap();
+        assert_eq!(u["externalId"], nick, "{id}");
+    }
+    assert_eq!(mock.state().users.len(), 4, "no duplicate");
+
+    // Linked now: the next run writes nothing.
+    let before = writes(&mock).len();
+    run(&env, &["sync"]);
+    assert_eq!(writes(&mock).len(), before);
+}
+
+#[test]
+fn external_id_that_is_not_an_attribute_is_a_config_error_with_file_line_and_key() {
+    let env = setup("http://127.0.0.1:9", r#"external_id = "no such thing!""#);
+    let out = env.run_with(&["check"], &[("SCIM_TOKEN", TOKEN)]);
+    assert_eq!(code(&out), 2);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("config.toml:") && said.contains("store.external_id"),
+        "{said}"
+    );
 }

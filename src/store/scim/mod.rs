@@ -39,6 +39,7 @@ use self::resource::{announces_enterprise, lists_user_type};
 use super::StoreError;
 use crate::check::CheckLine;
 use crate::config::{ScimDeactivate, ScimDialect, ScimExternalId, ScimMatch, Secret};
+use crate::mapping::EXTERNAL_ID;
 use crate::model::Learner;
 
 pub use self::resource::{ENTERPRISE_SCHEMA, USER_SCHEMA};
@@ -68,6 +69,14 @@ impl Protocol {
             ScimExternalId::DirectoryId => directory_id.to_string(),
             ScimExternalId::Field(field) => f
                 .get(field)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(directory_id)
+                .to_string(),
+            // A directory without the attribute's value falls back to its own id.
+            ScimExternalId::Mapped => f
+                .scim
+                .get(EXTERNAL_ID)
+                .map(String::as_str)
                 .filter(|v| !v.is_empty())
                 .unwrap_or(directory_id)
                 .to_string(),

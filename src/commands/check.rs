@@ -11,7 +11,11 @@ use crate::store::Store;
 fn print(subject: &str, lines: &[CheckLine]) -> bool {
     let mut ok = true;
     for line in lines {
-        let mark = if line.ok { "ok  " } else { "FAIL" };
+        let mark = match (line.ok, &line.hint) {
+            (false, _) => "FAIL",
+            (true, Some(_)) => "warn",
+            (true, None) => "ok  ",
+        };
         println!("{mark} {subject}: {}", line.message);
         if let Some(hint) = &line.hint {
             println!("     hint: {hint}");

@@ -10,6 +10,7 @@ mod config;
 mod config_fuzz;
 mod crash;
 mod crash_remote;
+mod credential_expiry;
 mod daemon;
 mod entra;
 mod google;

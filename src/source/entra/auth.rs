@@ -321,7 +321,7 @@ pub fn graph_scope(cloud: Cloud) -> String {
 }
 
 /// The DER bytes of the first `CERTIFICATE` block of a PEM file.
-fn cert_der(pem: &str) -> Option<Vec<u8>> {
+pub(super) fn cert_der(pem: &str) -> Option<Vec<u8>> {
     let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
     let end = start + pem[start..].find("-----END CERTIFICATE-----")?;
     let b64: String = pem[start..end]

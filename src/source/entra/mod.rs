@@ -8,6 +8,7 @@
 //! already hold, so it costs no extra request.
 
 pub mod auth;
+mod expiry;
 pub mod graph;
 mod one;
 pub mod scope;
@@ -188,6 +189,41 @@ impl EntraSource {
         )))
     }
 
+    /// When the credential the token came from expires (a warning 30 days before).
+    async fn credential_expiry(&mut self) -> CheckLine {
+        let now = chrono::Utc::now();
+        match &self.cfg.credential {
+            EntraCredential::Certificate { cert_file, .. } => {
+                match expiry::certificate_end(cert_file) {
+                    Ok(end) => expiry::line(
+                        &format!("certificate {}", cert_file.display()),
+                        end,
+                        now,
+                        "upload a new certificate to the app registration (Certificates & secrets) and point cert_file and key_file at it before then",
+                    ),
+                    Err(e) => CheckLine::failed(e, "cert_file must be the PEM certificate uploaded to the app registration"),
+                }
+            }
+            EntraCredential::Secret(secret) => {
+                let Ok(secret) = secret.resolve() else {
+                    return CheckLine::ok("client secret: expiry not checked (unreadable)");
+                };
+                match expiry::secret_end(&mut self.graph, &self.cfg.client_id, secret.expose()).await {
+                    Ok(Some(end)) => expiry::line(
+                        "client secret",
+                        end,
+                        now,
+                        "add a new client secret to the app registration (Certificates & secrets), put it where client_secret points, then delete the old one",
+                    ),
+                    Ok(None) => CheckLine::ok(
+                        "client secret: the app registration lists no secret with its first characters, so its expiry is unknown",
+                    ),
+                    Err(why) => CheckLine::ok(format!("client secret: expiry not shown: {why}")),
+                }
+            }
+        }
+    }
+
     pub async fn check(&mut self) -> Vec<CheckLine> {
         let mut lines = Vec::new();
         let how = match self.cfg.credential {
@@ -208,6 +244,7 @@ impl EntraSource {
             "got a token for app {} in tenant {} ({how})",
             self.cfg.client_id, self.cfg.tenant_id
         )));
+        lines.push(self.credential_expiry().await);
         let url = self.graph.url(
             "users",
             &[("$select", "id,userPrincipalName"), ("$top", "1")],

@@ -66,6 +66,9 @@ pub struct MockState {
     pub expected_scope: String,
     /// Break page N (0 = the first page) of every delta walk.
     pub fault: Option<(usize, Fault)>,
+    /// `passwordCredentials` of the app registration (`GET /applications(appId='...')`);
+    /// `None`: the app may not read it (403, no Application.Read.All).
+    pub app_secrets: Option<Vec<Value>>,
     /// Path prefixes (after /v1.0) answering 403 Authorization_RequestDenied.
     pub forbidden: Vec<String>,
     pub groups: BTreeMap<String, Vec<String>>,
@@ -148,6 +151,7 @@ impl GraphMock {
             client_id: "client-1".into(),
             secret: secret.into(),
             cert: None,
+            app_secrets: None,
             users: BTreeMap::new(),
             managers: BTreeMap::new(),
             deleted: BTreeMap::new(),
@@ -587,6 +591,17 @@ fn graph(
             let value: Vec<Value> = s.users.values().take(top).cloned().collect();
             ok_json(json!({ "value": value }))
         }
+        [app] if app.starts_with("applications(appId='") => match &s.app_secrets {
+            Some(secrets) => ok_json(json!({
+                "id": "app-object-id",
+                "passwordCredentials": secrets,
+            })),
+            None => MockState::graph_error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            ),
+        },
         // `GET /users/{id | userPrincipalName}`: the UPN compared without case.
         ["users", key] => {
             let found = s.users.get(*key).or_else(|| {

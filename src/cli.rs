@@ -36,7 +36,7 @@ pub enum Command {
     /// Run every configured directory (or the named ones) once, then exit
     Sync(SyncArgs),
     /// Verify config, credentials, permissions and store reachability
-    Check,
+    Check(CheckArgs),
     /// Run every directory on its schedule until SIGTERM (SIGHUP reloads the config)
     Daemon,
     /// Show the last run per directory, the next run and held deactivations
@@ -56,6 +56,18 @@ pub enum Command {
     },
     /// Print the learner-sync(1) man page (roff) to stdout
     Manpage,
+    /// `check --as-service`'s probe, run as the service user (not for direct use)
+    #[command(name = "__probe-access", hide = true)]
+    ProbeAccess { items: Vec<String> },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also try every file the config names as the service's user (default
+    /// learner-sync; needs root), as the unit will read them
+    #[arg(long, value_name = "USER", num_args = 0..=1, require_equals = true,
+          default_missing_value = crate::service_access::SERVICE_USER)]
+    pub as_service: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

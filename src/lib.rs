@@ -22,6 +22,7 @@ pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod service_access;
 pub mod source;
 pub mod state;
 pub mod store;

@@ -25,7 +25,7 @@ fn print(subject: &str, lines: &[CheckLine]) -> bool {
     ok
 }
 
-pub async fn run(config: &Config) -> Result<Exit, CommandError> {
+pub async fn run(config: &Config, args: crate::cli::CheckArgs) -> Result<Exit, CommandError> {
     super::configured(config)?;
     println!(
         "ok   config {}: {} directories",
@@ -51,6 +51,13 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
     all_ok &= print("store", &lines);
     for (subject, line) in crate::notify::check(config) {
         all_ok &= print(&subject, &[line]);
+    }
+    if let Some(user) = &args.as_service {
+        let needs = crate::service_access::needs(config);
+        all_ok &= print(
+            &format!("as {user}"),
+            &crate::service_access::check(user, &needs),
+        );
     }
     print_holds(config);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })

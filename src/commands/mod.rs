@@ -96,6 +96,10 @@ pub async fn dispatch(cli: Cli) -> Exit {
     match &cli.command {
         Command::Completions { shell } => return docs::completions(*shell),
         Command::Manpage => return docs::manpage(),
+        Command::ProbeAccess { items } => {
+            crate::service_access::probe(items);
+            return Exit::Ok;
+        }
         _ => {}
     }
     let path = Config::resolve_path(cli.config.as_deref());
@@ -113,14 +117,16 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Sync(args) => {
             sync::run(&config, args, cli.log_format == crate::cli::LogFormat::Text).await
         }
-        Command::Check => check::run(&config).await,
+        Command::Check(args) => check::run(&config, args).await,
         Command::Daemon => daemon::run(config, path).await,
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
         Command::RenameDirectory(args) => rename::run(&config, args).await,
         Command::Reload(args) => reload::run(&config, args),
-        Command::Completions { .. } | Command::Manpage => Ok(Exit::Ok),
+        Command::Completions { .. } | Command::Manpage | Command::ProbeAccess { .. } => {
+            Ok(Exit::Ok)
+        }
     };
     match result {
         Ok(exit) => exit,

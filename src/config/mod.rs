@@ -1064,7 +1064,7 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 
 impl Config {
     /// Files holding secrets: the config itself, secret files and certificate keys.
-    fn sensitive_files(&self) -> Vec<(String, PathBuf)> {
+    pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
         let mut out = vec![("config".to_string(), self.path.clone())];
         if let StoreConfig::Scim {
             token: SecretRef::File(p),
@@ -1104,7 +1104,7 @@ impl Config {
     /// of the machine can read.
     pub fn warnings(&self) -> Vec<String> {
         use std::os::unix::fs::PermissionsExt;
-        self.sensitive_files()
+        self.secret_files()
             .into_iter()
             .filter_map(|(what, path)| {
                 let mode = std::fs::metadata(&path).ok()?.permissions().mode();

@@ -21,6 +21,8 @@ fn run(args: &[&str]) -> std::process::Output {
 fn subcommands() -> Vec<String> {
     learner_sync::cli::Cli::command()
         .get_subcommands()
+        // Hidden ones are the program's own plumbing (`check --as-service`'s probe).
+        .filter(|c| !c.is_hide_set())
         .map(|c| c.get_name().to_string())
         .filter(|n| n != "help")
         .collect()

@@ -99,7 +99,10 @@ pub struct DirectoryConfig {
 
 #[derive(Debug, Clone)]
 pub enum DirectoryKind {
-    Csv { path: PathBuf },
+    Csv {
+        path: PathBuf,
+        format: crate::source::csv::CsvFormat,
+    },
     Entra(EntraConfig),
     Google(GoogleConfig),
 }
@@ -588,7 +591,7 @@ impl Validator<'_> {
         }
         let kind_name = d.kind.get_ref().as_str();
         let allowed: &[&str] = match kind_name {
-            "csv" => &["path"],
+            "csv" => &["path", "delimiter", "encoding"],
             "entra" => &[
                 "tenant_id",
                 "client_id",
@@ -640,6 +643,7 @@ impl Validator<'_> {
         let kind = match kind_name {
             "csv" => DirectoryKind::Csv {
                 path: self.path(&required(&d.path, "path")?),
+                format: self.csv_format(d, &key)?,
             },
             "entra" => DirectoryKind::Entra(self.entra(index, &raw, &required)?),
             _ => DirectoryKind::Google(self.google(index, &raw, &required)?),
@@ -669,6 +673,39 @@ impl Validator<'_> {
             kind,
             schedule,
             mapping,
+        })
+    }
+
+    /// A CSV directory's `delimiter` and `encoding`; unset ones are detected per file.
+    fn csv_format(
+        &self,
+        d: &RawDirectory,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<crate::source::csv::CsvFormat, ConfigError> {
+        use crate::source::csv::{parse_delimiter, CsvEncoding, CsvFormat};
+        let delimiter = match &d.delimiter {
+            None => None,
+            Some(v) => Some(parse_delimiter(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v,
+                    &key("delimiter"),
+                    "must be \",\", \";\" or \"\\t\" (tab); leave it out to detect it from the header line",
+                )
+            })?),
+        };
+        let encoding = match &d.encoding {
+            None => None,
+            Some(v) => Some(CsvEncoding::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v,
+                    &key("encoding"),
+                    "must be \"utf-8\", \"windows-1252\" or \"latin-1\"; leave it out to detect it (UTF-8, else windows-1252)",
+                )
+            })?),
+        };
+        Ok(CsvFormat {
+            delimiter,
+            encoding,
         })
     }
 
@@ -883,6 +920,8 @@ fn present_keys(d: &RawDirectory) -> Vec<(&'static str, std::ops::Range<usize>)>
         }
     };
     add("path", d.path.as_ref().map(|v| v.span()));
+    add("delimiter", d.delimiter.as_ref().map(|v| v.span()));
+    add("encoding", d.encoding.as_ref().map(|v| v.span()));
     add("scope", d.scope.as_ref().map(|v| v.span()));
     add("tenant_id", d.tenant_id.as_ref().map(|v| v.span()));
     add("client_id", d.client_id.as_ref().map(|v| v.span()));

@@ -58,6 +58,8 @@ pub struct RawDirectory {
     pub mapping: Option<RawMapping>,
     // csv
     pub path: Option<S<String>>,
+    pub delimiter: Option<S<String>>,
+    pub encoding: Option<S<String>>,
     // entra and google
     pub scope: Option<S<toml::Value>>,
     // entra

@@ -130,7 +130,9 @@ impl Source {
         request_timeout: Duration,
     ) -> Result<Source, SourceError> {
         match &dir.kind {
-            DirectoryKind::Csv { path } => Ok(Source::Csv(csv::CsvSource::new(path.clone()))),
+            DirectoryKind::Csv { path, format } => {
+                Ok(Source::Csv(csv::CsvSource::new(path.clone(), *format)))
+            }
             DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(entra::EntraSource::new(
                 cfg,
                 request_timeout,

@@ -537,6 +537,33 @@ impl Validator<'_> {
             toml::Value::Table(t) => t,
             _ => return Err(refused()),
         };
+        let given: Vec<&str> = ["env", "file", "credential"]
+            .into_iter()
+            .filter(|k| table.contains_key(*k))
+            .collect();
+        if given.len() > 1 {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "give only one of env, file or credential, not {}",
+                    given.join(" and ")
+                ),
+            ));
+        }
+        if let Some(other) = table
+            .keys()
+            .find(|k| !["env", "file", "credential"].contains(&k.as_str()))
+        {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "unknown key `{}` in a secret: give one of env, file or credential",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
         let only = |k: &str| match (table.len(), table.get(k)) {
             (1, Some(toml::Value::String(s))) if !s.is_empty() => Some(s),
             _ => None,

@@ -6,6 +6,7 @@
 mod common;
 mod support;
 
+mod admin_week;
 mod config;
 mod config_fuzz;
 mod crash;

@@ -1,0 +1,115 @@
+//! An admin's first week (issue 19) through the real binary: errors whose hints name
+//! their real cause, and a busy lock that names its holder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use common::{code, stderr, stdout, Env};
+
+fn output(out: &std::process::Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+const CSV_CONFIG: &str = r#"
+[sync]
+state_db = "state.db"
+max_deactivations = 100
+max_deactivation_percent = 100
+
+[store]
+kind = "sqlite"
+path = "learners.db"
+
+[[directory]]
+name = "hr"
+kind = "csv"
+path = "hr.csv"
+"#;
+
+#[test]
+fn a_busy_lock_names_the_holders_pid_and_command() {
+    let env = Env::new();
+    env.write("config.toml", CSV_CONFIG);
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\n");
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    // The run wrote itself into the lock it held.
+    let lock = env.path("state.db.locks/hr.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    assert!(text.starts_with("pid "), "{text}");
+    assert!(text.contains("learner-sync sync --config"), "{text}");
+
+    // Another holder, as a daemon writes it, holding the lock now.
+    let held = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+    held.try_lock().unwrap();
+    std::fs::write(&lock, "pid 4242\n/usr/bin/learner-sync daemon\n").unwrap();
+    let out = env.run(&["sync"]);
+    let text = output(&out);
+    assert_ne!(code(&out), 0, "{text}");
+    assert!(
+        text.contains("(pid 4242: /usr/bin/learner-sync daemon) is syncing directory `hr`"),
+        "{text}"
+    );
+    drop(held);
+}
+
+#[test]
+fn env_and_file_together_say_only_one_may_be_given() {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &CSV_CONFIG.replace(
+            "kind = \"sqlite\"\npath = \"learners.db\"",
+            "kind = \"scim\"\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = { env = \"T\", file = \"t.txt\" }",
+        ),
+    );
+    let out = env.run(&["check"]);
+    let text = output(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(
+        text.contains("store.token: give only one of env, file or credential, not env and file"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secrets are not written in the config"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_default_config_names_the_flag_and_the_variable() {
+    if std::path::Path::new("/etc/learner-sync/config.toml").exists() {
+        return; // a machine with the package installed has a default config
+    }
+    let env = Env::new();
+    let out = std::process::Command::new(common::bin())
+        .arg("status")
+        .env_remove("LEARNER_SYNC_CONFIG")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = output(&out);
+    assert_eq!(code(&out), 2, "{text}");
+    assert!(text.contains("/etc/learner-sync/config.toml"), "{text}");
+    assert!(text.contains("--config"), "{text}");
+    assert!(text.contains("LEARNER_SYNC_CONFIG"), "{text}");
+}
+
+#[test]
+fn an_entra_secret_from_a_missing_variable_names_the_variable_not_the_certificate() {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &CSV_CONFIG.replace(
+            "kind = \"csv\"\npath = \"hr.csv\"",
+            "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = { env = \"LS_TEST_NO_SUCH_SECRET\" }\n\
+             authority_url = \"http://127.0.0.1:9\"\ngraph_url = \"http://127.0.0.1:9/v1.0\"",
+        ),
+    );
+    let out = env.run(&["check"]);
+    let text = output(&out);
+    assert_ne!(code(&out), 0, "{text}");
+    assert!(text.contains("LS_TEST_NO_SUCH_SECRET"), "{text}");
+    assert!(!text.contains("certificate files"), "{text}");
+}

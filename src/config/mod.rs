@@ -985,7 +985,13 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 impl Config {
     /// Files holding secrets: the config itself, secret files and certificate keys.
     fn sensitive_files(&self) -> Vec<(String, PathBuf)> {
-        let mut out = vec![("config".to_string(), self.path.clone())];
+        // Secrets are never written in the config (they are env, file or credential
+        // references), so the config itself is sensitive only if a URL in it carries
+        // a password: a fresh clone's 0644 demo config is not worth a warning.
+        let mut out = Vec::new();
+        if self.urls().iter().any(|u| u.password().is_some()) {
+            out.push(("config".to_string(), self.path.clone()));
+        }
         if let StoreConfig::Scim {
             token: SecretRef::File(p),
             ..
@@ -1008,6 +1014,25 @@ impl Config {
                     if let SecretRef::File(p) = &g.service_account_key {
                         out.push((format!("{}.service_account_key", d.name), p.clone()));
                     }
+                }
+                DirectoryKind::Csv { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// Every URL the config names.
+    fn urls(&self) -> Vec<&reqwest::Url> {
+        let mut out = Vec::new();
+        if let StoreConfig::Scim { url, .. } = &self.store {
+            out.push(url);
+        }
+        for d in &self.directories {
+            match &d.kind {
+                DirectoryKind::Entra(e) => out.extend([&e.authority_url, &e.graph_url]),
+                DirectoryKind::Google(g) => {
+                    out.extend(g.token_url.iter());
+                    out.push(&g.directory_url);
                 }
                 DirectoryKind::Csv { .. } => {}
             }

@@ -113,3 +113,73 @@ fn an_entra_secret_from_a_missing_variable_names_the_variable_not_the_certificat
     assert!(text.contains("LS_TEST_NO_SUCH_SECRET"), "{text}");
     assert!(!text.contains("certificate files"), "{text}");
 }
+
+#[test]
+fn the_daemons_held_deactivation_line_names_the_approve_command() {
+    use common::config_builder::q;
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &common::ConfigBuilder::new()
+            .sync("schedule", &q("every 1s"))
+            .sync("max_deactivations", "0")
+            .csv("hr", "hr.csv")
+            .build(),
+    );
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\nE2,b@x.io\n");
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\n");
+    let log = env.path("daemon.log");
+    let mut daemon = std::process::Command::new(common::bin())
+        .args(["daemon", "--config"])
+        .arg(env.config())
+        .env_remove("LEARNER_SYNC_CONFIG")
+        .env_remove("LEARNER_SYNC_FAULT")
+        .env_remove("NOTIFY_SOCKET")
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("deactivations held") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        text.contains("release with `learner-sync approve hr`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_readme_demo_on_a_fresh_clone_draws_no_mode_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // As git checks them out: 0644, which git cannot store as 0640.
+    let config = std::fs::read_to_string("examples/demo.toml").unwrap();
+    env.write("examples/demo.toml", &config);
+    env.write(
+        "examples/demo.csv",
+        &std::fs::read_to_string("examples/demo.csv").unwrap(),
+    );
+    let path = env.path("examples/demo.toml");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["sync", "--config"])
+        .arg(&path)
+        .env_remove("LEARNER_SYNC_CONFIG")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let text = output(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(!text.contains("readable by other users"), "{text}");
+    assert!(!text.contains("WARN"), "{text}");
+}

@@ -101,6 +101,9 @@ pub struct HistoryArgs {
 pub struct ApproveArgs {
     /// The directory whose held deactivations to release
     pub name: String,
+    /// Print what would be released and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -183,3 +183,47 @@ fn the_readme_demo_on_a_fresh_clone_draws_no_mode_warning() {
     assert!(!text.contains("readable by other users"), "{text}");
     assert!(!text.contains("WARN"), "{text}");
 }
+
+#[test]
+fn approve_dry_run_previews_the_release_and_writes_nothing() {
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &CSV_CONFIG.replace("max_deactivations = 100", "max_deactivations = 0"),
+    );
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\nE2,b@x.io\n");
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\n");
+    let out = env.run(&["sync"]);
+    assert!(
+        output(&out).contains("deactivations held"),
+        "{}",
+        output(&out)
+    );
+
+    let before: Vec<Vec<u8>> = ["state.db", "learners.db"]
+        .iter()
+        .map(|f| std::fs::read(env.path(f)).unwrap())
+        .collect();
+    let out = env.run(&["approve", "hr", "--dry-run"]);
+    let text = output(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.contains("would deactivate"), "{text}");
+    assert!(text.contains("b@x.io [E2]"), "{text}");
+    assert!(text.contains("1 to deactivate"), "{text}");
+    assert!(text.contains("nothing was released"), "{text}");
+    let after: Vec<Vec<u8>> = ["state.db", "learners.db"]
+        .iter()
+        .map(|f| std::fs::read(env.path(f)).unwrap())
+        .collect();
+    assert!(
+        before == after,
+        "a dry run wrote to the state DB or the store"
+    );
+    assert!(env.learners("learners.db", "hr").iter().all(|r| r.active));
+
+    let out = env.run(&["approve", "hr"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    let rows = env.learners("learners.db", "hr");
+    assert!(rows.iter().any(|r| r.external_id == "E2" && !r.active));
+}

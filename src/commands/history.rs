@@ -30,6 +30,26 @@ pub fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Str
     ))
 }
 
+/// The changes as `field: before -> after` (what `--json` has too), then the reason.
+fn details(r: &crate::state::query::ActionRecord) -> String {
+    let mut parts: Vec<String> = r
+        .changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {} -> {}",
+                c.field,
+                printable(c.before.as_deref().unwrap_or("(empty)")),
+                printable(c.after.as_deref().unwrap_or("(empty)"))
+            )
+        })
+        .collect();
+    if !r.reason.is_empty() {
+        parts.push(printable(&r.reason).to_string());
+    }
+    parts.join("; ")
+}
+
 pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
     if let Some(d) = &args.directory {
         known_directory(config, d)?;
@@ -60,18 +80,19 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  reason",
-        "time", "run", "directory", "action", "user"
+        "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {:<24}  details",
+        "time", "run", "directory", "action", "user", "external id"
     );
     for r in &records {
         println!(
-            "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {}",
+            "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {:<24}  {}",
             r.time,
             r.run,
             r.directory,
             r.action,
             printable(&r.user_name),
-            printable(&r.reason)
+            printable(&r.external_id),
+            details(r)
         );
     }
     Ok(Exit::Ok)

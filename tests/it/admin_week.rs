@@ -227,3 +227,32 @@ fn approve_dry_run_previews_the_release_and_writes_nothing() {
     let rows = env.learners("learners.db", "hr");
     assert!(rows.iter().any(|r| r.external_id == "E2" && !r.active));
 }
+
+#[test]
+fn the_history_table_shows_before_and_after_and_the_external_id_like_json() {
+    let env = Env::new();
+    env.write("config.toml", CSV_CONFIG);
+    env.write(
+        "hr.csv",
+        "external_id,user_name,department\nEMP-0042,a@x.io,Sales\n",
+    );
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    env.write(
+        "hr.csv",
+        "external_id,user_name,department\nEMP-0042,a@x.io,Finance\n",
+    );
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    let out = env.run(&["history"]);
+    let text = stdout(&out);
+    assert!(
+        text.lines().next().unwrap().contains("external id"),
+        "{text}"
+    );
+    let update = text.lines().find(|l| l.contains("update")).unwrap();
+    assert!(update.contains("EMP-0042"), "{text}");
+    assert!(update.contains("department: Sales -> Finance"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["history", "--json"]))).unwrap();
+    assert_eq!(json[0]["external_id"], "EMP-0042");
+    assert_eq!(json[0]["changes"][0]["before"], "Sales");
+}

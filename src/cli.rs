@@ -76,6 +76,9 @@ pub struct StatusArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Only this directory
+    #[arg(long = "directory", value_name = "NAME")]
+    pub directory: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -136,6 +136,18 @@ fn lock_file(path: &Path, directory: &str) -> Result<DirectoryLock, LockError> {
     }
 }
 
+/// Whether another process holds the directory's lock now, and who (` (pid N: CMD)`).
+/// Reads only: a lock file that does not exist is not held.
+pub fn holder(config: &Config, directory: &str) -> Option<String> {
+    let path = lock_path(config, directory);
+    let file = std::fs::File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => Some(read_holder(&path)),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 /// `pid N\ncommand line\n` into the held lock file, replacing what was there.
 fn write_holder(mut file: &std::fs::File) -> std::io::Result<()> {
     use std::io::{Seek, Write};

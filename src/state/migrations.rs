@@ -101,6 +101,22 @@ CREATE TABLE directory_holds (
 CREATE INDEX actions_by_time ON actions(directory, action, time);
 "#,
         ),
+        // Migration 5 (issue 19): the running daemon's pid, heartbeat, config
+        // generation, last reload error and next runs, for `status`. (Merged after
+        // another branch's migration 4.)
+        M::up(
+            r#"
+CREATE TABLE daemon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    last_reload_error TEXT,
+    next_runs TEXT NOT NULL
+);
+"#,
+        ),
     ])
 }
 

@@ -256,3 +256,23 @@ fn the_history_table_shows_before_and_after_and_the_external_id_like_json() {
     assert_eq!(json[0]["external_id"], "EMP-0042");
     assert_eq!(json[0]["changes"][0]["before"], "Sales");
 }
+
+#[test]
+fn status_shows_a_run_in_progress_with_its_holder() {
+    let env = Env::new();
+    env.write("config.toml", CSV_CONFIG);
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\n");
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    let text = stdout(&env.run(&["status"]));
+    assert!(!text.contains("running: "), "{text}");
+    let lock = env.path("state.db.locks/hr.lock");
+    let held = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+    held.try_lock().unwrap();
+    std::fs::write(&lock, "pid 4242\nlearner-sync sync --directory hr\n").unwrap();
+    let text = stdout(&env.run(&["status", "--directory", "hr"]));
+    assert!(
+        text.contains("running:   now (pid 4242: learner-sync sync --directory hr)"),
+        "{text}"
+    );
+    drop(held);
+}

@@ -11,6 +11,7 @@ use crate::guard::{set_field, still_before};
 use crate::model::{DeactivationReason, Learner};
 use crate::plan::{FieldChange, Operation};
 use crate::run::{journal, lock_directory};
+use crate::state::daemon::{invoking_user, Approval};
 use crate::state::query::{HeldRow, HeldUpdateRow};
 use crate::state::{Counts, Outcome, RunCommit, State};
 use crate::store::Store;
@@ -78,7 +79,19 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
             failed: &report.failed,
             error: None,
         };
+        let run_id = begun.run_id;
         journal::commit(&mut state, &mut store, name, begun, commit).await?;
+        state.record_approval(&Approval {
+            directory: name.to_string(),
+            run_id: Some(run_id),
+            approved_by: invoking_user(),
+            approved_at: crate::db::now(),
+            what: format!(
+                "{} held deactivations, {} held changes",
+                held.len(),
+                held_updates.len()
+            ),
+        })?;
         if !held.is_empty() {
             println!(
                 "{name}: approved {} held deactivations: deactivated {}, already inactive {}, failed {}",
@@ -114,6 +127,13 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     }
     if directory_hold.is_some() {
         state.approve_directory_hold(name)?;
+        state.record_approval(&Approval {
+            directory: name.to_string(),
+            run_id: None,
+            approved_by: invoking_user(),
+            approved_at: crate::db::now(),
+            what: "as a new directory".to_string(),
+        })?;
         println!(
             "{name}: approved as a new directory: the next run creates its learners (`learner-sync sync --directory {name}`)"
         );

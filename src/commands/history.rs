@@ -64,10 +64,29 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         since,
         limit: args.limit,
     };
-    let records = match State::open_read_only(&config.sync.state_db)? {
-        Some(st) => st.history(&filter)?,
-        None => vec![],
+    let (records, approvals) = match State::open_read_only(&config.sync.state_db)? {
+        Some(st) => (
+            st.history(&filter)?,
+            st.approvals(filter.directory.as_deref())?,
+        ),
+        None => (vec![], vec![]),
     };
+    // Who released the actions of an `approve` run, and when.
+    let approved: std::collections::BTreeMap<i64, String> = approvals
+        .iter()
+        .filter_map(|a| {
+            a.run_id.map(|id| {
+                (
+                    id,
+                    format!(
+                        "approved by {} at {}",
+                        printable(&a.approved_by),
+                        a.approved_at
+                    ),
+                )
+            })
+        })
+        .collect();
     if args.json {
         println!(
             "{}",
@@ -92,7 +111,10 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
             r.action,
             printable(&r.user_name),
             printable(&r.external_id),
-            details(r)
+            match approved.get(&r.run) {
+                Some(by) => format!("{}; {by}", details(r)),
+                None => details(r),
+            }
         );
     }
     Ok(Exit::Ok)

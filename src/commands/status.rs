@@ -84,6 +84,8 @@ struct DirectoryStatus {
     held_updates: Vec<HeldUpdateRow>,
     /// Every create held: the directory looks renamed.
     directory_hold: Option<DirectoryHold>,
+    /// The latest `approve` of this directory: who, when, what.
+    last_approval: Option<crate::state::daemon::Approval>,
 }
 
 pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
@@ -115,6 +117,10 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             ),
             None => (None, 0, vec![], vec![], None, None),
         };
+        let last_approval = match &state {
+            Some(st) => st.approvals(Some(&dir.name))?.into_iter().next(),
+            None => None,
+        };
         let running = crate::run::lock_holder(config, &dir.name).map(|holder| RunningStatus {
             run: open_run,
             holder,
@@ -139,6 +145,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             held,
             held_updates,
             directory_hold,
+            last_approval,
         });
     }
     // What a directory renamed or removed in the config left behind.
@@ -198,6 +205,14 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             (None, false) => println!(
                 "  next run:  none scheduled (no daemon running; start one with `systemctl start learner-sync`)"
             ),
+        }
+        if let Some(a) = &s.last_approval {
+            println!(
+                "  approved:  {} by {} at {}",
+                a.what,
+                printable(&a.approved_by),
+                a.approved_at
+            );
         }
         if s.consecutive_failures > 0 {
             println!("  failing:   {} runs in a row", s.consecutive_failures);

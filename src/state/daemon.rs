@@ -116,6 +116,86 @@ impl State {
     }
 }
 
+/// One `approve`: who ran it, when, and what it released.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Approval {
+    pub directory: String,
+    /// The approve's run, when it applied something (a directory hold has none).
+    pub run_id: Option<i64>,
+    pub approved_by: String,
+    pub approved_at: String,
+    pub what: String,
+}
+
+impl State {
+    pub fn record_approval(&mut self, a: &Approval) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO approvals (directory, run_id, approved_by, approved_at, what) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.directory, a.run_id, a.approved_by, a.approved_at, a.what],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every approval of `directory` (all directories if `None`), newest first.
+    pub fn approvals(&self, directory: Option<&str>) -> Result<Vec<Approval>, StateError> {
+        let has_table: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'approvals'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if has_table == 0 {
+            return Ok(vec![]);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT directory, run_id, approved_by, approved_at, what FROM approvals
+                 WHERE ?1 IS NULL OR directory = ?1 ORDER BY id DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok(Approval {
+                    directory: r.get(0)?,
+                    run_id: r.get(1)?,
+                    approved_by: r.get(2)?,
+                    approved_at: r.get(3)?,
+                    what: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+}
+
+/// Who runs this command: the admin behind `sudo` ($SUDO_USER), else the uid's name.
+pub fn invoking_user() -> String {
+    if let Ok(u) = std::env::var("SUDO_USER") {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    // SAFETY: getuid(2) cannot fail; getpwuid_r writes only into the buffers given.
+    let uid = unsafe { libc::getuid() };
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    format!("uid {uid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,7 +102,8 @@ CREATE INDEX actions_by_time ON actions(directory, action, time);
 "#,
         ),
         // Migration 5 (issue 19): the running daemon's pid, heartbeat, config
-        // generation, last reload error and next runs, for `status`. (Merged after
+        // generation, last reload error and next runs, for `status`; and who approved
+        // what when. (Merged after
         // another branch's migration 4.)
         M::up(
             r#"
@@ -114,6 +115,15 @@ CREATE TABLE daemon (
     generation INTEGER NOT NULL,
     last_reload_error TEXT,
     next_runs TEXT NOT NULL
+);
+
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    directory TEXT NOT NULL,
+    run_id INTEGER,
+    approved_by TEXT NOT NULL,
+    approved_at TEXT NOT NULL,
+    what TEXT NOT NULL
 );
 "#,
         ),

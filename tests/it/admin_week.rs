@@ -222,10 +222,23 @@ fn approve_dry_run_previews_the_release_and_writes_nothing() {
     );
     assert!(env.learners("learners.db", "hr").iter().all(|r| r.active));
 
-    let out = env.run(&["approve", "hr"]);
+    let out = env.run_with(&["approve", "hr"], &[("SUDO_USER", "alice")]);
     assert_eq!(code(&out), 0, "{}", output(&out));
     let rows = env.learners("learners.db", "hr");
     assert!(rows.iter().any(|r| r.external_id == "E2" && !r.active));
+
+    // Who approved, and when, in history and status.
+    let text = stdout(&env.run(&["history"]));
+    let line = text
+        .lines()
+        .find(|l| l.contains("E2") && l.contains("deactivate"))
+        .unwrap();
+    assert!(line.contains("approved by alice at 20"), "{text}");
+    let text = stdout(&env.run(&["status"]));
+    assert!(
+        text.contains("approved:  1 held deactivations, 0 held changes by alice at 20"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub enum Command {
     /// Run every configured directory (or the named ones) once, then exit
     Sync(SyncArgs),
     /// Verify config, credentials, permissions and store reachability
-    Check,
+    Check(CheckArgs),
     /// Run every directory on its schedule until SIGTERM (SIGHUP reloads the config)
     Daemon,
     /// Show the last run per directory, the next run and held deactivations
@@ -98,6 +98,14 @@ pub struct HistoryArgs {
     /// Print one JSON array instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also open every file the config names as the service user (root only;
+    /// USER defaults to learner-sync, the packaged service user)
+    #[arg(long, value_name = "USER", num_args = 0..=1, default_missing_value = "learner-sync")]
+    pub as_service: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

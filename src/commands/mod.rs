@@ -2,6 +2,7 @@
 //! result into an exit code. Each subcommand loads what it needs.
 
 mod approve;
+mod as_service;
 mod check;
 mod daemon;
 mod docs;
@@ -93,7 +94,18 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Sync(args) => {
             sync::run(&config, args, cli.log_format == crate::cli::LogFormat::Text).await
         }
-        Command::Check => check::run(&config).await,
+        Command::Check(args) => match &args.as_service {
+            Some(user) => match as_service::run(&config, user) {
+                // Then the usual probes, as this process.
+                Ok(Exit::Ok) => check::run(&config).await,
+                Ok(other) => {
+                    let _ = check::run(&config).await;
+                    Ok(other)
+                }
+                Err(e) => Err(e),
+            },
+            None => check::run(&config).await,
+        },
         Command::Daemon => daemon::run(config, path).await,
         Command::Status(args) => status::run(&config, args),
         Command::History(args) => history::run(&config, args),

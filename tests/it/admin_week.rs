@@ -289,3 +289,59 @@ fn status_shows_a_run_in_progress_with_its_holder() {
     );
     drop(held);
 }
+
+#[test]
+fn check_as_service_opens_the_files_as_that_user_and_names_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.write(
+        "config.toml",
+        &CSV_CONFIG.replace(
+            "kind = \"sqlite\"\npath = \"learners.db\"",
+            "kind = \"scim\"\nurl = \"http://127.0.0.1:9/scim/v2\"\ntoken = { file = \"token.txt\" }",
+        ),
+    );
+    env.write("hr.csv", "external_id,user_name\nE1,a@x.io\n");
+    env.write("token.txt", "t0ken\n");
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        let out = env.run(&["check", "--as-service"]);
+        assert_eq!(code(&out), 2, "{}", output(&out));
+        assert!(
+            output(&out).contains("must run as root"),
+            "{}",
+            output(&out)
+        );
+        return;
+    }
+    // As root: `nobody` stands in for the service user (no user is created).
+    let dir = env.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["config.toml", "hr.csv"] {
+        std::fs::set_permissions(env.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(
+        env.path("token.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let out = env.run(&["check", "--as-service=nobody"]);
+    let text = output(&out);
+    assert_ne!(code(&out), 0, "{text}");
+    assert!(text.contains("ok   as nobody: hr.path:"), "{text}");
+    assert!(
+        text.contains("FAIL as nobody: store.token: cannot open"),
+        "{text}"
+    );
+    assert!(text.contains("chown root:nobody"), "{text}");
+    assert!(text.contains("chmod 0640"), "{text}");
+    assert!(!text.contains("t0ken"), "{text}");
+
+    let out = env.run(&["check", "--as-service=no-such-user-ls"]);
+    assert_eq!(code(&out), 2, "{}", output(&out));
+    assert!(
+        output(&out).contains("no user `no-such-user-ls`"),
+        "{}",
+        output(&out)
+    );
+}

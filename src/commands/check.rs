@@ -29,6 +29,11 @@ pub async fn run(config: &Config) -> Result<Exit, CommandError> {
         config.directories.len()
     );
     let mut all_ok = true;
+    for (failed, text, hint) in super::cert_expiry::lines(config, chrono::Utc::now()) {
+        println!("{} {text}", if failed { "FAIL" } else { "warn" });
+        println!("     hint: {hint}");
+        all_ok &= !failed;
+    }
     for dir in &config.directories {
         let subject = format!("directory {} ({})", dir.name, dir.kind.name());
         let lines = match Source::for_directory(dir, config.sync.request_timeout) {

@@ -3,6 +3,7 @@
 
 mod approve;
 mod as_service;
+mod cert_expiry;
 mod check;
 mod daemon;
 mod docs;

@@ -345,3 +345,43 @@ fn check_as_service_opens_the_files_as_that_user_and_names_the_fix() {
         output(&out)
     );
 }
+
+#[test]
+fn check_warns_30_days_before_the_entra_certificate_expires() {
+    use chrono::Datelike;
+    let cert_expiring = |days: i64| {
+        let at = chrono::Utc::now() + chrono::Duration::days(days);
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["learner-sync-test".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(at.year(), at.month() as u8, at.day() as u8);
+        (
+            params.self_signed(&pair).unwrap().pem(),
+            pair.serialize_pem(),
+        )
+    };
+    for (days, warned) in [(10, true), (400, false)] {
+        let env = Env::new();
+        env.write(
+            "config.toml",
+            &CSV_CONFIG.replace(
+                "kind = \"csv\"\npath = \"hr.csv\"",
+                "kind = \"entra\"\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+                 certificate = { cert_file = \"app.crt\", key_file = \"app.key\" }\n\
+                 authority_url = \"http://127.0.0.1:9\"\ngraph_url = \"http://127.0.0.1:9/v1.0\"",
+            ),
+        );
+        let (cert, key) = cert_expiring(days);
+        env.write("app.crt", &cert);
+        env.write("app.key", &key);
+        let text = output(&env.run(&["check"]));
+        let line = "warn directory hr: certificate ";
+        assert_eq!(text.contains(line), warned, "{days} days: {text}");
+        if warned {
+            assert!(
+                text.contains(&format!("(in {} days)", days - 1))
+                    || text.contains(&format!("(in {days} days)")),
+                "{text}"
+            );
+        }
+    }
+}

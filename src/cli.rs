@@ -93,6 +93,9 @@ pub struct StatusArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Only this directory
+    #[arg(long = "directory", value_name = "NAME")]
+    pub directory: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +121,9 @@ pub struct HistoryArgs {
 pub struct ApproveArgs {
     /// The directory whose held deactivations to release
     pub name: String,
+    /// Print what would be released and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -44,7 +44,7 @@ pub fn needs(config: &Config) -> Vec<Need> {
     }
     for d in &config.directories {
         match &d.kind {
-            DirectoryKind::Csv { path } => out.push(read(format!("{}.path", d.name), path)),
+            DirectoryKind::Csv { path, .. } => out.push(read(format!("{}.path", d.name), path)),
             DirectoryKind::Entra(e) => {
                 if let EntraCredential::Certificate { cert_file, .. } = &e.credential {
                     out.push(read(format!("{}.certificate.cert_file", d.name), cert_file));

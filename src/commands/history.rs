@@ -30,6 +30,26 @@ pub fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Str
     ))
 }
 
+/// The changes as `field: before -> after` (what `--json` has too), then the reason.
+fn details(r: &crate::state::query::ActionRecord) -> String {
+    let mut parts: Vec<String> = r
+        .changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {} -> {}",
+                c.field,
+                printable(c.before.as_deref().unwrap_or("(empty)")),
+                printable(c.after.as_deref().unwrap_or("(empty)"))
+            )
+        })
+        .collect();
+    if !r.reason.is_empty() {
+        parts.push(printable(&r.reason).to_string());
+    }
+    parts.join("; ")
+}
+
 pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
     if let Some(d) = &args.directory {
         known_directory(config, d)?;
@@ -44,10 +64,29 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         since,
         limit: args.limit,
     };
-    let records = match State::open_read_only(&config.sync.state_db)? {
-        Some(st) => super::pending::with_pending(config, &st, &filter, st.history(&filter)?)?,
-        None => vec![],
+    let (records, approvals) = match State::open_read_only(&config.sync.state_db)? {
+        Some(st) => (
+            super::pending::with_pending(config, &st, &filter, st.history(&filter)?)?,
+            st.approvals(filter.directory.as_deref())?,
+        ),
+        None => (vec![], vec![]),
     };
+    // Who released the actions of an `approve` run, and when.
+    let approved: std::collections::BTreeMap<i64, String> = approvals
+        .iter()
+        .filter_map(|a| {
+            a.run_id.map(|id| {
+                (
+                    id,
+                    format!(
+                        "approved by {} at {}",
+                        printable(&a.approved_by),
+                        a.approved_at
+                    ),
+                )
+            })
+        })
+        .collect();
     if args.json {
         println!(
             "{}",
@@ -60,18 +99,22 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  reason",
-        "time", "run", "directory", "action", "user"
+        "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {:<24}  details",
+        "time", "run", "directory", "action", "user", "external id"
     );
     for r in &records {
         println!(
-            "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {}",
+            "{:<20}  {:>5}  {:<12}  {:<11}  {:<32}  {:<24}  {}",
             r.time,
             r.run,
             r.directory,
             r.action,
             printable(&r.user_name),
-            printable(&r.reason)
+            printable(&r.external_id),
+            match approved.get(&r.run) {
+                Some(by) => format!("{}; {by}", details(r)),
+                None => details(r),
+            }
         );
     }
     Ok(Exit::Ok)

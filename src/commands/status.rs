@@ -1,23 +1,83 @@
 //! `learner-sync status`: per directory, the last run, the next one, consecutive
 //! failures and what the guards hold (deactivations, field changes, a directory's
 //! creates), read from the state DB; and directories the state DB knows that the
-//! config no longer has.
+//! config no longer has. Whether a daemon runs (and so what "next run" means) comes
+//! from the daemon's row in the state DB and whether its pid is alive.
 
 use serde::Serialize;
 
-use super::CommandError;
-use super::Exit;
+use super::{known_directory, CommandError, Exit};
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::report::printable;
+use crate::state::daemon::{DaemonRow, OpenRun};
 use crate::state::query::{DirectoryHold, HeldRow, HeldUpdateRow, RunRow};
 use crate::state::State;
+
+/// A heartbeat older than this (the daemon writes one every 10 s) means the daemon's
+/// scheduler is stuck even if its pid is alive.
+const STALE_AFTER_SECONDS: i64 = 60;
+
+#[derive(Serialize, Clone)]
+struct DaemonStatus {
+    running: bool,
+    /// "running", "not running", or "not responding" (pid alive, heartbeat stale).
+    state: &'static str,
+    #[serde(flatten)]
+    row: Option<DaemonRow>,
+    heartbeat_age_seconds: Option<i64>,
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything).
+fn pid_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; no memory is involved.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn daemon_status(row: Option<DaemonRow>, now: chrono::DateTime<chrono::Utc>) -> DaemonStatus {
+    let age = row.as_ref().and_then(|r| {
+        chrono::DateTime::parse_from_rfc3339(&r.heartbeat_at)
+            .ok()
+            .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0))
+    });
+    let alive = row.as_ref().is_some_and(|r| pid_alive(r.pid));
+    let state = match (alive, age) {
+        (true, Some(a)) if a <= STALE_AFTER_SECONDS => "running",
+        (true, _) => "not responding",
+        _ => "not running",
+    };
+    DaemonStatus {
+        running: state == "running",
+        state,
+        // A row whose pid is gone is a daemon killed before it could clear it.
+        row: if alive { row } else { None },
+        heartbeat_age_seconds: if alive { age } else { None },
+    }
+}
+
+#[derive(Serialize)]
+struct RunningStatus {
+    run: Option<OpenRun>,
+    holder: String,
+}
 
 #[derive(Serialize)]
 struct DirectoryStatus {
     directory: String,
     kind: &'static str,
+    /// The same for every directory: kept in each so `--json` stays an array.
+    daemon: DaemonStatus,
     last_run: Option<RunRow>,
+    /// A run in progress (its directory lock is held): when it started, by whom.
+    running: Option<RunningStatus>,
+    /// From the daemon's schedule; `None` when no daemon runs.
     next_run: Option<String>,
     consecutive_failures: u32,
     held: Vec<HeldRow>,
@@ -26,54 +86,74 @@ struct DirectoryStatus {
     directory_hold: Option<DirectoryHold>,
     /// Leavers inside their grace period.
     pending: Vec<crate::state::pending::PendingRow>,
+    /// The latest `approve` of this directory: who, when, what.
+    last_approval: Option<crate::state::daemon::Approval>,
 }
 
 pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
+    if let Some(d) = &args.directory {
+        known_directory(config, d)?;
+    }
     let state = State::open_read_only(&config.sync.state_db)?;
+    let daemon = daemon_status(
+        match &state {
+            Some(st) => st.daemon()?,
+            None => None,
+        },
+        chrono::Utc::now(),
+    );
     let mut out = Vec::new();
-    for dir in &config.directories {
-        let (last_run, failures, held, held_updates, directory_hold) = match &state {
+    let wanted = config
+        .directories
+        .iter()
+        .filter(|d| args.directory.as_ref().is_none_or(|n| *n == d.name));
+    for dir in wanted {
+        let (last_run, failures, held, held_updates, directory_hold, open_run) = match &state {
             Some(st) => (
                 st.recent_runs(&dir.name, 1)?.into_iter().next(),
                 st.consecutive_failures(&dir.name)?,
                 st.held(&dir.name)?,
                 st.held_updates(&dir.name)?,
                 st.directory_hold(&dir.name)?,
+                st.open_run(&dir.name)?,
             ),
-            None => (None, 0, vec![], vec![], None),
+            None => (None, 0, vec![], vec![], None, None),
         };
-        let schedule = dir.schedule.as_ref().unwrap_or(&config.sync.schedule);
-        let next_run = match last_run.as_ref().and_then(|r| r.finished_at.as_deref()) {
-            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-                .ok()
-                .and_then(|t| {
-                    // What the daemon would do: next tick, after the failure backoff.
-                    let t = t.with_timezone(&chrono::Utc);
-                    crate::daemon::schedule::next_run(
-                        schedule,
-                        t,
-                        t,
-                        failures,
-                        std::time::Duration::ZERO,
-                    )
-                })
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            None => Some("at daemon start".to_string()),
+        let last_approval = match &state {
+            Some(st) => st.approvals(Some(&dir.name))?.into_iter().next(),
+            None => None,
+        };
+        let running = crate::run::lock_holder(config, &dir.name).map(|holder| RunningStatus {
+            run: open_run,
+            holder,
+        });
+        // Only the daemon schedules: a manual sync's time says nothing about the next.
+        let next_run = if daemon.running {
+            daemon
+                .row
+                .as_ref()
+                .and_then(|r| r.next_runs.get(&dir.name).cloned())
+        } else {
+            None
         };
         out.push(DirectoryStatus {
             directory: dir.name.clone(),
             kind: dir.kind.name(),
+            daemon: daemon.clone(),
             last_run,
+            running,
             next_run,
             consecutive_failures: failures,
             held,
             held_updates,
             directory_hold,
             pending: super::pending::rows(state.as_ref(), &dir.name)?,
+            last_approval,
         });
     }
     // What a directory renamed or removed in the config left behind.
     let unconfigured: Vec<String> = match &state {
+        Some(_) if args.directory.is_some() => vec![],
         Some(st) => st
             .known_directories()?
             .into_iter()
@@ -84,6 +164,18 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(Exit::Ok);
+    }
+    match (&daemon.row, daemon.heartbeat_age_seconds) {
+        (Some(r), Some(age)) => {
+            println!(
+                "daemon: {} (pid {}, heartbeat {age}s ago, config generation {})",
+                daemon.state, r.pid, r.generation
+            );
+            if let Some(e) = &r.last_reload_error {
+                println!("  last reload failed: {}", printable(e));
+            }
+        }
+        _ => println!("daemon: not running"),
     }
     for s in &out {
         println!("{} ({})", s.directory, s.kind);
@@ -101,10 +193,30 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             }
             None => println!("  last run:  never"),
         }
-        println!(
-            "  next run:  {}",
-            s.next_run.as_deref().unwrap_or("unknown")
-        );
+        if let Some(r) = &s.running {
+            match &r.run {
+                Some(run) => println!(
+                    "  running:   #{} {} since {}{}",
+                    run.id, run.kind, run.started_at, r.holder
+                ),
+                None => println!("  running:   now{}", r.holder),
+            }
+        }
+        match (&s.next_run, daemon.running) {
+            (Some(t), _) => println!("  next run:  {t}"),
+            (None, true) => println!("  next run:  not scheduled yet (its run is in progress or starting)"),
+            (None, false) => println!(
+                "  next run:  none scheduled (no daemon running; start one with `systemctl start learner-sync`)"
+            ),
+        }
+        if let Some(a) = &s.last_approval {
+            println!(
+                "  approved:  {} by {} at {}",
+                a.what,
+                printable(&a.approved_by),
+                a.approved_at
+            );
+        }
         for line in super::pending::status_lines(config, &s.directory, &s.pending) {
             println!("{line}");
         }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {}: {source}", path.display())]
+    #[error("cannot read config {}: {source}{}", path.display(), read_hint(path, source))]
     Read {
         path: PathBuf,
         #[source]
@@ -17,6 +17,25 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// A config that is not where it was looked for: say where else it can be named.
+fn read_hint(path: &Path, source: &std::io::Error) -> String {
+    match source.kind() {
+        std::io::ErrorKind::NotFound if path == Path::new(super::DEFAULT_CONFIG_PATH) => {
+            " (the default; give another with --config PATH or the LEARNER_SYNC_CONFIG environment variable, \
+             or start from /usr/share/doc/learner-sync/config.example.toml)"
+                .to_string()
+        }
+        std::io::ErrorKind::NotFound => {
+            " (from --config or LEARNER_SYNC_CONFIG; check the path)".to_string()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (run as root or the learner-sync user; the packaged config is root:learner-sync 0640)"
+                .to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// Where a key sits in the config text, for errors found after parsing.

@@ -150,7 +150,10 @@ impl DirectoryConfig {
 
 #[derive(Debug, Clone)]
 pub enum DirectoryKind {
-    Csv { path: PathBuf },
+    Csv {
+        path: PathBuf,
+        format: crate::source::csv::CsvFormat,
+    },
     Entra(EntraConfig),
     Google(GoogleConfig),
 }
@@ -668,6 +671,33 @@ impl Validator<'_> {
             toml::Value::Table(t) => t,
             _ => return Err(refused()),
         };
+        let given: Vec<&str> = ["env", "file", "credential"]
+            .into_iter()
+            .filter(|k| table.contains_key(*k))
+            .collect();
+        if given.len() > 1 {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "give only one of env, file or credential, not {}",
+                    given.join(" and ")
+                ),
+            ));
+        }
+        if let Some(other) = table
+            .keys()
+            .find(|k| !["env", "file", "credential"].contains(&k.as_str()))
+        {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "unknown key `{}` in a secret: give one of env, file or credential",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
         let only = |k: &str| match (table.len(), table.get(k)) {
             (1, Some(toml::Value::String(s))) if !s.is_empty() => Some(s),
             _ => None,
@@ -724,7 +754,7 @@ impl Validator<'_> {
         }
         let kind_name = d.kind.get_ref().as_str();
         let allowed: &[&str] = match kind_name {
-            "csv" => &["path"],
+            "csv" => &["path", "delimiter", "encoding"],
             "entra" => &[
                 "tenant_id",
                 "client_id",
@@ -776,6 +806,7 @@ impl Validator<'_> {
         let kind = match kind_name {
             "csv" => DirectoryKind::Csv {
                 path: self.path(&required(&d.path, "path")?),
+                format: self.csv_format(d, &key)?,
             },
             "entra" => DirectoryKind::Entra(self.entra(index, &raw, &required)?),
             _ => DirectoryKind::Google(self.google(index, &raw, &required)?),
@@ -815,6 +846,39 @@ impl Validator<'_> {
             schedule,
             mapping,
             deactivate_after,
+        })
+    }
+
+    /// A CSV directory's `delimiter` and `encoding`; unset ones are detected per file.
+    fn csv_format(
+        &self,
+        d: &RawDirectory,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<crate::source::csv::CsvFormat, ConfigError> {
+        use crate::source::csv::{parse_delimiter, CsvEncoding, CsvFormat};
+        let delimiter = match &d.delimiter {
+            None => None,
+            Some(v) => Some(parse_delimiter(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v,
+                    &key("delimiter"),
+                    "must be \",\", \";\" or \"\\t\" (tab); leave it out to detect it from the header line",
+                )
+            })?),
+        };
+        let encoding = match &d.encoding {
+            None => None,
+            Some(v) => Some(CsvEncoding::parse(v.get_ref()).ok_or_else(|| {
+                self.err(
+                    v,
+                    &key("encoding"),
+                    "must be \"utf-8\", \"windows-1252\" or \"latin-1\"; leave it out to detect it (UTF-8, else windows-1252)",
+                )
+            })?),
+        };
+        Ok(CsvFormat {
+            delimiter,
+            encoding,
         })
     }
 
@@ -1029,6 +1093,8 @@ fn present_keys(d: &RawDirectory) -> Vec<(&'static str, std::ops::Range<usize>)>
         }
     };
     add("path", d.path.as_ref().map(|v| v.span()));
+    add("delimiter", d.delimiter.as_ref().map(|v| v.span()));
+    add("encoding", d.encoding.as_ref().map(|v| v.span()));
     add("scope", d.scope.as_ref().map(|v| v.span()));
     add("tenant_id", d.tenant_id.as_ref().map(|v| v.span()));
     add("client_id", d.client_id.as_ref().map(|v| v.span()));
@@ -1065,7 +1131,13 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 impl Config {
     /// Files holding secrets: the config itself, secret files and certificate keys.
     pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
-        let mut out = vec![("config".to_string(), self.path.clone())];
+        // Secrets are never written in the config (they are env, file or credential
+        // references), so the config itself is sensitive only if a URL in it carries
+        // a password: a fresh clone's 0644 demo config is not worth a warning.
+        let mut out = Vec::new();
+        if self.urls().iter().any(|u| u.password().is_some()) {
+            out.push(("config".to_string(), self.path.clone()));
+        }
         if let StoreConfig::Scim {
             token: SecretRef::File(p),
             ..
@@ -1095,6 +1167,25 @@ impl Config {
         for (i, n) in self.notify.iter().enumerate() {
             for (key, path) in n.secret_files() {
                 out.push((format!("notify[{i}].{key}"), path));
+            }
+        }
+        out
+    }
+
+    /// Every URL the config names.
+    fn urls(&self) -> Vec<&reqwest::Url> {
+        let mut out = Vec::new();
+        if let StoreConfig::Scim { url, .. } = &self.store {
+            out.push(url);
+        }
+        for d in &self.directories {
+            match &d.kind {
+                DirectoryKind::Entra(e) => out.extend([&e.authority_url, &e.graph_url]),
+                DirectoryKind::Google(g) => {
+                    out.extend(g.token_url.iter());
+                    out.push(&g.directory_url);
+                }
+                DirectoryKind::Csv { .. } => {}
             }
         }
         out

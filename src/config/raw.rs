@@ -67,6 +67,8 @@ pub struct RawDirectory {
     pub deactivate_after: Option<S<String>>,
     // csv
     pub path: Option<S<String>>,
+    pub delimiter: Option<S<String>>,
+    pub encoding: Option<S<String>>,
     // entra and google
     pub scope: Option<S<toml::Value>>,
     // entra

@@ -20,6 +20,8 @@ pub struct Health {
     alive: AtomicBool,
     unhealthy_after: AtomicU32,
     failures: Mutex<BTreeMap<String, u32>>,
+    /// Each directory's next scheduled run (RFC 3339), for the state DB's daemon row.
+    next_runs: Mutex<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -42,7 +44,25 @@ impl Health {
             alive: AtomicBool::new(true),
             unhealthy_after: AtomicU32::new(unhealthy_after),
             failures: Mutex::new(BTreeMap::new()),
+            next_runs: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    pub fn set_next_run(&self, directory: &str, at: &chrono::DateTime<chrono::Utc>) {
+        if let Ok(mut n) = self.next_runs.lock() {
+            n.insert(
+                directory.to_string(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+        }
+    }
+
+    pub fn next_runs(&self) -> BTreeMap<String, String> {
+        self.next_runs.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    pub fn scheduler_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 
     pub fn set_alive(&self, alive: bool) {
@@ -62,6 +82,9 @@ impl Health {
     pub fn forget(&self, directory: &str) {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(directory);
+        }
+        if let Ok(mut n) = self.next_runs.lock() {
+            n.remove(directory);
         }
     }
 

@@ -325,6 +325,7 @@ async fn directory_loop(name: &str, mut s: Shared) {
         match schedule::next_run(sched, origin, now, failures, jitter) {
             Some(t) => {
                 tracing::debug!(directory = name, next_run = %t.to_rfc3339(), "next run scheduled");
+                s.health.set_next_run(name, &t);
                 due = s.clock.instant_at(t);
             }
             None => {

@@ -186,7 +186,7 @@ async fn finish_run(
             RunResult::Ok
         }
         Outcome::Held => {
-            tracing::warn!(directory = name, held = c.held, reason = %report.hold_reason.as_ref().map(|r| r.to_string()).unwrap_or_default(), "run finished; deactivations held");
+            tracing::warn!(directory = name, held = c.held, reason = %report.hold_reason.as_ref().map(|r| r.to_string()).unwrap_or_default(), "run finished; deactivations held; review with `learner-sync status`, release with `learner-sync approve {name}`");
             RunResult::Held
         }
         Outcome::Failed => {

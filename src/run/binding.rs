@@ -9,7 +9,7 @@ use crate::state::Binding;
 /// from. A cursor of one tenant means nothing to another.
 pub fn origin(dir: &DirectoryConfig) -> String {
     let origin = match &dir.kind {
-        DirectoryKind::Csv { path } => format!("csv {}", path.display()),
+        DirectoryKind::Csv { path, .. } => format!("csv {}", path.display()),
         DirectoryKind::Entra(e) => format!(
             "entra tenant={} cloud={:?} graph={} authority={}",
             e.tenant_id, e.cloud, e.graph_url, e.authority_url

@@ -12,8 +12,13 @@ pub struct DirectoryLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another learner-sync process is syncing directory `{directory}` (lock {})", path.display())]
-    Busy { directory: String, path: PathBuf },
+    #[error("another learner-sync process{holder} is syncing directory `{directory}` (lock {}); wait for it to finish, or stop it", path.display())]
+    Busy {
+        directory: String,
+        path: PathBuf,
+        /// ` (pid N: COMMAND)` as the holder wrote it into the lock, or empty.
+        holder: String,
+    },
     #[error("cannot create {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -114,15 +119,66 @@ fn lock_file(path: &Path, directory: &str) -> Result<DirectoryLock, LockError> {
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(DirectoryLock { _file: file }),
+        Ok(()) => {
+            // Who holds it, for the next process's error; the lock works without it.
+            let _ = write_holder(&file);
+            Ok(DirectoryLock { _file: file })
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy {
             directory: directory.to_string(),
             path: path.to_path_buf(),
+            holder: read_holder(path),
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(LockError::Lock {
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// Whether another process holds the directory's lock now, and who (` (pid N: CMD)`).
+/// Reads only: a lock file that does not exist is not held.
+pub fn holder(config: &Config, directory: &str) -> Option<String> {
+    let path = lock_path(config, directory);
+    let file = std::fs::File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => Some(read_holder(&path)),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
+/// `pid N\ncommand line\n` into the held lock file, replacing what was there.
+fn write_holder(mut file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let command: Vec<String> = std::env::args().collect();
+    // Arguments never hold secrets (they come from env, file or credential), but
+    // keep it one short line.
+    let mut line: String = command.join(" ").chars().take(200).collect();
+    line.retain(|c| !c.is_control());
+    file.set_len(0)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    write!(file, "pid {}\n{line}\n", std::process::id())?;
+    file.flush()
+}
+
+/// ` (pid N: COMMAND)` from a held lock file, or empty if it says nothing readable.
+fn read_holder(path: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut lines = text.lines();
+    let pid = lines
+        .next()
+        .and_then(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    match (pid, lines.next()) {
+        (Some(pid), Some(cmd)) if !cmd.trim().is_empty() => {
+            let cmd: String = cmd.chars().filter(|c| !c.is_control()).take(200).collect();
+            format!(" (pid {pid}: {cmd})")
+        }
+        (Some(pid), _) => format!(" (pid {pid})"),
+        _ => String::new(),
     }
 }
 
@@ -137,6 +193,8 @@ mod tests {
         let first = lock_file(&path, "hr").unwrap();
         let e = lock_file(&path, "hr").err().unwrap();
         assert!(matches!(e, LockError::Busy { .. }), "{e}");
+        let pid = std::process::id();
+        assert!(e.to_string().contains(&format!("(pid {pid}: ")), "{e}");
         assert!(!e.is_permanent());
         drop(first);
         lock_file(&path, "hr").unwrap();

@@ -16,7 +16,7 @@ pub mod summary;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-pub use lock::{lock_directory, lock_path, DirectoryLock, LockError};
+pub use lock::{holder as lock_holder, lock_directory, lock_path, DirectoryLock, LockError};
 pub use snapshot::merge;
 
 use crate::config::{Config, DirectoryConfig};

@@ -133,8 +133,8 @@ impl Source {
         // The source attributes the mappings and filters read (a small hook per source).
         let attributes = dir.mapping.attributes.clone();
         match &dir.kind {
-            DirectoryKind::Csv { path } => Ok(Source::Csv(
-                csv::CsvSource::new(path.clone()).with_attributes(attributes),
+            DirectoryKind::Csv { path, format } => Ok(Source::Csv(
+                csv::CsvSource::new(path.clone(), *format).with_attributes(attributes),
             )),
             DirectoryKind::Entra(cfg) => Ok(Source::Entra(Box::new(
                 entra::EntraSource::new(cfg, request_timeout)?.with_attributes(attributes),

@@ -115,6 +115,31 @@ CREATE TABLE pending_deactivations (
 ) WITHOUT ROWID;
 "#,
         ),
+        // Migration 5 (issue 19): the running daemon's pid, heartbeat, config
+        // generation, last reload error and next runs, for `status`; and who approved
+        // what when.
+        M::up(
+            r#"
+CREATE TABLE daemon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    last_reload_error TEXT,
+    next_runs TEXT NOT NULL
+);
+
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    directory TEXT NOT NULL,
+    run_id INTEGER,
+    approved_by TEXT NOT NULL,
+    approved_at TEXT NOT NULL,
+    what TEXT NOT NULL
+);
+"#,
+        ),
     ])
 }
 

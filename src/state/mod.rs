@@ -1,6 +1,7 @@
 //! The state DB: per-directory snapshot, cursors, runs, the action log and held
 //! deactivations. One SQLite file (`sync.state_db`).
 
+pub mod daemon;
 mod migrations;
 pub mod pending;
 pub mod query;

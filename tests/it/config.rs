@@ -97,7 +97,7 @@ scope = { org_units = ["/Staff"] }
         other => panic!("{other:?}"),
     }
     match &c.directories[0].kind {
-        DirectoryKind::Csv { path } => {
+        DirectoryKind::Csv { path, .. } => {
             assert_eq!(path, Path::new("/etc/learner-sync/../exports/hr.csv"))
         }
         other => panic!("{other:?}"),

@@ -557,17 +557,32 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
 }
 
 #[test]
-fn status_next_run_follows_the_schedule_and_the_failure_backoff() {
+fn status_knows_the_daemon_and_takes_next_run_only_from_its_schedule() {
     let env = Env::new();
     env.write("config.toml", &config("every 1h", "", &["ok", "broken"]));
     env.write("ok.csv", &csv(&[("o1", "A", true)]));
-    for _ in 0..2 {
-        let out = env.run(&["sync"]);
-        assert_eq!(common::code(&out), 3, "{}", common::stderr(&out));
-    }
-    let out = env.run(&["status", "--json"]);
-    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
-    let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).expect("JSON");
+    // A manual sync schedules nothing (issue 19 item 4).
+    let out = env.run(&["sync"]);
+    assert_eq!(common::code(&out), 3, "{}", common::stderr(&out));
+    let text = common::stdout(&env.run(&["status"]));
+    assert!(text.contains("daemon: not running"), "{text}");
+    assert!(
+        text.contains("next run:  none scheduled (no daemon running"),
+        "{text}"
+    );
+
+    let mut daemon = Daemon::start(&env);
+    let pid = daemon.child.id();
+    let status = wait_for("the daemon's heartbeat with both next runs", || {
+        let out = env.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&common::stdout(&out)).ok()?;
+        let all = v.as_array()?;
+        let ready = all.len() == 2
+            && all
+                .iter()
+                .all(|d| d["daemon"]["running"] == true && d["next_run"].is_string());
+        ready.then_some(v)
+    });
     let gap = |name: &str| {
         let d = status
             .as_array()
@@ -580,11 +595,38 @@ fn status_next_run_follows_the_schedule_and_the_failure_backoff() {
         };
         (t(&d["next_run"]) - t(&d["last_run"]["finished_at"])).num_seconds()
     };
-    // Healthy: one period after the last run (to the second).
-    assert!((3599..=3600).contains(&gap("ok")), "{status}");
-    // Two failures in a row: it waits one period more before the next tick.
+    // One period after the run, plus the daemon's jitter (at most 1/10 of it).
+    assert!((3599..=3960).contains(&gap("ok")), "{status}");
+    // Two failures in a row (the manual sync's and the daemon's): one period more.
     assert_eq!(status[1]["consecutive_failures"], 2);
-    assert!((7199..=7200).contains(&gap("broken")), "{status}");
+    assert!((7199..=7560).contains(&gap("broken")), "{status}");
+    assert_eq!(status[0]["daemon"]["pid"], pid);
+    let text = common::stdout(&env.run(&["status", "--directory", "ok"]));
+    assert!(
+        text.contains(&format!("daemon: running (pid {pid}, heartbeat ")),
+        "{text}"
+    );
+    assert!(text.contains("config generation 1"), "{text}");
+    assert!(!text.contains("broken"), "--directory shows one: {text}");
+
+    // A reload that fails is recorded in the daemon's row.
+    env.write("config.toml", "[sync\n");
+    daemon.signal(libc::SIGHUP);
+    let error = wait_for("the failed reload in the daemon's row", || {
+        let rows = common::sql(&env, "state.db", "SELECT last_reload_error FROM daemon");
+        rows.first()?.first()?.clone()
+    });
+    assert!(error.contains("config.toml:1:"), "{error}");
+    env.write("config.toml", &config("every 1h", "", &["ok", "broken"]));
+    let text = common::stdout(&env.run(&["status"]));
+    assert!(text.contains("last reload failed: "), "{text}");
+    assert!(text.contains("config generation 1"), "{text}");
+
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+    env.write("config.toml", &config("every 1h", "", &["ok", "broken"]));
+    let text = common::stdout(&env.run(&["status"]));
+    assert!(text.contains("daemon: not running"), "{text}");
 }
 
 #[test]

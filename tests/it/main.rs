@@ -6,6 +6,7 @@
 mod common;
 mod support;
 
+mod admin_week;
 mod as_service;
 mod config;
 mod config_fuzz;

@@ -101,7 +101,7 @@ fn a_path_at_a_file_that_is_not_a_learner_csv_names_its_shape_not_its_content() 
         (
             "a binary file",
             b"\x89PNG\r\n\x1a\n\xff\xfe s4ltS4LT\x00\x00\n",
-            "not valid UTF-8",
+            "line 1 has 1 column(s), none of them external_id or user_name",
         ),
     ];
     for (what, bytes, words) in files {
@@ -234,15 +234,145 @@ fn an_empty_row_between_rows_is_refused_with_its_line() {
 
 #[test]
 fn a_file_saved_in_another_encoding_says_how_to_save_it() {
-    // Excel's "Unicode Text" is UTF-16 with a BOM; Latin-1 is a local code page.
+    // Excel's "Unicode Text" is UTF-16 with a BOM; a file declared UTF-8 that is not.
     let utf16: Vec<u8> = "\u{feff}external_id,user_name\r\nE1,a@x.io\r\n"
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
-    let latin1 = b"external_id,user_name,given_name\nE1,a@x.io,Ren\xe9\n".to_vec();
-    for bytes in [utf16, latin1] {
-        let env = synced(2);
-        std::fs::write(env.path("hr.csv"), bytes).unwrap();
-        refused(&env, 2, "save as \"CSV UTF-8\"");
+    let env = synced(2);
+    std::fs::write(env.path("hr.csv"), utf16).unwrap();
+    let text = refused(&env, 2, "UTF-16");
+    assert!(text.contains("\"CSV UTF-8 (comma delimited)\""), "{text}");
+
+    let env = synced(2);
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("encoding = \"utf-8\"\n");
+    env.write("config.toml", &config);
+    std::fs::write(
+        env.path("hr.csv"),
+        b"external_id,user_name,given_name\nE1,a@x.io,Ren\xe9\n",
+    )
+    .unwrap();
+    let text = refused(&env, 2, "hr.csv:2: not valid UTF-8");
+    assert!(text.contains("\"CSV UTF-8 (comma delimited)\""), "{text}");
+}
+
+/// `setup()` with extra keys for the directory.
+fn setup_with(keys: &str) -> Env {
+    let env = setup();
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str(keys);
+    env.write("config.toml", &config);
+    env
+}
+
+#[test]
+fn a_windows_1252_export_is_detected_read_and_warned_about() {
+    let env = setup();
+    // "CSV (comma delimited)" from a Western European Excel: é is 0xE9, € is 0x80.
+    std::fs::write(
+        env.path("hr.csv"),
+        b"external_id,user_name,department\r\nE1,a@x.io,Ren\xe9 \x80\r\n",
+    )
+    .unwrap();
+    let out = env.run(&["check"]);
+    let text = output(&out);
+    assert!(text.contains("windows-1252 (detected)"), "{text}");
+    assert!(
+        text.contains("not valid UTF-8, read as windows-1252"),
+        "{text}"
+    );
+    let out = env.run(&["sync"]);
+    let text = output(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.contains("read as windows-1252"), "{text}");
+    let learners = env.learners("learners.db", "hr");
+    assert_eq!(
+        learners[0].department.as_deref(),
+        Some("Ren\u{e9} \u{20ac}")
+    );
+
+    // Said as latin-1, the same bytes are ISO-8859-1: 0x80 is a control, not €.
+    let env = setup_with("encoding = \"latin-1\"\n");
+    std::fs::write(
+        env.path("hr.csv"),
+        b"external_id,user_name,department\nE1,a@x.io,Ren\xe9 \x80\n",
+    )
+    .unwrap();
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    assert!(!output(&out).contains("windows-1252"), "{}", output(&out));
+    let learners = env.learners("learners.db", "hr");
+    assert_eq!(learners[0].department.as_deref(), Some("Ren\u{e9} \u{80}"));
+}
+
+#[test]
+fn semicolon_and_tab_files_read_by_detection_or_by_the_delimiter_key() {
+    // A German Excel's "CSV (Trennzeichen-getrennt)" uses `;`; the name holds a comma.
+    let env = setup();
+    env.write(
+        "hr.csv",
+        "external_id;user_name;department\r\nE1;a@x.io;\"Smith; Ann\"\r\nE2;b@x.io;Lee, Bo\r\n",
+    );
+    let out = env.run(&["check"]);
+    assert!(
+        output(&out).contains("delimiter `;` (detected)"),
+        "{}",
+        output(&out)
+    );
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    let learners = env.learners("learners.db", "hr");
+    assert_eq!(learners[0].department.as_deref(), Some("Smith; Ann"));
+    assert_eq!(learners[1].department.as_deref(), Some("Lee, Bo"));
+
+    let env = setup_with("delimiter = \"\\t\"\n");
+    env.write(
+        "hr.csv",
+        "external_id\tuser_name\tdepartment\nE1\ta@x.io\tSales, EMEA\n",
+    );
+    let out = env.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", output(&out));
+    let learners = env.learners("learners.db", "hr");
+    assert_eq!(learners[0].department.as_deref(), Some("Sales, EMEA"));
+}
+
+#[test]
+fn a_file_with_another_delimiter_than_the_configured_one_says_how_to_save_it() {
+    let env = synced(2);
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("delimiter = \",\"\n");
+    env.write("config.toml", &config);
+    env.write("hr.csv", "external_id;user_name\nE1;user1@x.io\n");
+    let text = refused(&env, 2, "line 1 has 1 column(s), none of them external_id");
+    assert!(text.contains("separated by `;` or tab"), "{text}");
+    assert!(text.contains("\"CSV UTF-8 (comma delimited)\""), "{text}");
+}
+
+#[test]
+fn a_bad_delimiter_or_encoding_value_is_a_config_error_naming_the_key() {
+    for (keys, words) in [
+        ("delimiter = \"|\"\n", "directory[0].delimiter: must be"),
+        ("encoding = \"utf-16\"\n", "directory[0].encoding: must be"),
+    ] {
+        let env = setup_with(keys);
+        env.write("hr.csv", &rows(1, "\n"));
+        let out = env.run(&["check"]);
+        assert_eq!(code(&out), 2, "{}", output(&out));
+        assert!(output(&out).contains(words), "{}", output(&out));
     }
+}
+
+#[test]
+fn a_missing_csv_file_gets_a_file_not_found_hint_not_a_format_one() {
+    let env = setup();
+    let out = env.run(&["check"]);
+    let text = output(&out);
+    assert_ne!(code(&out), 0, "{text}");
+    assert!(
+        text.contains("(relative to the config file's directory)"),
+        "{text}"
+    );
+    assert!(text.contains("file not found: "), "{text}");
+    assert!(!text.contains("UTF-8"), "{text}");
 }

@@ -93,7 +93,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
 
     prepare_databases(&config).await;
     let directories = config.directories.len();
-    let beacon = Arc::new(Beacon::new(&config));
+    let beacon = Arc::new(crate::daemon::beacon::Beacon::new(&config));
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let reload_health = health.clone();
     let reload_beacon = beacon.clone();
@@ -154,7 +154,7 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
     let beat_health = health.clone();
     let beat_beacon = beacon.clone();
     let heartbeat = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut tick = tokio::time::interval(crate::daemon::beacon::HEARTBEAT_EVERY);
         loop {
             tick.tick().await;
             // Only while the scheduler lives: a stale heartbeat says it does not.
@@ -194,72 +194,4 @@ struct ListenError {
     addr: std::net::SocketAddr,
     #[source]
     source: std::io::Error,
-}
-
-/// How often the daemon writes its row in the state DB (`status` reads it).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-
-/// The daemon's row in the state DB: pid, heartbeat, generation, last reload error.
-struct Beacon {
-    row: std::sync::Mutex<(std::path::PathBuf, crate::state::daemon::DaemonRow)>,
-}
-
-impl Beacon {
-    fn new(config: &Config) -> Beacon {
-        let now = crate::db::now();
-        Beacon {
-            row: std::sync::Mutex::new((
-                config.sync.state_db.clone(),
-                crate::state::daemon::DaemonRow {
-                    pid: i64::from(std::process::id()),
-                    started_at: now.clone(),
-                    heartbeat_at: now,
-                    generation: 1,
-                    last_reload_error: None,
-                    next_runs: Default::default(),
-                },
-            )),
-        }
-    }
-
-    fn reloaded(&self, next: &Config) {
-        if let Ok(mut r) = self.row.lock() {
-            r.0 = next.sync.state_db.clone();
-            r.1.generation += 1;
-            r.1.last_reload_error = None;
-        }
-    }
-
-    fn reloaded_failed(&self, error: &str) {
-        if let Ok(mut r) = self.row.lock() {
-            r.1.last_reload_error = Some(crate::redact::scrub(error));
-        }
-    }
-
-    async fn beat(&self, next_runs: std::collections::BTreeMap<String, String>) {
-        let Ok((path, row)) = self.row.lock().map(|mut r| {
-            r.1.heartbeat_at = crate::db::now();
-            r.1.next_runs = next_runs;
-            (r.0.clone(), r.1.clone())
-        }) else {
-            return;
-        };
-        let written = tokio::task::spawn_blocking(move || {
-            crate::state::State::open(&path).and_then(|mut st| st.write_daemon(&row))
-        })
-        .await;
-        if let Ok(Err(e)) = written {
-            tracing::warn!(error = %e, "cannot write the daemon's heartbeat to the state DB");
-        }
-    }
-
-    async fn stopped(&self) {
-        let Ok((path, pid)) = self.row.lock().map(|r| (r.0.clone(), r.1.pid)) else {
-            return;
-        };
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::state::State::open(&path).and_then(|mut st| st.clear_daemon(pid))
-        })
-        .await;
-    }
 }

@@ -5,6 +5,7 @@
 //! run ended, so runs of one directory never overlap and missed ticks are skipped.
 //! The engine's per-directory file lock also keeps a `sync` from another process out.
 
+pub mod beacon;
 pub mod http;
 pub mod metrics;
 mod runner;

@@ -100,8 +100,13 @@ pub fn summary_line(report: &RunReport, dry_run: bool) -> String {
             printable(&err.to_string())
         ),
         _ => {
+            let adopted = if c.adopted > 0 {
+                format!(" (of them {} adopted: already on the provider)", c.adopted)
+            } else {
+                String::new()
+            };
             let mut line = format!(
-                "{}{prefix}: created {}, updated {}, deactivated {}, reactivated {}, held {}, unchanged {}",
+                "{}{prefix}: created {}{adopted}, updated {}, deactivated {}, reactivated {}, held {}, unchanged {}",
                 report.directory, c.created, c.updated, c.deactivated, c.reactivated, c.held, c.unchanged
             );
             if c.failed > 0 {

@@ -19,6 +19,7 @@ pub fn planned(guarded: &Guarded) -> (Counts, Outcome) {
         held: guarded.held_learners(),
         unchanged: apply.unchanged,
         failed: 0,
+        adopted: 0,
     };
     // A held deactivation that still applies its field changes counts once, as held.
     counts.updated -= apply
@@ -79,6 +80,7 @@ pub fn applied(
 ) -> (Counts, Outcome) {
     let (mut counts, outcome) = planned;
     counts.failed = report.failed.len();
+    counts.adopted = report.adopted;
     let failed: BTreeSet<&str> = report.failed.iter().map(|(id, _)| id.as_str()).collect();
     for op in operations
         .iter()
@@ -184,6 +186,7 @@ mod tests {
         };
         let report = ApplyReport {
             failed: vec![("2".into(), "409 uniqueness".into())],
+            ..Default::default()
         };
         let (counts, outcome) = applied(&ops, planned(&guarded), &report);
         assert_eq!(outcome, Outcome::Failed);

@@ -78,6 +78,9 @@ pub struct Counts {
     pub held: usize,
     pub unchanged: usize,
     pub failed: usize,
+    /// Of `created`, the learners whose SCIM user already existed and was adopted
+    /// (printed in the run's line; not kept in the runs table).
+    pub adopted: usize,
 }
 
 /// What a directory's cursor and snapshot were read from and which store its runs

@@ -145,6 +145,7 @@ impl State {
                         held: c(11)?,
                         unchanged: c(12)?,
                         failed: c(13)?,
+                        adopted: 0,
                     },
                     requests: r.get(14)?,
                     error: r.get(15)?,

@@ -47,6 +47,9 @@ impl StoreError {
 pub struct ApplyReport {
     /// `(external_id, the store's explanation)` of operations that were refused.
     pub failed: Vec<(String, String)>,
+    /// Of the creates, how many found and adopted a user already on the provider
+    /// (Entra push provisioning's, say) instead of creating one.
+    pub adopted: usize,
 }
 
 pub enum Store {

@@ -169,8 +169,15 @@ fn a_population_entra_push_made_is_adopted_by_user_name_and_only_what_differs_is
     assert!(!said.contains("manager:"), "{said}");
     assert_eq!(writes(&mock), vec![], "a dry run writes nothing");
 
-    // The run does just that: one create (Dan), one PATCH per adopted user.
-    run(&env, &["sync"]);
+    // The run does just that: one create (Dan), one PATCH per adopted user, and says
+    // how many of its creates were adoptions.
+    let out = run(&env, &["sync"]);
+    assert!(
+        stdout(&out)
+            .contains("hr: created 4 (of them 3 adopted: already on the provider), updated 0"),
+        "{}",
+        stdout(&out)
+    );
     let w = writes(&mock);
     let posts: Vec<_> = w.iter().filter(|(m, _, _)| m == "POST").collect();
     assert_eq!(posts.len(), 1, "{w:#?}");

@@ -71,6 +71,8 @@ pub(super) struct Ctx {
     /// The users adopted in this apply, by SCIM id, with the manager id each had on
     /// the provider: the second pass leaves a manager that is already right alone.
     adopted: Arc<std::sync::Mutex<HashMap<String, Option<String>>>>,
+    /// The learners (external ids) whose create adopted an existing SCIM user.
+    adopters: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Ctx {
@@ -212,6 +214,15 @@ impl ScimStore {
             self.link_managers(directory, &ctx, &managers, unresolved)
                 .await?;
         }
+        let adopters = ctx
+            .adopters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        report.adopted = adopters
+            .iter()
+            .filter(|ext| !report.failed.iter().any(|(id, _)| id == *ext))
+            .count();
+        drop(adopters);
         tracing::info!(
             directory,
             operations = operations.len(),
@@ -342,6 +353,7 @@ impl ScimStore {
                     .with_learners(operations.iter().map(Operation::external_id)),
             ),
             adopted: Arc::default(),
+            adopters: Arc::default(),
         })
     }
 
@@ -701,7 +713,7 @@ async fn create_or_adopt(
             matched_by,
             diff,
         } => {
-            return adopt(
+            let linked = adopt(
                 ctx,
                 &me,
                 id,
@@ -712,7 +724,12 @@ async fn create_or_adopt(
                 active,
                 manager,
             )
-            .await;
+            .await?;
+            ctx.adopters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(ext.to_string());
+            return Ok(linked);
         }
         Takeover::Refuse(detail) => return Err(ScimError::Refused { detail }),
         Takeover::Create { .. } => {}
@@ -1147,6 +1164,7 @@ mod tests {
             // E1 and E2 are learners of these tests' directory.
             claims: Arc::new(Claims::new(owners).with_learners(["E1", "E2"])),
             adopted: Arc::default(),
+            adopters: Arc::default(),
         }
     }
 

@@ -26,3 +26,4 @@ pub mod service_access;
 pub mod source;
 pub mod state;
 pub mod store;
+pub mod unit_credentials;

@@ -58,6 +58,7 @@ pub async fn run(config: &Config, args: crate::cli::CheckArgs) -> Result<Exit, C
             &format!("as {user}"),
             &crate::service_access::check(user, &needs),
         );
+        all_ok &= print("units", &crate::unit_credentials::check(config));
     }
     print_holds(config);
     Ok(if all_ok { Exit::Ok } else { Exit::Failed })

@@ -1138,35 +1138,46 @@ impl Config {
         if self.urls().iter().any(|u| u.password().is_some()) {
             out.push(("config".to_string(), self.path.clone()));
         }
-        if let StoreConfig::Scim {
-            token: SecretRef::File(p),
-            ..
-        } = &self.store
-        {
-            out.push(("store.token".to_string(), p.clone()));
+        for (what, secret) in self.secrets() {
+            if let SecretRef::File(p) = secret {
+                out.push((what, p.clone()));
+            }
+        }
+        for d in &self.directories {
+            if let DirectoryKind::Entra(e) = &d.kind {
+                if let EntraCredential::Certificate { key_file, .. } = &e.credential {
+                    out.push((format!("{}.certificate.key_file", d.name), key_file.clone()))
+                }
+            }
+        }
+        out
+    }
+
+    /// Every secret reference of the config (env, file or systemd credential), by key.
+    pub fn secrets(&self) -> Vec<(String, &SecretRef)> {
+        let mut out = Vec::new();
+        if let StoreConfig::Scim { token, .. } = &self.store {
+            out.push(("store.token".to_string(), token));
         }
         for d in &self.directories {
             match &d.kind {
-                DirectoryKind::Entra(e) => match &e.credential {
-                    EntraCredential::Secret(SecretRef::File(p)) => {
-                        out.push((format!("{}.client_secret", d.name), p.clone()))
+                DirectoryKind::Entra(e) => {
+                    if let EntraCredential::Secret(s) = &e.credential {
+                        out.push((format!("{}.client_secret", d.name), s));
                     }
-                    EntraCredential::Certificate { key_file, .. } => {
-                        out.push((format!("{}.certificate.key_file", d.name), key_file.clone()))
-                    }
-                    EntraCredential::Secret(SecretRef::Env(_) | SecretRef::Credential(_)) => {}
-                },
+                }
                 DirectoryKind::Google(g) => {
-                    if let SecretRef::File(p) = &g.service_account_key {
-                        out.push((format!("{}.service_account_key", d.name), p.clone()));
-                    }
+                    out.push((
+                        format!("{}.service_account_key", d.name),
+                        &g.service_account_key,
+                    ));
                 }
                 DirectoryKind::Csv { .. } => {}
             }
         }
         for (i, n) in self.notify.iter().enumerate() {
-            for (key, path) in n.secret_files() {
-                out.push((format!("notify[{i}].{key}"), path));
+            if let Some((key, secret)) = n.secret() {
+                out.push((format!("notify[{i}].{key}"), secret));
             }
         }
         out

@@ -45,15 +45,11 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
-    /// The files its secrets are read from, by key (for the mode warnings).
-    pub fn secret_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
-        let (key, secret) = match &self.target {
-            NotifyTarget::Webhook { url, .. } => ("url", Some(url)),
-            NotifyTarget::Email(m) => ("password", m.password.as_ref()),
-        };
-        match secret {
-            Some(SecretRef::File(p)) => vec![(key, p.clone())],
-            _ => vec![],
+    /// Its secret, by key: the webhook URL or the SMTP password.
+    pub fn secret(&self) -> Option<(&'static str, &SecretRef)> {
+        match &self.target {
+            NotifyTarget::Webhook { url, .. } => Some(("url", url)),
+            NotifyTarget::Email(m) => m.password.as_ref().map(|p| ("password", p)),
         }
     }
 

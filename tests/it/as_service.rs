@@ -117,3 +117,84 @@ fn as_service_needs_root_and_a_known_user() {
         stderr(&out)
     );
 }
+
+/// A unit folder for `SYSTEMD_UNIT_PATH` (systemd's own variable) with both packaged
+/// units, and a config whose webhook URL is the systemd credential `hook`.
+fn units_and_credential(env: &Env, oneshot_loads: bool) -> String {
+    let text = std::fs::read_to_string(env.config()).unwrap();
+    env.write(
+        "config.toml",
+        &format!("{text}\n[[notify]]\nkind = \"webhook\"\nurl = {{ credential = \"hook\" }}\n"),
+    );
+    let units = env.path("units");
+    env.write(
+        "units/learner-sync.service",
+        "[Unit]\nDescription=x\n[Service]\nExecStart=/usr/bin/learner-sync daemon\n#LoadCredential=hook:/nowhere\n",
+    );
+    env.write(
+        "units/learner-sync-oneshot.service",
+        "[Service]\nType=oneshot\nExecStart=/usr/bin/learner-sync sync\n",
+    );
+    // The admin's drop-in (what `systemctl edit` writes), naming a file that exists.
+    let secret = env.write("secrets/hook", "https://127.0.0.1:9/x\n");
+    env.write(
+        "units/learner-sync.service.d/override.conf",
+        &format!("[Service]\nLoadCredential=hook:{}\n", secret.display()),
+    );
+    if oneshot_loads {
+        env.write(
+            "units/learner-sync-oneshot.service.d/override.conf",
+            "[Service]\nLoadCredential=hook:/etc/learner-sync/no-such-secret\n",
+        );
+    }
+    units.display().to_string()
+}
+
+#[test]
+fn check_as_service_says_which_unit_loads_each_credential_and_from_where() {
+    let env = setup();
+    let units = units_and_credential(&env, false);
+    let out = env.run_with(&["check", "--as-service"], &[("SYSTEMD_UNIT_PATH", &units)]);
+    let text = stdout(&out);
+    let secret = env.path("secrets/hook").display().to_string();
+    assert!(
+        text.contains(&format!(
+            "ok   units: learner-sync.service loads credential hook (notify[0].url) from {secret}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("warn units: learner-sync-oneshot.service does not load credential hook (notify[0].url)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sudo systemctl edit learner-sync-oneshot.service` and add `[Service]` `LoadCredential=hook:/etc/learner-sync/secrets/hook`"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("127.0.0.1:9"),
+        "the secret is never printed: {text}"
+    );
+
+    // A LoadCredential= naming a missing file fails: that unit would not start.
+    let env = setup();
+    let units = units_and_credential(&env, true);
+    let out = env.run_with(&["check", "--as-service"], &[("SYSTEMD_UNIT_PATH", &units)]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 3, "{text}");
+    assert!(
+        text.contains("FAIL units: learner-sync-oneshot.service loads credential hook (notify[0].url) from /etc/learner-sync/no-such-secret, which does not exist"),
+        "{text}"
+    );
+
+    // No unit loads it at all: a failure with the line to add.
+    let env = setup();
+    let units = units_and_credential(&env, false);
+    std::fs::remove_dir_all(env.path("units/learner-sync.service.d")).unwrap();
+    let out = env.run_with(&["check", "--as-service"], &[("SYSTEMD_UNIT_PATH", &units)]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAIL units: learner-sync.service does not load credential hook (notify[0].url): the service it runs cannot read the secret"),
+        "{text}"
+    );
+}

@@ -61,8 +61,10 @@ fn read_unit(dirs: &[PathBuf], name: &str) -> Option<Unit> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "conf"))
         .collect();
-    // Drop-ins apply in the order of their file names, whichever folder holds them.
+    // Drop-ins apply in the order of their file names, whichever folder holds them;
+    // of two with one name, the one in the earlier folder (/etc over /usr) hides the other.
     dropins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    dropins.dedup_by(|later, first| later.file_name() == first.file_name());
     files.extend(dropins);
     let mut credentials = Vec::new();
     for f in &files {
@@ -94,13 +96,8 @@ fn parse(text: &str, out: &mut Vec<(String, Source)>) {
             continue;
         }
         if value.is_empty() {
-            out.retain(|(_, s)| {
-                if load {
-                    *s == Source::Set
-                } else {
-                    *s != Source::Set
-                }
-            });
+            // An empty assignment resets only its own kind of line.
+            out.retain(|(_, s)| (*s == Source::Set) == load);
             continue;
         }
         let (id, rest) = match value.split_once(':') {
@@ -167,10 +164,9 @@ pub fn check(config: &Config) -> Vec<CheckLine> {
         .iter()
         .filter_map(|u| read_unit(&dirs, u).map(|unit| (*u, unit)))
         .collect();
-    let add = |name: &str| {
+    let add = |unit: &str, name: &str| {
         format!(
-            "`sudo systemctl edit {}` and add `[Service]` `LoadCredential={name}:/etc/learner-sync/secrets/{name}` (root-owned, 0600: systemd reads it as root)",
-            UNITS[0]
+            "`sudo systemctl edit {unit}` and add `[Service]` `LoadCredential={name}:/etc/learner-sync/secrets/{name}` (root-owned, 0600: systemd reads it as root)"
         )
     };
     if units.is_empty() {
@@ -227,10 +223,10 @@ pub fn check(config: &Config) -> Vec<CheckLine> {
             lines.push(if loaded {
                 CheckLine::warning(
                     format!("{line}; fine if you run only the other unit"),
-                    add(name).replace(UNITS[0], unit),
+                    add(unit, name),
                 )
             } else {
-                CheckLine::failed(line, add(name).replace(UNITS[0], unit))
+                CheckLine::failed(line, add(unit, name))
             });
         }
     }
@@ -265,6 +261,25 @@ mod tests {
                 ("c".to_string(), Source::Set),
                 ("d".to_string(), Source::Load(Some("/etc/d".into()))),
             ]
+        );
+    }
+
+    #[test]
+    fn a_drop_in_in_etc_hides_the_one_of_the_same_name_in_usr() {
+        let dir = tempfile::tempdir().unwrap();
+        let (etc, usr) = (dir.path().join("etc"), dir.path().join("usr"));
+        for (d, text) in [
+            (&usr, "[Service]\nLoadCredential=a:/usr-one\n"),
+            (&etc, "[Service]\nLoadCredential=b:/etc-one\n"),
+        ] {
+            std::fs::create_dir_all(d.join("x.service.d")).unwrap();
+            std::fs::write(d.join("x.service.d/override.conf"), text).unwrap();
+        }
+        std::fs::write(usr.join("x.service"), "[Service]\nExecStart=/bin/true\n").unwrap();
+        let unit = read_unit(&[etc, usr], "x.service").unwrap();
+        assert_eq!(
+            unit.credentials,
+            vec![("b".to_string(), Source::Load(Some("/etc-one".into())))]
         );
     }
 

@@ -218,9 +218,10 @@ impl ScimStore {
             .adopters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failed: HashSet<&str> = report.failed.iter().map(|(id, _)| id.as_str()).collect();
         report.adopted = adopters
             .iter()
-            .filter(|ext| !report.failed.iter().any(|(id, _)| id == *ext))
+            .filter(|ext| !failed.contains(ext.as_str()))
             .count();
         drop(adopters);
         tracing::info!(

@@ -245,7 +245,7 @@ pub fn still_before(fields: &LearnerFields, change: &FieldChange) -> bool {
 pub fn guard(plan: Plan, ctx: Context, limits: Limits, rename: Option<RenameSuspect>) -> Guarded {
     let mut out = Guarded {
         apply: Plan {
-            operations: Vec::with_capacity(plan.operations.len()),
+            operations: Vec::new(),
             unchanged: plan.unchanged,
         },
         held: vec![],
@@ -256,21 +256,25 @@ pub fn guard(plan: Plan, ctx: Context, limits: Limits, rename: Option<RenameSusp
         rename,
     };
     let held_fields: BTreeSet<&str> = out.update_holds.iter().map(|h| h.field.as_str()).collect();
-    let mut remaining = Vec::with_capacity(plan.operations.len());
-    for op in plan.operations {
-        if out.rename.is_some() && matches!(op, Operation::Create { .. }) {
-            out.held_creates.push(op);
-            continue;
-        }
-        match hold_fields(op, &held_fields) {
-            (Some(op), None) => remaining.push(op),
-            (kept, Some(held)) => {
-                out.held_updates.push(held);
-                remaining.extend(kept);
+    // The operations move through the plan's own vector (an in-place collect), so an
+    // initial sync of 100,000 creates holds one vector of them, not three.
+    let remaining: Vec<Operation> = plan
+        .operations
+        .into_iter()
+        .filter_map(|op| {
+            if out.rename.is_some() && matches!(op, Operation::Create { .. }) {
+                out.held_creates.push(op);
+                return None;
             }
-            (None, None) => {}
-        }
-    }
+            match hold_fields(op, &held_fields) {
+                (kept, None) => kept,
+                (kept, Some(held)) => {
+                    out.held_updates.push(held);
+                    kept
+                }
+            }
+        })
+        .collect();
 
     let deactivations = remaining
         .iter()
@@ -281,31 +285,32 @@ pub fn guard(plan: Plan, ctx: Context, limits: Limits, rename: Option<RenameSusp
         out.apply.operations = remaining;
         return out;
     }
-    for op in remaining {
-        match op {
+    let held = &mut out.held;
+    out.apply.operations = remaining
+        .into_iter()
+        .filter_map(|op| match op {
             Operation::Deactivate {
                 external_id,
                 fields,
                 changes,
                 reason,
             } => {
-                if !changes.is_empty() {
-                    out.apply.operations.push(Operation::Update {
-                        external_id: external_id.clone(),
-                        fields: fields.clone(),
-                        changes: changes.clone(),
-                    });
-                }
-                out.held.push(Operation::Deactivate {
+                let update = (!changes.is_empty()).then(|| Operation::Update {
+                    external_id: external_id.clone(),
+                    fields: fields.clone(),
+                    changes: changes.clone(),
+                });
+                held.push(Operation::Deactivate {
                     external_id,
                     fields,
                     changes,
                     reason,
                 });
+                update
             }
-            other => out.apply.operations.push(other),
-        }
-    }
+            other => Some(other),
+        })
+        .collect();
     out
 }
 

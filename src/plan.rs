@@ -226,7 +226,7 @@ impl Planner {
         }
         self.out
             .operations
-            .sort_by(|a, b| a.external_id().cmp(b.external_id()));
+            .sort_unstable_by(|a, b| a.external_id().cmp(b.external_id()));
         self.out
     }
 }

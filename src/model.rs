@@ -231,8 +231,75 @@ pub struct DirectoryUser {
     pub guest: bool,
     /// Source-specific attributes a source needs to merge later partial updates
     /// (for example Entra's `mail`, which falls back to the UPN). Not a learner column.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub extra: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// The source attributes kept beside a user, by key. A user has a handful at most (a
+/// manager id, a mapped attribute or two), so they are a vector sorted by key: one
+/// allocation, where a `BTreeMap` allocates a whole ~540-byte leaf for a single entry,
+/// and an initial read holds one of these per user. It (de)serialises as a map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra(Vec<(String, String)>);
+
+impl Extra {
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Set `key`, returning the value it had.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl FromIterator<(String, String)> for Extra {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        let mut extra = Extra::default();
+        for (k, v) in pairs {
+            extra.insert(k, v);
+        }
+        extra
+    }
+}
+
+impl Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Extra(map.into_iter().collect()))
+    }
 }
 
 /// A row of the learner store.
@@ -287,5 +354,33 @@ impl DeactivationReason {
 impl std::fmt::Display for DeactivationReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_keeps_one_value_per_key_and_serialises_as_the_map_it_replaced() {
+        let mut e = Extra::default();
+        assert_eq!(e.insert("b".into(), "2".into()), None);
+        assert_eq!(e.insert("a".into(), "1".into()), None);
+        assert_eq!(e.insert("b".into(), "3".into()), Some("2".into()));
+        assert_eq!(e.get("b").map(String::as_str), Some("3"));
+        assert!(e.contains_key("a") && !e.contains_key("c"));
+        let json = serde_json::to_string(&e).unwrap();
+        // The snapshot's stored form is unchanged: a JSON object in key order.
+        let map: std::collections::BTreeMap<String, String> = [("a", "1"), ("b", "3")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        assert_eq!(json, serde_json::to_string(&map).unwrap());
+        assert_eq!(serde_json::from_str::<Extra>(&json).unwrap(), e);
+        assert_eq!(e.remove("a"), Some("1".into()));
+        assert_eq!(e.remove("a"), None);
+        assert_eq!(
+            e.iter().collect::<Vec<_>>(),
+            vec![(&"b".to_string(), &"3".to_string())]
+        );
     }
 }

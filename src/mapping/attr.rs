@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::model::Extra;
 use serde_json::{Map, Value};
 
 /// Prefix of the `DirectoryUser::extra` keys holding source attributes (the sources'
@@ -492,12 +493,7 @@ impl Attributes {
     /// Take the attributes from one user object into `extra`. With `partial` (a delta
     /// item), an attribute whose top-level property is absent keeps its stored value;
     /// otherwise (a whole user) an absent attribute is cleared.
-    pub fn capture(
-        &self,
-        user: &Map<String, Value>,
-        partial: bool,
-        extra: &mut BTreeMap<String, String>,
-    ) {
+    pub fn capture(&self, user: &Map<String, Value>, partial: bool, extra: &mut Extra) {
         for (path, segs) in &self.paths {
             let Some(top) = segs.first() else { continue };
             if partial && !user.contains_key(&top.name) {
@@ -508,11 +504,7 @@ impl Attributes {
     }
 
     /// Take the attributes from a CSV row, `column` reading a (lowercase) column.
-    pub fn capture_columns(
-        &self,
-        column: &dyn Fn(&str) -> Option<String>,
-        extra: &mut BTreeMap<String, String>,
-    ) {
+    pub fn capture_columns(&self, column: &dyn Fn(&str) -> Option<String>, extra: &mut Extra) {
         for path in self.paths.keys() {
             set(extra, path, column(&path.to_lowercase()));
         }
@@ -530,7 +522,7 @@ fn prefixed(at: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn set(extra: &mut BTreeMap<String, String>, path: &str, value: Option<String>) {
+fn set(extra: &mut Extra, path: &str, value: Option<String>) {
     let key = format!("{PREFIX}{path}");
     match value.filter(|v| !v.trim().is_empty()) {
         Some(v) => {
@@ -543,7 +535,7 @@ fn set(extra: &mut BTreeMap<String, String>, path: &str, value: Option<String>) 
 }
 
 /// A source attribute of a user, as the source stored it.
-pub fn read(extra: &BTreeMap<String, String>, path: &str) -> Option<String> {
+pub fn read(extra: &Extra, path: &str) -> Option<String> {
     extra.get(&format!("{PREFIX}{path}")).cloned()
 }
 
@@ -707,7 +699,9 @@ mod tests {
                 "employeeOrgData.costCenter",
             ],
         );
-        let mut extra = BTreeMap::from([("emailFromUpn".to_string(), "true".to_string())]);
+        let mut extra: Extra = [("emailFromUpn".to_string(), "true".to_string())]
+            .into_iter()
+            .collect();
         let full = json!({
             "id": "1",
             "companyName": "Contoso",
@@ -716,7 +710,7 @@ mod tests {
             "employeeOrgData": {"costCenter": 42, "division": null},
         });
         a.capture(full.as_object().unwrap(), false, &mut extra);
-        let got = |e: &BTreeMap<String, String>, p: &str| read(e, p);
+        let got = |e: &Extra, p: &str| read(e, p);
         assert_eq!(got(&extra, "companyName").as_deref(), Some("Contoso"));
         assert_eq!(
             got(&extra, "onPremisesExtensionAttributes.extensionAttribute3").as_deref(),
@@ -763,7 +757,7 @@ mod tests {
     #[test]
     fn csv_columns_are_whole_names_read_lowercase() {
         let a = attrs(Kind::Csv, &["Cost.Center", "a..b"]);
-        let mut extra = BTreeMap::new();
+        let mut extra = Extra::default();
         a.capture_columns(&|c| Some(format!("<{c}>")), &mut extra);
         assert_eq!(
             read(&extra, "Cost.Center").as_deref(),
@@ -790,9 +784,9 @@ mod tests {
             "locations": [{"type": "desk", "buildingId": "B1"}],
             "customSchemas": {"HR": {"costCenter": "HR-1"}},
         });
-        let mut extra = BTreeMap::new();
+        let mut extra = Extra::default();
         a.capture(user.as_object().unwrap(), false, &mut extra);
-        let want: BTreeMap<String, String> = [
+        let want: Extra = [
             ("organizations[primary].costCenter", "CC-9"),
             ("externalIds[type=organization]", "E7"),
             ("locations[0].buildingId", "B1"),

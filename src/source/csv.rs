@@ -695,7 +695,7 @@ fn parse_as<R: std::io::Read>(
             manager_email: get("manager_email"),
             scim: BTreeMap::new(),
         };
-        let mut extra = BTreeMap::new();
+        let mut extra = crate::model::Extra::default();
         attributes.capture_columns(&get, &mut extra);
         users.push(DirectoryUser {
             external_id,

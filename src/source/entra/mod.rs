@@ -22,7 +22,7 @@ use self::auth::TokenProvider;
 use self::graph::{Graph, GraphError, Page};
 use crate::check::CheckLine;
 use crate::config::{EntraConfig, EntraCredential, EntraScope};
-use crate::model::{AccountState, DirectoryUser, LearnerFields};
+use crate::model::{AccountState, DirectoryUser, Extra, LearnerFields};
 use crate::source::{Change, Listing, PreviousUsers, ReadRequest, SourceError, SourceRead};
 
 /// The properties a delta round selects: every mapped field, state, type and manager.
@@ -423,7 +423,7 @@ fn blank(id: &str) -> DirectoryUser {
         fields: LearnerFields::default(),
         state: AccountState::Enabled,
         guest: false,
-        extra: BTreeMap::new(),
+        extra: Extra::default(),
     }
 }
 
@@ -496,7 +496,7 @@ pub fn apply(user: &mut DirectoryUser, item: &Map<String, Value>) -> Result<(), 
     Ok(())
 }
 
-fn set_extra(extra: &mut BTreeMap<String, String>, key: &str, value: Option<String>) {
+fn set_extra(extra: &mut Extra, key: &str, value: Option<String>) {
     match value {
         Some(v) => {
             extra.insert(key.to_string(), v);

@@ -91,7 +91,8 @@ pub struct Directory {
     tenant: Tenant,
     retry: RetryPolicy,
     limits: ReadLimits,
-    pub requests: u64,
+    /// Requests sent (an atomic so that a page can be fetched while the last is mapped).
+    requests: std::sync::atomic::AtomicU64,
     /// Calls repeated after throttling, a server error or a broken body (shared with
     /// the source, which counts over its life).
     pub retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -185,7 +186,7 @@ pub struct ApiUser {
     pub relations: Vec<ApiTypedValue>,
     /// The mapped attributes, under `mapping::attr::PREFIX` (taken from the raw user).
     #[serde(skip)]
-    pub attributes: std::collections::BTreeMap<String, String>,
+    pub attributes: crate::model::Extra,
 }
 
 /// A field sent as `null` reads like a missing one (the discovery document does not
@@ -270,7 +271,7 @@ impl Directory {
             tenant,
             retry,
             limits: ReadLimits::from_env(),
-            requests: 0,
+            requests: Default::default(),
             retries: Default::default(),
             attributes: Default::default(),
         })
@@ -321,32 +322,59 @@ impl Directory {
     }
 
     /// Every user of the customer or domain, page by page, each passed through `map`
-    /// as its page arrives (so raw pages are not all held at once). Any failed page
-    /// fails the lot.
+    /// as its page arrives (so raw pages are not all held at once). The next page is
+    /// asked for as soon as a page's `nextPageToken` is known, and is in flight while
+    /// this one is mapped. Any failed page fails the lot.
     pub async fn list_users<T>(
         &mut self,
         tokens: &Tokens,
         mut map: impl FnMut(ApiUser) -> T,
     ) -> Result<Vec<T>, GoogleError> {
+        let this = &*self;
         let mut users = Vec::new();
-        let mut paging = Paging::new("users.list", self.limits);
-        loop {
-            let url = self.users_url(MAX_USERS_PER_PAGE, None, paging.token())?;
-            let page: UsersPage = self.get_json(tokens, url, "users.list", USERS_KIND).await?;
-            paging.count(page.users.len())?;
-            for raw in page.users {
-                let mut attributes = std::collections::BTreeMap::new();
-                if let Some(obj) = raw.as_object() {
-                    self.attributes.capture(obj, false, &mut attributes);
-                }
-                let mut user = checked_user(raw)?;
-                user.attributes = attributes;
-                users.push(map(user));
+        let mut paging = Paging::new("users.list", this.limits);
+        let fetch = |token: Option<&str>| {
+            let url = this.users_url(MAX_USERS_PER_PAGE, None, token);
+            async move {
+                this.get_json::<UsersPage>(tokens, url?, "users.list", USERS_KIND)
+                    .await
             }
-            if !paging.next(page.next_page_token)? {
-                return Ok(users);
+        };
+        let mut page = fetch(None).await?;
+        loop {
+            paging.count(page.users.len())?;
+            let more = paging.next(page.next_page_token.take())?;
+            let next = async {
+                match more {
+                    true => Some(fetch(paging.token()).await),
+                    false => None,
+                }
+            };
+            let mapped = async {
+                for raw in std::mem::take(&mut page.users) {
+                    let mut attributes = crate::model::Extra::default();
+                    if let Some(obj) = raw.as_object() {
+                        this.attributes.capture(obj, false, &mut attributes);
+                    }
+                    let mut user = checked_user(raw)?;
+                    user.attributes = attributes;
+                    users.push(map(user));
+                }
+                Ok::<(), GoogleError>(())
+            };
+            // `next` goes first: its request is on its way before the mapping starts.
+            let (next, mapped) = tokio::join!(next, mapped);
+            mapped?;
+            match next {
+                Some(next) => page = next?,
+                None => return Ok(users),
             }
         }
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One page of users (at most `max_results`), optionally filtered by `query`. For `check`.
@@ -384,7 +412,7 @@ impl Directory {
             Err(e) => return Err(e),
         };
         let raw = serde_json::Value::Object(one.rest);
-        let mut attributes = std::collections::BTreeMap::new();
+        let mut attributes = crate::model::Extra::default();
         if let Some(obj) = raw.as_object() {
             self.attributes.capture(obj, false, &mut attributes);
         }
@@ -441,7 +469,7 @@ impl Directory {
     /// GET with a bearer token; retries throttling, 5xx, transport errors and broken
     /// bodies with backoff (the loop every remote shares, `http::retrying`).
     async fn get_json<T: DeserializeOwned + Page>(
-        &mut self,
+        &self,
         tokens: &Tokens,
         url: reqwest::Url,
         what: &str,
@@ -449,7 +477,7 @@ impl Directory {
     ) -> Result<T, GoogleError> {
         let sent = std::cell::Cell::new(0u64);
         let mut tries = 0usize;
-        let this = &*self;
+        let this = self;
         let attempts = this.retry.max_retries + 1;
         let result = crate::http::retrying("the Directory API", this.retry.retries(), || {
             tries += 1;
@@ -479,7 +507,8 @@ impl Directory {
             }
         })
         .await;
-        self.requests += sent.get();
+        self.requests
+            .fetch_add(sent.get(), std::sync::atomic::Ordering::Relaxed);
         result
     }
 

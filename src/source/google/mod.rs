@@ -242,7 +242,7 @@ impl GoogleSource {
             listing: Listing::Complete(users.into_values().collect()),
             scope,
             next_cursor: None,
-            requests: dir.requests,
+            requests: dir.requests(),
         })
     }
 

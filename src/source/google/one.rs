@@ -59,7 +59,7 @@ impl GoogleSource {
             matched_by,
             in_scope,
             scope,
-            requests: dir.requests,
+            requests: dir.requests(),
         }))
     }
 }

@@ -170,16 +170,24 @@ impl LearnerFields {
     /// Trim every value and turn blanks into nulls, so that `" x "` and `"x"` (or `""`
     /// and a missing value) never count as a change.
     pub fn normalized(mut self) -> Self {
-        self.user_name = self.user_name.trim().to_string();
+        self.user_name = trimmed(std::mem::take(&mut self.user_name));
         for field in Field::ALL {
             if let Some(slot) = self.optional_mut(field) {
-                *slot = slot
-                    .take()
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty());
+                *slot = slot.take().map(trimmed).filter(|v| !v.is_empty());
             }
         }
         self
+    }
+}
+
+/// `value` without surrounding whitespace; the same allocation when it has none (the
+/// usual case: a sync normalises every field of every user, twice).
+fn trimmed(value: String) -> String {
+    let trimmed = value.trim();
+    if trimmed.len() == value.len() {
+        value
+    } else {
+        trimmed.to_string()
     }
 }
 

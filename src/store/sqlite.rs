@@ -13,6 +13,30 @@ use crate::db;
 use crate::model::{Field, Learner, LearnerFields};
 use crate::plan::Operation;
 
+/// The triggers that keep `learner_sync_counts` (store migration 3). A bulk write
+/// drops them inside its transaction and recreates them from this same text.
+macro_rules! count_triggers {
+    () => {
+        r#"
+CREATE TRIGGER learner_sync_counts_insert AFTER INSERT ON learners BEGIN
+    INSERT INTO learner_sync_counts (directory, learners, active) VALUES (NEW.directory, 1, NEW.active)
+        ON CONFLICT (directory) DO UPDATE SET learners = learners + 1, active = active + excluded.active;
+END;
+CREATE TRIGGER learner_sync_counts_delete AFTER DELETE ON learners BEGIN
+    UPDATE learner_sync_counts SET learners = learners - 1, active = active - OLD.active
+        WHERE directory = OLD.directory;
+END;
+CREATE TRIGGER learner_sync_counts_update AFTER UPDATE OF directory, active ON learners
+    WHEN OLD.directory IS NOT NEW.directory OR OLD.active IS NOT NEW.active BEGIN
+    UPDATE learner_sync_counts SET learners = learners - 1, active = active - OLD.active
+        WHERE directory = OLD.directory;
+    INSERT INTO learner_sync_counts (directory, learners, active) VALUES (NEW.directory, 1, NEW.active)
+        ON CONFLICT (directory) DO UPDATE SET learners = learners + 1, active = active + excluded.active;
+END;
+"#
+    };
+}
+
 /// Append-only. The `learners` table is read by other programs: never change a column.
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -57,7 +81,7 @@ INSERT INTO learner_sync_store (generation) VALUES (lower(hex(randomblob(16))));
         // Learners and active learners per directory, kept by triggers in the writes'
         // own transactions: every run asks, and counting walks all of a directory's rows
         // (165-250 ms at 100,000 learners). Triggers also count writes by other programs.
-        M::up(
+        M::up(concat!(
             r#"
 CREATE TABLE learner_sync_counts (
     directory TEXT PRIMARY KEY,
@@ -66,23 +90,9 @@ CREATE TABLE learner_sync_counts (
 );
 INSERT INTO learner_sync_counts (directory, learners, active)
     SELECT directory, count(*), coalesce(sum(active), 0) FROM learners GROUP BY directory;
-CREATE TRIGGER learner_sync_counts_insert AFTER INSERT ON learners BEGIN
-    INSERT INTO learner_sync_counts (directory, learners, active) VALUES (NEW.directory, 1, NEW.active)
-        ON CONFLICT (directory) DO UPDATE SET learners = learners + 1, active = active + excluded.active;
-END;
-CREATE TRIGGER learner_sync_counts_delete AFTER DELETE ON learners BEGIN
-    UPDATE learner_sync_counts SET learners = learners - 1, active = active - OLD.active
-        WHERE directory = OLD.directory;
-END;
-CREATE TRIGGER learner_sync_counts_update AFTER UPDATE OF directory, active ON learners
-    WHEN OLD.directory IS NOT NEW.directory OR OLD.active IS NOT NEW.active BEGIN
-    UPDATE learner_sync_counts SET learners = learners - 1, active = active - OLD.active
-        WHERE directory = OLD.directory;
-    INSERT INTO learner_sync_counts (directory, learners, active) VALUES (NEW.directory, 1, NEW.active)
-        ON CONFLICT (directory) DO UPDATE SET learners = learners + 1, active = active + excluded.active;
-END;
 "#,
-        ),
+            count_triggers!()
+        )),
     ])
 }
 
@@ -94,6 +104,12 @@ const WRITE_CACHE: i64 = -16 * 1024;
 const DEFAULT_CACHE: i64 = -2000;
 /// Operations from which a write is large.
 const LARGE_WRITE: usize = 1000;
+/// Operations from which a write is a bulk write, when they are also at least half as
+/// many as the directory's learners: the count triggers (a counts-row upsert per row,
+/// a quarter of an initial sync's store write) are dropped in the write's transaction,
+/// the directory is counted once at the end, and the triggers are recreated before it
+/// commits. Nothing outside the transaction ever sees the store without them.
+const BULK_WRITE: usize = 10_000;
 
 fn learner_columns() -> String {
     Field::column_list(&["external_id"], &["active"])
@@ -283,6 +299,18 @@ impl SqliteStore {
         now: &str,
     ) -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
+        let known: i64 = tx.query_row(
+            "SELECT coalesce((SELECT learners FROM learner_sync_counts WHERE directory = ?1), 0)",
+            [directory],
+            |r| r.get(0),
+        )?;
+        let bulk = operations.len() >= BULK_WRITE && operations.len() as i64 * 2 >= known;
+        if bulk {
+            tx.execute_batch(
+                "DROP TRIGGER learner_sync_counts_insert; DROP TRIGGER learner_sync_counts_delete;
+                 DROP TRIGGER learner_sync_counts_update;",
+            )?;
+        }
         {
             // One statement for every kind: `active` and `deactivated_at` are set from
             // the operation, and `created_at` survives a replayed create.
@@ -327,6 +355,16 @@ impl SqliteStore {
                     sets_state
                 ])?;
             }
+        }
+        if bulk {
+            // Only this directory's rows were written.
+            tx.execute(
+                "INSERT INTO learner_sync_counts (directory, learners, active)
+                     SELECT ?1, count(*), coalesce(sum(active), 0) FROM learners WHERE directory = ?1
+                     ON CONFLICT (directory) DO UPDATE SET learners = excluded.learners, active = excluded.active",
+                [directory],
+            )?;
+            tx.execute_batch(count_triggers!())?;
         }
         tx.execute(
             "INSERT OR IGNORE INTO learner_sync_runs (run_key, directory, applied_at) VALUES (?1, ?2, ?3)",
@@ -550,5 +588,58 @@ mod tests {
         let mut store = SqliteStore::open(&path, false).unwrap();
         assert_eq!(store.counts("e").unwrap(), (2, 1));
         assert_eq!(store.counts("d").unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn a_bulk_write_counts_its_directory_once_and_leaves_the_triggers_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("s.db"), false).unwrap();
+        let fields = |id: &str| LearnerFields {
+            user_name: format!("{id}@x"),
+            ..Default::default()
+        };
+        let creates: Vec<Operation> = (0..BULK_WRITE)
+            .map(|i| Operation::Create {
+                external_id: format!("{i:05}"),
+                fields: fields(&format!("{i:05}")),
+            })
+            .collect();
+        store.apply("e", "k0", &creates[..2]).unwrap();
+        store.apply("d", "k1", &creates).unwrap();
+        assert_eq!(store.counts("d").unwrap(), (BULK_WRITE, BULK_WRITE));
+        assert_eq!(store.counts("e").unwrap(), (2, 2));
+        // A replay of the same bulk write, and a bulk deactivation of half of them.
+        store.apply("d", "k1", &creates).unwrap();
+        let deactivations: Vec<Operation> = creates
+            .iter()
+            .step_by(2)
+            .map(|op| Operation::Deactivate {
+                external_id: op.external_id().to_string(),
+                fields: op.fields().clone(),
+                changes: vec![],
+                reason: crate::model::DeactivationReason::DeletedInDirectory,
+            })
+            .collect();
+        store.apply("d", "k2", &deactivations).unwrap();
+        assert_eq!(store.counts("d").unwrap(), (BULK_WRITE, BULK_WRITE / 2));
+        // The triggers are back: another program's writes are still counted.
+        let conn = store.conn.as_ref().unwrap();
+        let triggers: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'learner_sync_counts_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 3);
+        conn.execute(
+            "DELETE FROM learners WHERE directory = 'd' AND external_id = '00001'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            store.counts("d").unwrap(),
+            (BULK_WRITE - 1, BULK_WRITE / 2 - 1)
+        );
     }
 }

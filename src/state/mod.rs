@@ -277,13 +277,22 @@ impl State {
             let mut ins = tx
                 .prepare_cached("INSERT INTO temp.snapshot_stage (directory, external_id, user) VALUES (?1, ?2, ?3)")
                 .map_err(e)?;
+            // One buffer for every row's JSON; the digest only where there is one to
+            // compare with (an initial sync has none).
+            let mut json = Vec::with_capacity(1024);
             for (id, user) in after {
-                let json = serde_json::to_string(user).map_err(|err| StateError::Other {
+                json.clear();
+                serde_json::to_writer(&mut json, user).map_err(|err| StateError::Other {
                     path: path.clone(),
                     message: err.to_string(),
                 })?;
-                if before.get(id) != Some(&digest(&json)) {
-                    ins.execute(params![directory, id, json]).map_err(e)?;
+                let text = std::str::from_utf8(&json).map_err(|err| StateError::Other {
+                    path: path.clone(),
+                    message: err.to_string(),
+                })?;
+                let unchanged = before.get(id).is_some_and(|d| *d == digest(text));
+                if !unchanged {
+                    ins.execute(params![directory, id, text]).map_err(e)?;
                 }
             }
         }

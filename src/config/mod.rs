@@ -8,7 +8,7 @@ mod raw;
 pub mod schedule;
 pub mod secret;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,6 +173,8 @@ pub struct EntraConfig {
     pub tenant_id: String,
     pub client_id: String,
     pub credential: EntraCredential,
+    /// The `[credential.NAME]` the client id and credential come from, if shared.
+    pub credential_name: Option<String>,
     pub cloud: Cloud,
     pub scope: EntraScope,
     /// Login authority root, e.g. `https://login.microsoftonline.com`.
@@ -275,12 +277,17 @@ impl Config {
     /// Parse config text as if read from `path` (relative paths resolve against its folder).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let loc = Locator { path, text };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let v = Validator { loc, base };
+        let mut v = Validator {
+            loc,
+            base,
+            credentials: Default::default(),
+        };
+        v.credentials = std::mem::take(&mut raw.credential);
         v.config(raw, path)
     }
 
@@ -295,6 +302,8 @@ type Required<'a> = dyn Fn(&Option<S<String>>, &str) -> Result<String, ConfigErr
 struct Validator<'a> {
     loc: Locator<'a>,
     base: PathBuf,
+    /// The `[credential.NAME]` tables, which Entra directories refer to.
+    credentials: BTreeMap<String, S<raw::RawCredential>>,
 }
 
 fn span<T>(s: &S<T>) -> Option<std::ops::Range<usize>> {
@@ -757,6 +766,7 @@ impl Validator<'_> {
             "csv" => &["path", "delimiter", "encoding"],
             "entra" => &[
                 "tenant_id",
+                "credential",
                 "client_id",
                 "client_secret",
                 "certificate",
@@ -891,26 +901,21 @@ impl Validator<'_> {
         let d = raw.get_ref();
         let key = |k: &str| format!("directory[{index}].{k}");
         let tenant_id = required(&d.tenant_id, "tenant_id")?;
-        let client_id = required(&d.client_id, "client_id")?;
-        let credential = match (&d.client_secret, &d.certificate) {
-            (Some(s), None) => EntraCredential::Secret(self.secret(s, &key("client_secret"))?),
-            (None, Some(c)) => EntraCredential::Certificate {
-                cert_file: self.path(&c.get_ref().cert_file),
-                key_file: self.path(&c.get_ref().key_file),
-            },
-            (Some(s), Some(_)) => {
-                return Err(self.err(
-                    s,
-                    &key("client_secret"),
-                    "give either client_secret or certificate, not both",
-                ))
+        let (client_id, credential, credential_name) = match &d.credential {
+            Some(name) => {
+                let (client_id, credential) = self.shared_credential(index, d, name)?;
+                (client_id, credential, Some(name.get_ref().clone()))
             }
-            (None, None) => {
-                return Err(self.err(
-                    raw,
+            None => {
+                let client_id = required(&d.client_id, "client_id")?;
+                let credential = self.app_credential(
+                    &d.client_secret,
+                    &d.certificate,
                     &key("client_secret"),
-                    "an entra directory needs client_secret or certificate",
-                ))
+                    raw,
+                    "an entra directory needs client_secret or certificate (or credential = \"NAME\" of a [credential.NAME] table)",
+                )?;
+                (client_id, credential, None)
             }
         };
         let cloud = match &d.cloud {
@@ -956,11 +961,97 @@ impl Validator<'_> {
             tenant_id,
             client_id,
             credential,
+            credential_name,
             cloud,
             scope,
             authority_url,
             graph_url,
         })
+    }
+
+    /// `credential = "NAME"`: the client id and secret or certificate of the
+    /// `[credential.NAME]` table, which the directory must then not repeat.
+    fn shared_credential(
+        &self,
+        index: usize,
+        d: &RawDirectory,
+        name: &S<String>,
+    ) -> Result<(String, EntraCredential), ConfigError> {
+        let key = |k: &str| format!("directory[{index}].{k}");
+        for (k, at) in [
+            ("client_id", d.client_id.as_ref().map(|v| v.span())),
+            ("client_secret", d.client_secret.as_ref().map(|v| v.span())),
+            ("certificate", d.certificate.as_ref().map(|v| v.span())),
+        ] {
+            if let Some(at) = at {
+                return Err(self.loc.error_at(
+                    Some(at),
+                    key(k),
+                    format!(
+                        "this directory uses credential = \"{}\": its {k} is in [credential.{}], remove it here",
+                        name.get_ref(),
+                        name.get_ref()
+                    ),
+                ));
+            }
+        }
+        let Some(table) = self.credentials.get(name.get_ref()) else {
+            let known: Vec<&str> = self.credentials.keys().map(String::as_str).collect();
+            let message = if known.is_empty() {
+                format!(
+                    "no [credential.{}] table in this file: declare the app's client_id and client_secret or certificate there",
+                    name.get_ref()
+                )
+            } else {
+                format!(
+                    "no [credential.{}] table; declared: {}",
+                    name.get_ref(),
+                    known.join(", ")
+                )
+            };
+            return Err(self.err(name, &key("credential"), message));
+        };
+        let c = table.get_ref();
+        let ckey = |k: &str| format!("credential.{}.{k}", name.get_ref());
+        let client_id = match &c.client_id {
+            Some(v) if !v.get_ref().trim().is_empty() => v.get_ref().trim().to_string(),
+            Some(v) => return Err(self.err(v, &ckey("client_id"), "must not be empty")),
+            None => {
+                return Err(self.err(table, &ckey("client_id"), "missing: the app's client id"))
+            }
+        };
+        let credential = self.app_credential(
+            &c.client_secret,
+            &c.certificate,
+            &ckey("client_secret"),
+            table,
+            "a credential needs client_secret or certificate",
+        )?;
+        Ok((client_id, credential))
+    }
+
+    /// An app registration's client secret or certificate (exactly one of them).
+    fn app_credential<T>(
+        &self,
+        secret: &Option<S<toml::Value>>,
+        certificate: &Option<S<raw::RawCertificate>>,
+        secret_key: &str,
+        table: &S<T>,
+        missing: &str,
+    ) -> Result<EntraCredential, ConfigError> {
+        match (secret, certificate) {
+            (Some(s), None) => Ok(EntraCredential::Secret(self.secret(s, secret_key)?)),
+            (None, Some(c)) => Ok(EntraCredential::Certificate {
+                cert_file: self.path(&c.get_ref().cert_file),
+                key_file: self.path(&c.get_ref().key_file),
+            }),
+            (Some(s), Some(_)) => Err(self.err(
+                s,
+                secret_key,
+                "give either client_secret or certificate, not both",
+            )),
+            (None, None) => Err(self.err(table, secret_key, missing)),
+        }
     }
 
     fn google(
@@ -1097,6 +1188,7 @@ fn present_keys(d: &RawDirectory) -> Vec<(&'static str, std::ops::Range<usize>)>
     add("encoding", d.encoding.as_ref().map(|v| v.span()));
     add("scope", d.scope.as_ref().map(|v| v.span()));
     add("tenant_id", d.tenant_id.as_ref().map(|v| v.span()));
+    add("credential", d.credential.as_ref().map(|v| v.span()));
     add("client_id", d.client_id.as_ref().map(|v| v.span()));
     add("client_secret", d.client_secret.as_ref().map(|v| v.span()));
     add("certificate", d.certificate.as_ref().map(|v| v.span()));
@@ -1163,7 +1255,14 @@ impl Config {
             match &d.kind {
                 DirectoryKind::Entra(e) => {
                     if let EntraCredential::Secret(s) = &e.credential {
-                        out.push((format!("{}.client_secret", d.name), s));
+                        // A shared credential is listed once, by its own name.
+                        let label = match &e.credential_name {
+                            Some(c) => format!("credential.{c}.client_secret"),
+                            None => format!("{}.client_secret", d.name),
+                        };
+                        if !out.iter().any(|(l, _)| *l == label) {
+                            out.push((label, s));
+                        }
                     }
                 }
                 DirectoryKind::Google(g) => {

@@ -15,6 +15,18 @@ pub struct RawConfig {
     pub directory: Vec<S<RawDirectory>>,
     #[serde(default)]
     pub notify: Vec<S<super::notify::RawNotify>>,
+    /// `[credential.NAME]`: one app registration's credential, shared by the Entra
+    /// directories that name it (a multi-tenant app consented in many tenants).
+    #[serde(default)]
+    pub credential: std::collections::BTreeMap<String, S<RawCredential>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub client_id: Option<S<String>>,
+    pub client_secret: Option<S<toml::Value>>,
+    pub certificate: Option<S<RawCertificate>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +85,7 @@ pub struct RawDirectory {
     pub scope: Option<S<toml::Value>>,
     // entra
     pub tenant_id: Option<S<String>>,
+    pub credential: Option<S<String>>,
     pub client_id: Option<S<String>>,
     pub client_secret: Option<S<toml::Value>>,
     pub certificate: Option<S<RawCertificate>>,

@@ -21,6 +21,7 @@ mod guards_across_runs;
 mod hostile_data;
 mod hostile_remote;
 mod mapping;
+mod multi_tenant;
 mod network_faults;
 mod notify;
 mod on_demand;

@@ -53,7 +53,7 @@ impl AuthError {
                 } else if code == "invalid_client" {
                     "check client_id and the secret or certificate uploaded under Certificates & secrets".into()
                 } else if code == "unauthorized_client" || description.contains("AADSTS700016") {
-                    "the app registration was not found in this tenant: check tenant_id and client_id".into()
+                    "the app registration was not found in this tenant: check tenant_id and client_id; a multi-tenant app needs that tenant's admin to consent first (https://login.microsoftonline.com/<tenant_id>/adminconsent?client_id=<client_id>)".into()
                 } else if description.contains("AADSTS90002") {
                     "the tenant was not found: check tenant_id and cloud".into()
                 } else {

@@ -1238,7 +1238,13 @@ impl Config {
         for d in &self.directories {
             if let DirectoryKind::Entra(e) = &d.kind {
                 if let EntraCredential::Certificate { key_file, .. } = &e.credential {
-                    out.push((format!("{}.certificate.key_file", d.name), key_file.clone()))
+                    let label = match &e.credential_name {
+                        Some(c) => format!("credential.{c}.certificate.key_file"),
+                        None => format!("{}.certificate.key_file", d.name),
+                    };
+                    if !out.iter().any(|(l, _)| *l == label) {
+                        out.push((label, key_file.clone()))
+                    }
                 }
             }
         }

@@ -821,3 +821,73 @@ fn an_idle_entra_poll_is_one_delta_request_with_the_token_of_the_first_run() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0), "log:\n{}", daemon.log());
 }
+
+/// Six tenants of one multi-tenant app, two runs at a time, and one tenant whose Graph
+/// does not answer (for 10 minutes, longer than the test): its run holds one slot,
+/// and the other five sync through the other slot on their schedule, changes included.
+#[test]
+fn a_hanging_tenant_holds_one_slot_and_the_other_tenants_keep_their_schedule() {
+    use crate::support::graph_mock::{user, GraphMock};
+    const SECRET: &str = "msp-app-secret";
+    let names = ["t0", "t1", "t2", "t3", "t4", "hung"];
+    let mocks: Vec<GraphMock> = names
+        .iter()
+        .map(|n| {
+            let m = GraphMock::start(SECRET);
+            m.state().tenant = format!("tenant-{n}");
+            m.add_user(user(
+                &format!("{n}-u1"),
+                &format!("u1@{n}.example"),
+                "U",
+                "One",
+            ));
+            m
+        })
+        .collect();
+    mocks[5].state().latency = Duration::from_secs(600);
+    let mut text = String::from(
+        "[sync]\nstate_db = \"state.db\"\nschedule = \"every 1s\"\nconcurrency = 2\nrun_timeout = \"15m\"\n\n\
+         [store]\nkind = \"sqlite\"\npath = \"learners.db\"\n\n\
+         [credential.msp-app]\nclient_id = \"client-1\"\nclient_secret = { env = \"MSP_APP_SECRET\" }\n\n",
+    );
+    for (n, m) in names.iter().zip(&mocks) {
+        let base = m.base();
+        text.push_str(&format!(
+            "[[directory]]\nname = \"{n}\"\nkind = \"entra\"\ntenant_id = \"tenant-{n}\"\ncredential = \"msp-app\"\nauthority_url = \"{base}\"\ngraph_url = \"{base}/v1.0\"\n\n"
+        ));
+    }
+    let env = Env::new();
+    env.write("config.toml", &text);
+    let mut daemon = Daemon::start_with(&env, &[("MSP_APP_SECRET", SECRET)]);
+    let db = env.path("learners.db");
+    for n in &names[..5] {
+        wait_for(&format!("tenant {n} to sync"), || {
+            (try_learners(&db, n)?.len() == 1).then_some(())
+        });
+    }
+    // A change in one tenant lands on a later tick, still while `hung` is hanging.
+    mocks[2].add_user(user("t2-u2", "u2@t2.example", "U", "Two"));
+    wait_for("tenant t2's new user", || {
+        (try_learners(&db, "t2")?.len() == 2).then_some(())
+    });
+    // All the while, `hung`'s run is in flight: its delta request arrived and was never
+    // answered, and no run of it has ended.
+    assert!(
+        mocks[5].log().iter().any(|l| l.contains("/users/delta")),
+        "{:?}",
+        mocks[5].log()
+    );
+    let out = env.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let hung = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["directory"] == "hung")
+        .unwrap()
+        .clone();
+    assert!(hung["last_run"].is_null(), "{hung}");
+    assert!(try_learners(&db, "hung").unwrap_or_default().is_empty());
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log());
+}

@@ -74,70 +74,42 @@ fn one_shared_credential_serves_every_tenant_that_names_it() {
 fn a_credential_that_is_not_declared_or_is_repeated_is_refused_with_line_and_key() {
     let (contoso, _fabrikam) = tenants();
     let env = Env::new();
-    // An unknown name: the error names the line, the key and the declared names.
-    env.write(
-        "config.toml",
-        &format!(
-            "{HEAD}{}",
-            directory(
-                "contoso",
-                "tenant-contoso",
-                &contoso,
-                "credential = \"msp-ap\"\n"
-            )
+    let no_secret = HEAD.replace("client_secret = { env = \"MSP_APP_SECRET\" }\n", "");
+    // (head, the directory's credential lines, where, what)
+    let cases = [
+        // An unknown name: the error names the line, the key and the declared names.
+        (
+            HEAD,
+            "credential = \"msp-ap\"\n",
+            "config.toml:16: directory[0].credential:",
+            "no [credential.msp-ap] table; declared: msp-app",
         ),
-    );
-    let out = env.run_with(&["sync"], &[("MSP_APP_SECRET", SECRET)]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("config.toml:16: directory[0].credential:")
-            && err.contains("no [credential.msp-ap] table; declared: msp-app"),
-        "{err}"
-    );
-    // A directory that names a credential and repeats its client_id.
-    env.write(
-        "config.toml",
-        &format!(
-            "{HEAD}{}",
-            directory(
-                "contoso",
-                "tenant-contoso",
-                &contoso,
-                "credential = \"msp-app\"\nclient_id = \"client-1\"\n"
-            )
+        // A directory that names a credential and repeats its client_id.
+        (
+            HEAD,
+            "credential = \"msp-app\"\nclient_id = \"client-1\"\n",
+            "config.toml:17: directory[0].client_id:",
+            "its client_id is in [credential.msp-app], remove it here",
         ),
-    );
-    let out = env.run_with(&["sync"], &[("MSP_APP_SECRET", SECRET)]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("config.toml:17: directory[0].client_id:")
-            && err.contains("its client_id is in [credential.msp-app], remove it here"),
-        "{err}"
-    );
-    // A credential table without a secret or certificate.
-    env.write(
-        "config.toml",
-        &format!(
-            "{}{}",
-            HEAD.replace("client_secret = { env = \"MSP_APP_SECRET\" }\n", ""),
-            directory(
-                "contoso",
-                "tenant-contoso",
-                &contoso,
-                "credential = \"msp-app\"\n"
-            )
+        // A credential table without a secret or certificate.
+        (
+            no_secret.as_str(),
+            "credential = \"msp-app\"\n",
+            "config.toml:8: credential.msp-app.client_secret:",
+            "a credential needs client_secret or certificate",
         ),
-    );
-    let out = env.run_with(&["sync"], &[]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("config.toml:8: credential.msp-app.client_secret:")
-            && err.contains("a credential needs client_secret or certificate"),
-        "{err}"
-    );
+    ];
+    for (head, lines, at, what) in cases {
+        let text = format!(
+            "{head}{}",
+            directory("contoso", "tenant-contoso", &contoso, lines)
+        );
+        env.write("config.toml", &text);
+        let out = env.run_with(&["sync"], &[("MSP_APP_SECRET", SECRET)]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(at) && err.contains(what), "{text}\n{err}");
+    }
     // Nothing was written by any of these runs.
     assert!(!env.path("learners.db").exists());
 }

@@ -99,8 +99,9 @@ INSERT INTO learner_sync_counts (directory, learners, active)
 /// The page cache (`PRAGMA cache_size`, negative: KiB) while a large write runs: with
 /// SQLite's 2 MB default, one transaction of 100,000s of rows spills dirty pages to
 /// the WAL mid-way and writes many of them again (B-tree rebalancing). Back to the
-/// default afterwards, so that reading every learner does not keep 16 MiB of pages.
-const WRITE_CACHE: i64 = -16 * 1024;
+/// default afterwards, so that reading every learner does not keep these pages. 8 MiB
+/// wrote a 100,000-learner initial sync as fast as 16 MiB did, with 8 MiB less peak.
+const WRITE_CACHE: i64 = -8 * 1024;
 const DEFAULT_CACHE: i64 = -2000;
 /// Operations from which a write is large.
 const LARGE_WRITE: usize = 1000;
@@ -298,7 +299,11 @@ impl SqliteStore {
         operations: &[Operation],
         now: &str,
     ) -> Result<(), rusqlite::Error> {
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken (waiting out the busy timeout) before the
+        // count is read. A deferred transaction that reads first cannot upgrade to a
+        // write after another connection has written: SQLite answers "database is
+        // locked" at once, without waiting (parallel first runs of a fresh store).
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let known: i64 = tx.query_row(
             "SELECT coalesce((SELECT learners FROM learner_sync_counts WHERE directory = ?1), 0)",
             [directory],

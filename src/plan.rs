@@ -215,7 +215,10 @@ impl Planner {
     /// Everyone the store did not have: active ones are created; someone the
     /// directory has but who was never a learner and is inactive stays absent.
     pub fn finish(mut self) -> Plan {
-        for (id, want) in std::mem::take(&mut self.desired) {
+        for (n, (id, want)) in std::mem::take(&mut self.desired).into_iter().enumerate() {
+            if n % TRIM_EVERY == TRIM_EVERY - 1 {
+                release_freed_memory();
+            }
             match want.inactive {
                 None => self.out.operations.push(Operation::Create {
                     external_id: id,
@@ -228,6 +231,21 @@ impl Planner {
             .operations
             .sort_unstable_by(|a, b| a.external_id().cmp(b.external_id()));
         self.out
+    }
+}
+
+/// Creates between two [`release_freed_memory`] calls in [`Planner::finish`].
+const TRIM_EVERY: usize = 32_768;
+
+/// Hand the pages of what the plan has freed back to the kernel. `finish` moves every
+/// create out of the desired map (whose nodes are freed as it goes) into one growing
+/// vector, which glibc maps afresh and cannot place in those freed nodes: without this,
+/// an initial sync's peak holds both (about 30 MB at 100,000 creates).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) takes no pointers and only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

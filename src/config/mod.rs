@@ -183,6 +183,18 @@ pub struct EntraConfig {
     pub graph_url: reqwest::Url,
 }
 
+impl EntraConfig {
+    /// Where `key` of this directory's credential is written: under a shared
+    /// `[credential.NAME]` (the same for every directory naming it, so it is listed
+    /// once), else under the directory.
+    fn credential_key(&self, directory: &str, key: &str) -> String {
+        match &self.credential_name {
+            Some(c) => format!("credential.{c}.{key}"),
+            None => format!("{directory}.{key}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum EntraCredential {
     Secret(SecretRef),
@@ -282,12 +294,11 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut v = Validator {
+        let v = Validator {
             loc,
             base,
-            credentials: Default::default(),
+            credentials: std::mem::take(&mut raw.credential),
         };
-        v.credentials = std::mem::take(&mut raw.credential);
         v.config(raw, path)
     }
 
@@ -1238,10 +1249,7 @@ impl Config {
         for d in &self.directories {
             if let DirectoryKind::Entra(e) = &d.kind {
                 if let EntraCredential::Certificate { key_file, .. } = &e.credential {
-                    let label = match &e.credential_name {
-                        Some(c) => format!("credential.{c}.certificate.key_file"),
-                        None => format!("{}.certificate.key_file", d.name),
-                    };
+                    let label = e.credential_key(&d.name, "certificate.key_file");
                     if !out.iter().any(|(l, _)| *l == label) {
                         out.push((label, key_file.clone()))
                     }
@@ -1261,11 +1269,7 @@ impl Config {
             match &d.kind {
                 DirectoryKind::Entra(e) => {
                     if let EntraCredential::Secret(s) = &e.credential {
-                        // A shared credential is listed once, by its own name.
-                        let label = match &e.credential_name {
-                            Some(c) => format!("credential.{c}.client_secret"),
-                            None => format!("{}.client_secret", d.name),
-                        };
+                        let label = e.credential_key(&d.name, "client_secret");
                         if !out.iter().any(|(l, _)| *l == label) {
                             out.push((label, s));
                         }

@@ -1,6 +1,7 @@
 //! learner-sync: pull users from Entra ID, Google Workspace or a CSV export into a
 //! learner store. The flow of one run:
-//! config -> source (read) -> plan (pure) -> guard (pure) -> store (apply) -> state (commit).
+//! config -> source (read) -> plan (pure) -> guard (pure) -> store (apply) -> state (commit),
+//! then the same for the directory's groups (`groups`, `run::groups`) where selected.
 
 pub mod applied;
 pub mod check;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod faults;
+pub mod groups;
 pub mod guard;
 pub mod http;
 pub mod logging;

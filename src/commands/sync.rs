@@ -50,6 +50,9 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
         };
         if args.dry_run {
             print!("{}", plan_lines(&report));
+            if let Some(g) = &report.groups {
+                print!("{}", crate::run::groups::plan_lines(&report.directory, g));
+            }
             // The SCIM store's takeover of existing users (read-only lookups).
             if let Ok(mut store) =
                 crate::store::Store::open(&config.store, &config.sync, true).await
@@ -62,6 +65,18 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
             crate::notify::after_run(config, &crate::notify::RunEnd::from_report(&report));
         }
         println!("{}", summary_line(&report, args.dry_run));
+        if let Some(g) = &report.groups {
+            println!(
+                "{}",
+                crate::run::groups::summary_lines(&report.directory, g)
+            );
+            // A group step that failed or held removals counts like a directory's.
+            if g.error.is_some() {
+                exit = exit.worst(Exit::Failed);
+            } else if g.hold_reason.is_some() {
+                exit = exit.worst(Exit::Held);
+            }
+        }
         match report.outcome {
             Outcome::Ok => {
                 tracing::info!(directory = %report.directory, created = report.counts.created, updated = report.counts.updated, deactivated = report.counts.deactivated, reactivated = report.counts.reactivated, unchanged = report.counts.unchanged, "run finished")

@@ -80,6 +80,8 @@ pub enum StoreConfig {
         match_by: ScimMatch,
         /// What is written as a user's `externalId`.
         external_id: ScimExternalId,
+        /// Whether the directories' groups are written to `/Groups` (issue 16).
+        groups: bool,
     },
 }
 
@@ -139,6 +141,8 @@ pub struct DirectoryConfig {
     pub mapping: MappingPolicy,
     /// Overrides `[sync] deactivate_after` for this directory.
     pub deactivate_after: Option<Duration>,
+    /// Which of the directory's groups reach the store (issue 16).
+    pub groups: crate::groups::GroupSelection,
 }
 
 impl DirectoryConfig {
@@ -502,7 +506,7 @@ impl Validator<'_> {
     fn store(&self, raw: S<raw::RawStore>) -> Result<StoreConfig, ConfigError> {
         let s = raw.get_ref();
         let only = |allowed: &[&str]| -> Result<(), ConfigError> {
-            let present: [(&str, Option<std::ops::Range<usize>>); 9] = [
+            let present: [(&str, Option<std::ops::Range<usize>>); 10] = [
                 ("path", s.path.as_ref().map(|v| v.span())),
                 ("url", s.url.as_ref().map(|v| v.span())),
                 ("token", s.token.as_ref().map(|v| v.span())),
@@ -515,6 +519,7 @@ impl Validator<'_> {
                 ),
                 ("match", s.match_by.as_ref().map(|v| v.span())),
                 ("external_id", s.external_id.as_ref().map(|v| v.span())),
+                ("groups", s.groups.as_ref().map(|v| v.span())),
             ];
             for (key, at) in present {
                 if let (Some(at), false) = (at, allowed.contains(&key)) {
@@ -546,6 +551,7 @@ impl Validator<'_> {
                     "max_requests_per_second",
                     "match",
                     "external_id",
+                    "groups",
                 ])?;
                 let url = s
                     .url
@@ -656,6 +662,7 @@ impl Validator<'_> {
                     max_requests_per_second,
                     match_by,
                     external_id,
+                    groups: s.groups.as_ref().is_some_and(|v| *v.get_ref()),
                 })
             }
             _ => Err(self.err(&s.kind, "store.kind", "must be \"sqlite\" or \"scim\"")),
@@ -861,13 +868,79 @@ impl Validator<'_> {
             external_id: external_id_expr,
         }
         .policy(exclude_guests, d.mapping.as_ref(), d.filter.as_ref())?;
+        let groups = match &d.groups {
+            None => crate::groups::GroupSelection::None,
+            Some(v) => self.groups(v, &key("groups"), &kind)?,
+        };
         Ok(DirectoryConfig {
             name,
             kind,
             schedule,
             mapping,
             deactivate_after,
+            groups,
         })
+    }
+
+    /// `groups = "none" | "scoped" | { names = [...] } | { ids = [...] } | { prefix = "..." }`.
+    fn groups(
+        &self,
+        v: &S<toml::Value>,
+        key: &str,
+        kind: &DirectoryKind,
+    ) -> Result<crate::groups::GroupSelection, ConfigError> {
+        use crate::groups::GroupSelection;
+        let expected = "must be \"none\", \"scoped\", { names = [...] }, { ids = [...] } or { prefix = \"...\" }";
+        let strings = |val: &toml::Value, k: &str| -> Result<Vec<String>, ConfigError> {
+            let items = match val {
+                toml::Value::String(s) => vec![s.trim().to_string()],
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(|s| s.trim().to_string()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| self.err(v, key, format!("`{k}` takes strings")))?,
+                _ => return Err(self.err(v, key, format!("`{k}` takes strings"))),
+            };
+            if items.is_empty() || items.iter().any(String::is_empty) {
+                return Err(self.err(
+                    v,
+                    key,
+                    format!("`{k}` must list at least one non-empty name"),
+                ));
+            }
+            Ok(items)
+        };
+        let selection = match v.get_ref() {
+            toml::Value::String(s) if s == "none" => GroupSelection::None,
+            toml::Value::String(s) if s == "scoped" => GroupSelection::Scoped,
+            toml::Value::Table(t) if t.len() == 1 => match t.iter().next() {
+                Some((k, val)) if k == "names" => GroupSelection::Names(strings(val, k)?),
+                Some((k, val)) if k == "ids" => GroupSelection::Ids(strings(val, k)?),
+                Some((k, toml::Value::String(p))) if k == "prefix" => {
+                    GroupSelection::Prefix(p.clone())
+                }
+                Some((k, _)) if k == "prefix" => {
+                    return Err(self.err(v, key, "`prefix` takes a string"))
+                }
+                _ => return Err(self.err(v, key, expected)),
+            },
+            _ => return Err(self.err(v, key, expected)),
+        };
+        if selection == GroupSelection::Scoped {
+            let scoped = match kind {
+                DirectoryKind::Entra(e) => !matches!(e.scope, EntraScope::All),
+                DirectoryKind::Google(g) => matches!(g.scope, GoogleScope::Groups(_)),
+                DirectoryKind::Csv { .. } => false,
+            };
+            if !scoped {
+                return Err(self.err(
+                    v,
+                    key,
+                    "\"scoped\" takes the groups the scope names, and this directory's scope names none: set scope = { groups = [...] } (or an app), or name the groups here",
+                ));
+            }
+        }
+        Ok(selection)
     }
 
     /// A CSV directory's `delimiter` and `encoding`; unset ones are detected per file.

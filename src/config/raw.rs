@@ -66,6 +66,7 @@ pub struct RawStore {
     #[serde(rename = "match")]
     pub match_by: Option<S<String>>,
     pub external_id: Option<S<String>>,
+    pub groups: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +78,7 @@ pub struct RawDirectory {
     pub mapping: Option<super::mapping::RawMapping>,
     pub filter: Option<super::mapping::RawFilter>,
     pub deactivate_after: Option<S<String>>,
+    pub groups: Option<S<toml::Value>>,
     // csv
     pub path: Option<S<String>>,
     pub delimiter: Option<S<String>>,

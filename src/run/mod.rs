@@ -7,6 +7,7 @@
 
 pub mod binding;
 pub mod grace;
+pub mod groups;
 pub mod journal;
 pub mod lock;
 pub mod on_demand;
@@ -62,6 +63,8 @@ pub struct RunReport {
     pub other_holds: Vec<String>,
     pub full_read: bool,
     pub error: Option<RunError>,
+    /// The group step, when the directory selects groups and the store takes them.
+    pub groups: Option<groups::GroupReport>,
 }
 
 impl RunReport {
@@ -79,6 +82,7 @@ impl RunReport {
             other_holds: vec![],
             full_read: false,
             error: Some(error),
+            groups: None,
         }
     }
 }
@@ -291,6 +295,7 @@ async fn steps(
         hold_reason: guarded.hold_reason,
         full_read,
         error,
+        groups: None,
     };
     let Opened {
         state,
@@ -299,7 +304,11 @@ async fn steps(
         ..
     } = o;
     let Some(st) = state.as_mut().filter(|_| !*dry_run) else {
-        return Ok(finish(planned, None, guarded));
+        let mut report = finish(planned, None, guarded);
+        if !renamed {
+            report.groups = groups::step(config, dir, source, store, None, &report.applied).await;
+        }
+        return Ok(report);
     };
 
     progress.phase(format!(
@@ -350,8 +359,14 @@ async fn steps(
     };
     journal::commit(st, store, name, begun, commit).await?;
     phases.mark("commit");
+    let mut report = finish((counts, outcome), error, guarded);
+    if !renamed {
+        // The store holds this run's learners now.
+        report.groups = groups::step(config, dir, source, store, Some(st), &[]).await;
+        phases.mark("groups");
+    }
     phases.log(name);
-    Ok(finish((counts, outcome), error, guarded))
+    Ok(report)
 }
 
 /// Where a run's time goes, step by step, for the debug log (see BENCHMARKS.md).

@@ -89,6 +89,8 @@ pub struct CsvFile {
     pub encoding: CsvEncoding,
     /// Set when the encoding was guessed as windows-1252: the admin should know.
     pub warning: Option<String>,
+    /// The groups of the `groups` column (names separated by `;`), when it has one.
+    pub groups: Option<crate::groups::Groups>,
 }
 
 impl CsvFile {
@@ -110,6 +112,8 @@ pub struct CsvSource {
     format: CsvFormat,
     /// Columns the mappings and filters read, beyond the learner columns.
     attributes: crate::mapping::Attributes,
+    /// The groups of the last `read` (`None`: the file has no `groups` column).
+    groups: Option<crate::groups::Groups>,
 }
 
 impl CsvSource {
@@ -118,7 +122,28 @@ impl CsvSource {
             path,
             format,
             attributes: Default::default(),
+            groups: None,
         }
+    }
+
+    /// The groups of the `groups` column that `selection` picks (by name), from the
+    /// file the run just read.
+    pub fn read_groups(
+        &mut self,
+        selection: &crate::groups::GroupSelection,
+    ) -> Result<crate::groups::Groups, SourceError> {
+        let Some(all) = &self.groups else {
+            return Err(SourceError::BadFile {
+                path: self.path.display().to_string(),
+                line: 1,
+                message: "the directory selects groups, but the file has no `groups` column (group names separated by `;`)".to_string(),
+            });
+        };
+        Ok(all
+            .iter()
+            .filter(|(id, g)| selection.picks(id, &g.display_name, None))
+            .map(|(id, g)| (id.clone(), g.clone()))
+            .collect())
     }
 
     /// Read (and allow) the columns the directory's mappings and filters name.
@@ -173,6 +198,7 @@ impl CsvSource {
             tracing::warn!(path = %self.path.display(), "{warning}");
         }
         let users = file.users;
+        self.groups = file.groups;
         Ok(SourceRead {
             listing: Listing::Complete(users),
             scope: Scope::All,
@@ -234,7 +260,7 @@ fn io_hint(e: &SourceError, path: &Path) -> String {
 fn allowed_columns() -> impl Iterator<Item = &'static str> {
     std::iter::once("external_id")
         .chain(FIELD_NAMES)
-        .chain(std::iter::once("active"))
+        .chain(["active", "groups"])
 }
 
 /// Read and validate the whole file as UTF-8 with commas.
@@ -296,7 +322,7 @@ pub fn read_file_with(
         ),
     };
     let file = std::io::BufReader::new(open()?);
-    let users = match encoding {
+    let (users, groups) = match encoding {
         CsvEncoding::Utf8 => parse_as(file, &shown, delimiter, attributes),
         other => parse_as(Decoding::new(file, other), &shown, delimiter, attributes),
     }?;
@@ -305,6 +331,7 @@ pub fn read_file_with(
         delimiter,
         encoding,
         warning,
+        groups,
     })
 }
 
@@ -529,7 +556,7 @@ fn shown_name(name: &str) -> String {
 
 /// Parse comma-separated UTF-8 text; `shown` names the file in errors.
 pub fn parse<R: std::io::Read>(reader: R, shown: &str) -> Result<Vec<DirectoryUser>, SourceError> {
-    parse_as(reader, shown, b',', &Default::default())
+    parse_as(reader, shown, b',', &Default::default()).map(|(users, _)| users)
 }
 
 /// Parse UTF-8 text separated by `delimiter`.
@@ -539,7 +566,7 @@ fn parse_as<R: std::io::Read>(
     shown: &str,
     delimiter: u8,
     attributes: &crate::mapping::Attributes,
-) -> Result<Vec<DirectoryUser>, SourceError> {
+) -> Result<(Vec<DirectoryUser>, Option<crate::groups::Groups>), SourceError> {
     let mapped = attributes.csv_columns();
     let bad = |line: u64, message: String| SourceError::BadFile {
         path: shown.to_string(),
@@ -628,6 +655,9 @@ fn parse_as<R: std::io::Read>(
     }
 
     let mut users = Vec::new();
+    let mut groups = column
+        .contains_key("groups")
+        .then(crate::groups::Groups::new);
     let mut ids: BTreeMap<String, u64> = BTreeMap::new();
     let mut record = ::csv::StringRecord::new();
     // The first of a run of all-empty rows (`,,,,`, which Excel leaves below the
@@ -695,6 +725,19 @@ fn parse_as<R: std::io::Read>(
             manager_email: get("manager_email"),
             scim: BTreeMap::new(),
         };
+        if let (Some(groups), Some(cell)) = (groups.as_mut(), get("groups")) {
+            for name in cell.split(';').map(str::trim).filter(|n| !n.is_empty()) {
+                groups
+                    .entry(name.to_string())
+                    .or_insert_with(|| crate::groups::Group {
+                        external_id: name.to_string(),
+                        display_name: name.to_string(),
+                        ..Default::default()
+                    })
+                    .members
+                    .insert(external_id.clone());
+            }
+        }
         let mut extra = crate::model::Extra::default();
         attributes.capture_columns(&get, &mut extra);
         users.push(DirectoryUser {
@@ -714,7 +757,7 @@ fn parse_as<R: std::io::Read>(
                 .to_string(),
         ));
     }
-    Ok(users)
+    Ok((users, groups))
 }
 
 fn csv_line(
@@ -853,7 +896,8 @@ mod tests {
             b',',
             &Default::default(),
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(
             cp[0].fields.given_name.as_deref(),
             Some("\u{20ac} Ren\u{e9}")
@@ -864,7 +908,8 @@ mod tests {
             b',',
             &Default::default(),
         )
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(l1[0].fields.given_name.as_deref(), Some("\u{80} Ren\u{e9}"));
     }
 

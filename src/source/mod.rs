@@ -140,7 +140,9 @@ impl Source {
                 entra::EntraSource::new(cfg, request_timeout)?.with_attributes(attributes),
             ))),
             DirectoryKind::Google(cfg) => Ok(Source::Google(Box::new(
-                google::GoogleSource::new(cfg.clone(), request_timeout).with_attributes(attributes),
+                google::GoogleSource::new(cfg.clone(), request_timeout)
+                    .with_attributes(attributes)
+                    .with_groups(dir.groups.clone()),
             ))),
         }
     }
@@ -171,6 +173,19 @@ impl Source {
             Source::Csv(s) => s.read(req).await,
             Source::Entra(s) => s.read(req).await,
             Source::Google(s) => s.read(req).await,
+        }
+    }
+
+    /// The groups `selection` names, with their members (user external ids, nested
+    /// groups flattened). Called after `read`, in the same run.
+    pub async fn read_groups(
+        &mut self,
+        selection: &crate::groups::GroupSelection,
+    ) -> Result<crate::groups::Groups, SourceError> {
+        match self {
+            Source::Csv(s) => s.read_groups(selection),
+            Source::Entra(s) => s.read_groups(selection).await,
+            Source::Google(s) => s.read_groups(selection).await,
         }
     }
 

@@ -140,6 +140,21 @@ CREATE TABLE approvals (
 );
 "#,
         ),
+        // Migration 6 (issue 16): a group step's counts (JSON) on its `groups` run, and
+        // the group removals held because many groups disappeared at once.
+        M::up(
+            r#"
+ALTER TABLE runs ADD COLUMN groups TEXT;
+
+CREATE TABLE group_holds (
+    directory TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    removals INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    approved_at TEXT
+);
+"#,
+        ),
     ])
 }
 

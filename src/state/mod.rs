@@ -2,6 +2,7 @@
 //! deactivations. One SQLite file (`sync.state_db`).
 
 pub mod daemon;
+pub mod groups;
 mod migrations;
 pub mod pending;
 pub mod query;

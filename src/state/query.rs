@@ -121,11 +121,12 @@ impl State {
         Ok(rows)
     }
 
-    /// The most recent finished runs of a directory, newest first.
+    /// The most recent finished runs of a directory, newest first (group steps have
+    /// their own: `last_group_run`).
     pub fn recent_runs(&self, directory: &str, limit: usize) -> Result<Vec<RunRow>, StateError> {
         let rows = self.rows(
             "SELECT id, directory, kind, started_at, finished_at, outcome, full_read, created, updated, deactivated, reactivated, held, unchanged, failed, requests, error
-                 FROM runs WHERE directory = ?1 AND outcome <> 'running' ORDER BY id DESC LIMIT ?2",
+                 FROM runs WHERE directory = ?1 AND outcome <> 'running' AND kind <> 'groups' ORDER BY id DESC LIMIT ?2",
             params![directory, limit as i64],
             |r| {
                 let c = |i: usize| -> rusqlite::Result<usize> { Ok(r.get::<_, i64>(i)? as usize) };
@@ -278,7 +279,7 @@ pub(super) fn record_holds(tx: &Connection, c: &RunCommit<'_>) -> rusqlite::Resu
 impl State {
     /// Whether the schema has a table (a state DB written by an older version, opened
     /// read-only, may not have the newer ones yet).
-    fn has_table(&self, name: &str) -> Result<bool, StateError> {
+    pub(crate) fn has_table(&self, name: &str) -> Result<bool, StateError> {
         self.conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",

@@ -12,6 +12,8 @@ pub struct MemoryStore {
     /// `(directory, external id)` -> learner.
     pub learners: BTreeMap<(String, String), Learner>,
     pub run_keys: BTreeSet<String>,
+    /// Directory -> its groups.
+    pub groups: BTreeMap<String, crate::groups::Groups>,
     /// Make the next `apply` fail with this error (and write nothing).
     pub fail_next_apply: Option<String>,
 }

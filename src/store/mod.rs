@@ -12,6 +12,7 @@ pub use crate::applied::Applied;
 
 use crate::check::CheckLine;
 use crate::config::StoreConfig;
+use crate::groups::{GroupOp, Groups};
 use crate::model::Learner;
 use crate::plan::Operation;
 
@@ -81,6 +82,7 @@ impl Store {
                 max_requests_per_second,
                 match_by,
                 external_id,
+                groups,
             } => {
                 let token = token
                     .resolve()
@@ -100,7 +102,8 @@ impl Store {
                         match_by: *match_by,
                         external_id: *external_id,
                     })
-                    .with_rate_limit(*max_requests_per_second),
+                    .with_rate_limit(*max_requests_per_second)
+                    .with_groups(*groups),
                 ))
             }
         }
@@ -237,6 +240,51 @@ impl Store {
         }
     }
 
+    /// Whether this store takes groups: the SQLite store always (its tables are
+    /// there), a SCIM store when `[store] groups = true`.
+    pub fn takes_groups(&self) -> bool {
+        match self {
+            Store::Sqlite(_) => true,
+            Store::Scim(s) => s.takes_groups(),
+            #[cfg(test)]
+            Store::Memory(_) => true,
+        }
+    }
+
+    /// The groups the store holds for a directory, with their members.
+    pub async fn groups(&mut self, directory: &str) -> Result<Groups, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.groups(directory),
+            Store::Scim(s) => s.groups(directory),
+            #[cfg(test)]
+            Store::Memory(s) => Ok(s.groups.get(directory).cloned().unwrap_or_default()),
+        }
+    }
+
+    /// Apply a group step's operations with its run key (settled like a run's after a
+    /// crash: `applied`).
+    pub async fn apply_groups(
+        &mut self,
+        directory: &str,
+        run_key: &str,
+        ops: &[GroupOp],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.apply_groups(directory, run_key, ops),
+            Store::Scim(s) => s.apply_groups(directory, run_key, ops).await,
+            #[cfg(test)]
+            Store::Memory(s) => {
+                let mut g = s.groups.remove(directory).unwrap_or_default();
+                for op in ops {
+                    crate::groups::apply_to(&mut g, op);
+                }
+                s.groups.insert(directory.to_string(), g);
+                s.run_keys.insert(run_key.to_string());
+                Ok(())
+            }
+        }
+    }
+
     /// Move a directory's learners to a new name (`rename-directory`); refuses when
     /// `new` already has learners. Returns how many moved.
     pub async fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
@@ -316,13 +364,15 @@ impl Store {
 }
 
 /// Move a directory's rows to a new name in one transaction (`rename-directory`), in a
-/// store-side SQLite file: `[learners, runs]` are its two tables keyed by directory.
+/// store-side SQLite file: `learners` is its learner table, `others` the other tables
+/// keyed by directory (run keys, groups).
 /// Refuses when `new` already has learners; returns how many moved (0 for a file that
 /// does not exist yet).
 fn rename_directory(
     conn: Option<&mut rusqlite::Connection>,
     path: &std::path::Path,
-    [learners, runs]: [&str; 2],
+    learners: &str,
+    others: &[&str],
     old: &str,
     new: &str,
 ) -> Result<usize, StoreError> {
@@ -353,11 +403,13 @@ fn rename_directory(
             [old, new],
         )
         .map_err(e)?;
-    tx.execute(
-        &format!("UPDATE {runs} SET directory = ?2 WHERE directory = ?1"),
-        [old, new],
-    )
-    .map_err(e)?;
+    for table in others {
+        tx.execute(
+            &format!("UPDATE {table} SET directory = ?2 WHERE directory = ?1"),
+            [old, new],
+        )
+        .map_err(e)?;
+    }
     tx.commit().map_err(e)?;
     Ok(moved)
 }

@@ -10,6 +10,7 @@
 pub mod auth;
 mod expiry;
 pub mod graph;
+mod groups;
 mod one;
 pub mod scope;
 
@@ -222,6 +223,14 @@ impl EntraSource {
                 }
             }
         }
+    }
+
+    /// The groups `selection` names, members flattened (see `groups`).
+    pub async fn read_groups(
+        &mut self,
+        selection: &crate::groups::GroupSelection,
+    ) -> Result<crate::groups::Groups, SourceError> {
+        groups::read(&mut self.graph, &self.cfg.scope, selection).await
     }
 
     pub async fn check(&mut self) -> Vec<CheckLine> {

@@ -20,6 +20,8 @@ use crate::http::{error_chain, read_body};
 pub const USER_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";
 pub const GROUP_MEMBER_SCOPE: &str =
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
+/// `groups.list` and `groups.get`, for `groups = ...` (issue 16).
+pub const GROUP_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.group.readonly";
 
 /// Google allows at most an hour between `iat` and `exp`.
 const ASSERTION_LIFETIME: i64 = 3600;

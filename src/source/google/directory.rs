@@ -159,6 +159,41 @@ fn single_user_fields(list: &str) -> String {
     list.to_string()
 }
 
+/// `groups.list`: `{"kind":"admin#directory#groups","groups":[...],"nextPageToken":...}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupsPage {
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    groups: Vec<ApiGroup>,
+    next_page_token: Option<String>,
+}
+
+impl Page for GroupsPage {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+}
+
+/// A group (`groups.get` answers one, with `kind` `admin#directory#group`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiGroup {
+    pub kind: Option<String>,
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Page for ApiGroup {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+}
+
+const GROUPS_KIND: &str = "admin#directory#groups";
+const GROUP_KIND: &str = "admin#directory#group";
+const GROUP_FIELDS: &str = "kind,id,email,name";
+
 impl Page for MembersPage {
     fn kind(&self) -> Option<&str> {
         self.kind.as_deref()
@@ -419,6 +454,46 @@ impl Directory {
         let mut user = checked_user(raw)?;
         user.attributes = attributes;
         Ok(Some(user))
+    }
+
+    /// Every group of the customer or domain (`groups.list`).
+    pub async fn list_groups(&mut self, tokens: &Tokens) -> Result<Vec<ApiGroup>, GoogleError> {
+        let mut groups = Vec::new();
+        let mut paging = Paging::new("groups.list", self.limits);
+        loop {
+            let mut url = self.endpoint(&["groups"])?;
+            {
+                let mut q = url.query_pairs_mut();
+                match &self.tenant {
+                    Tenant::Customer(c) => q.append_pair("customer", c),
+                    Tenant::Domain(d) => q.append_pair("domain", d),
+                };
+                q.append_pair("maxResults", "200");
+                q.append_pair(
+                    "fields",
+                    &format!("kind,nextPageToken,groups({GROUP_FIELDS})"),
+                );
+                if let Some(t) = paging.token() {
+                    q.append_pair("pageToken", t);
+                }
+            }
+            let page: GroupsPage = self
+                .get_json(tokens, url, "groups.list", GROUPS_KIND)
+                .await?;
+            paging.count(page.groups.len())?;
+            groups.extend(page.groups);
+            if !paging.next(page.next_page_token)? {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// One group by id or email (`groups.get`).
+    pub async fn get_group(&mut self, tokens: &Tokens, key: &str) -> Result<ApiGroup, GoogleError> {
+        let mut url = self.endpoint(&["groups", key])?;
+        url.query_pairs_mut().append_pair("fields", GROUP_FIELDS);
+        self.get_json(tokens, url, &format!("groups.get of {key}"), GROUP_KIND)
+            .await
     }
 
     /// The user ids of a group, nested groups included (`includeDerivedMembership`).

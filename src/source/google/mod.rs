@@ -19,7 +19,7 @@ use crate::config::{GoogleConfig, GoogleScope};
 use crate::model::{AccountState, DirectoryUser, LearnerFields};
 use crate::source::{Listing, ReadRequest, Scope, SourceError, SourceRead};
 
-use auth::{ServiceAccount, Tokens, GROUP_MEMBER_SCOPE, USER_SCOPE};
+use auth::{ServiceAccount, Tokens, GROUP_MEMBER_SCOPE, GROUP_SCOPE, USER_SCOPE};
 use directory::{ApiUser, Directory, RetryPolicy, Tenant};
 
 /// What went wrong talking to Google. Messages never carry the key or a token.
@@ -120,6 +120,8 @@ pub struct GoogleSource {
     retries: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What the mappings and filters read, beyond the default fields.
     attributes: crate::mapping::Attributes,
+    /// The directory's `groups`: asks for the group scopes when set.
+    groups: crate::groups::GroupSelection,
 }
 
 impl GoogleSource {
@@ -140,7 +142,76 @@ impl GoogleSource {
             account_email: None,
             retries: Default::default(),
             attributes: Default::default(),
+            groups: Default::default(),
         }
+    }
+
+    /// The directory selects these groups (the token asks for the group scopes).
+    pub fn with_groups(mut self, groups: crate::groups::GroupSelection) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The groups `selection` names with their user members, nested groups included.
+    pub async fn read_groups(
+        &mut self,
+        selection: &crate::groups::GroupSelection,
+    ) -> Result<crate::groups::Groups, SourceError> {
+        use crate::groups::{Group, GroupSelection};
+        let mut dir = self.directory()?;
+        self.ensure_tokens().await?;
+        let tokens = self.built_tokens()?;
+        let keys = match selection {
+            GroupSelection::None => return Ok(Default::default()),
+            GroupSelection::Scoped => match &self.config.scope {
+                GoogleScope::Groups(keys) => keys.clone(),
+                _ => vec![],
+            },
+            GroupSelection::Ids(keys) => keys.clone(),
+            GroupSelection::Names(_) | GroupSelection::Prefix(_) => vec![],
+        };
+        let found = if keys.is_empty() {
+            dir.list_groups(tokens)
+                .await?
+                .into_iter()
+                .filter(|g| {
+                    selection.picks(
+                        g.id.as_deref().unwrap_or(""),
+                        g.name.as_deref().unwrap_or(""),
+                        g.email.as_deref(),
+                    )
+                })
+                .collect()
+        } else {
+            let mut found = Vec::new();
+            for k in &keys {
+                found.push(dir.get_group(tokens, k).await?);
+            }
+            found
+        };
+        let mut groups = crate::groups::Groups::new();
+        for g in found {
+            let Some(id) = g.id.filter(|id| !id.trim().is_empty()) else {
+                return Err(GoogleError::Refused(
+                    "a group without an id; refusing the listing (nothing was changed)".to_string(),
+                )
+                .into());
+            };
+            if groups.contains_key(&id) {
+                continue;
+            }
+            let members = dir.group_user_ids(tokens, &id, None).await?;
+            groups.insert(
+                id.clone(),
+                Group {
+                    display_name: g.name.or(g.email.clone()).unwrap_or_else(|| id.clone()),
+                    email: g.email,
+                    external_id: id,
+                    members: members.into_iter().collect(),
+                },
+            );
+        }
+        Ok(groups)
     }
 
     /// Also read the attributes the directory's mappings and filters name.
@@ -150,10 +221,15 @@ impl GoogleSource {
     }
 
     fn scopes(&self) -> Vec<&'static str> {
-        match self.config.scope {
+        let mut scopes = match self.config.scope {
             GoogleScope::Groups(_) => vec![USER_SCOPE, GROUP_MEMBER_SCOPE],
             _ => vec![USER_SCOPE],
+        };
+        if !self.groups.is_none() {
+            scopes.retain(|s| *s != GROUP_MEMBER_SCOPE);
+            scopes.extend([GROUP_SCOPE, GROUP_MEMBER_SCOPE]);
         }
+        scopes
     }
 
     /// The token source, built on first use (the key is read then, not at startup).

@@ -169,6 +169,18 @@ impl ScimClient {
             .await
     }
 
+    /// Send one request to the Group resource with this SCIM id (escaped like a user's).
+    pub async fn send_group(
+        &self,
+        method: Method,
+        id: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ScimError> {
+        let url = resource_url(&self.base, "Groups", id)?;
+        self.send_to(method, url, format!("/Groups/{id}"), body)
+            .await
+    }
+
     /// Send one request, retrying 429 and 5xx.
     async fn send_to(
         &self,
@@ -256,20 +268,25 @@ impl ScimClient {
 /// `{base}/Users/{id}`, the id escaped as one segment. An id that cannot name a
 /// resource that way (empty, `.` or `..`, which URLs resolve away) is malformed.
 pub fn user_url(base: &reqwest::Url, id: &str) -> Result<reqwest::Url, ScimError> {
+    resource_url(base, "Users", id)
+}
+
+/// `{base}/{kind}/{id}`, the id escaped as one segment (see `user_url`).
+pub fn resource_url(base: &reqwest::Url, kind: &str, id: &str) -> Result<reqwest::Url, ScimError> {
     if matches!(id, "" | "." | "..") {
         return Err(ScimError::Malformed {
-            path: "/Users".to_string(),
+            path: format!("/{kind}"),
             detail: format!("the SCIM id {id:?} cannot name a resource"),
         });
     }
     let mut url = base.clone();
     url.path_segments_mut()
         .map_err(|()| ScimError::Malformed {
-            path: "/Users".to_string(),
+            path: format!("/{kind}"),
             detail: "the SCIM base cannot have a path".to_string(),
         })?
         .pop_if_empty()
-        .push("Users")
+        .push(kind)
         .push(id);
     Ok(url)
 }

@@ -8,7 +8,7 @@
 //! SCIM id that an earlier version linked to several learners (each of them is then
 //! resolved again against the provider, by externalId, at its next operation).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -73,6 +73,24 @@ CREATE TABLE scim_runs (
         // The extra SCIM attributes last pushed (`[directory.mapping.scim]`), as a JSON
         // object; NULL when none. The plan diffs against them like the columns.
         M::up("ALTER TABLE scim_learners ADD COLUMN scim_extra TEXT;"),
+        // Groups pushed to /Groups (issue 16): their SCIM ids and the members that
+        // landed, recorded with each request that succeeded.
+        M::up(
+            "CREATE TABLE scim_groups (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    scim_id TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    email TEXT,
+    PRIMARY KEY (directory, external_id)
+);
+CREATE TABLE scim_group_members (
+    directory TEXT NOT NULL,
+    group_external_id TEXT NOT NULL,
+    learner_external_id TEXT NOT NULL,
+    PRIMARY KEY (directory, group_external_id, learner_external_id)
+) WITHOUT ROWID;",
+        ),
     ])
 }
 
@@ -194,6 +212,8 @@ impl Mirror {
         if !read_only {
             let tx = conn.unchecked_transaction().map_err(|e| self.err(e))?;
             tx.execute("DELETE FROM scim_learners", [])
+                .and_then(|_| tx.execute("DELETE FROM scim_groups", []))
+                .and_then(|_| tx.execute("DELETE FROM scim_group_members", []))
                 .and_then(|_| {
                     tx.execute(
                         "INSERT OR REPLACE INTO scim_provider (id, base) VALUES (1, ?1)",
@@ -448,6 +468,22 @@ impl Mirror {
         rows
     }
 
+    /// `external id -> SCIM id` of every linked learner of a directory.
+    pub fn scim_ids(&self, directory: &str) -> Result<HashMap<String, String>, StoreError> {
+        let Some(conn) = self.links_conn() else {
+            return Ok(HashMap::new());
+        };
+        let mut stmt = conn
+            .prepare("SELECT external_id, scim_id FROM scim_learners WHERE directory = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([directory], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(|e| self.err(e));
+        rows
+    }
+
     /// Record that a run's apply is starting, before anything is sent.
     pub fn begin_run(&self, directory: &str, run_key: &str) -> Result<(), StoreError> {
         let conn = self
@@ -476,6 +512,155 @@ impl Mirror {
             .collect::<Result<BTreeSet<String>, _>>()
             .map_err(|e| self.err(e));
         rows
+    }
+
+    /// The groups pushed for a directory: `(group, SCIM id)` by external id.
+    pub fn groups(
+        &self,
+        directory: &str,
+    ) -> Result<BTreeMap<String, (crate::groups::Group, String)>, StoreError> {
+        let mut out = BTreeMap::new();
+        let Some(conn) = self.links_conn() else {
+            return Ok(out);
+        };
+        let e = |err| self.err(err);
+        let mut stmt = conn
+            .prepare("SELECT external_id, scim_id, display_name, email FROM scim_groups WHERE directory = ?1")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok((
+                    crate::groups::Group {
+                        external_id: r.get(0)?,
+                        display_name: r.get(2)?,
+                        email: r.get(3)?,
+                        members: Default::default(),
+                    },
+                    r.get::<_, String>(1)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (g, id) = row.map_err(e)?;
+            out.insert(g.external_id.clone(), (g, id));
+        }
+        let mut stmt = conn
+            .prepare("SELECT group_external_id, learner_external_id FROM scim_group_members WHERE directory = ?1")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([directory], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (g, m) = row.map_err(e)?;
+            if let Some((group, _)) = out.get_mut(&g) {
+                group.members.insert(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record a group created or adopted on the provider (or its new name), and that
+    /// it landed in `run_key`. `members`, when given, replace the recorded ones.
+    pub fn link_group(
+        &self,
+        directory: &str,
+        group: &crate::groups::Group,
+        scim_id: &str,
+        members: Option<&BTreeSet<String>>,
+        run_key: &str,
+    ) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let e = |err| self.err(err);
+        let tx = conn.unchecked_transaction().map_err(e)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO scim_groups (directory, external_id, scim_id, display_name, email) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![directory, group.external_id, scim_id, group.display_name, group.email],
+        )
+        .map_err(e)?;
+        if let Some(members) = members {
+            tx.execute(
+                "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
+                params![directory, group.external_id],
+            )
+            .map_err(e)?;
+            for m in members {
+                tx.execute(
+                    "INSERT OR IGNORE INTO scim_group_members (directory, group_external_id, learner_external_id) VALUES (?1, ?2, ?3)",
+                    params![directory, group.external_id, m],
+                )
+                .map_err(e)?;
+            }
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
+            params![run_key, group.external_id],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Record members added to (`added`) or removed from a group, that landed in `run_key`.
+    pub fn group_members(
+        &self,
+        directory: &str,
+        group: &str,
+        members: &[String],
+        added: bool,
+        run_key: &str,
+    ) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let e = |err| self.err(err);
+        let tx = conn.unchecked_transaction().map_err(e)?;
+        let sql = if added {
+            "INSERT OR IGNORE INTO scim_group_members (directory, group_external_id, learner_external_id) VALUES (?1, ?2, ?3)"
+        } else {
+            "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2 AND learner_external_id = ?3"
+        };
+        for m in members {
+            tx.execute(sql, params![directory, group, m]).map_err(e)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
+                params![run_key, m],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Forget a group removed from the provider (or found gone there).
+    pub fn unlink_group(
+        &self,
+        directory: &str,
+        group: &str,
+        run_key: &str,
+    ) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let e = |err| self.err(err);
+        let tx = conn.unchecked_transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
+            params![directory, group],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "DELETE FROM scim_groups WHERE directory = ?1 AND external_id = ?2",
+            params![directory, group],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
+            params![run_key, group],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
     }
 
     /// Forget what landed in a run the state DB has closed.
@@ -509,7 +694,8 @@ impl Mirror {
         crate::store::rename_directory(
             self.conn.as_mut(),
             &self.path,
-            ["scim_learners", "scim_runs"],
+            "scim_learners",
+            &["scim_runs", "scim_groups", "scim_group_members"],
             old,
             new,
         )

@@ -22,6 +22,7 @@
 mod apply;
 mod claims;
 pub mod client;
+mod groups;
 pub mod mirror;
 mod rate;
 mod resource;
@@ -50,6 +51,8 @@ pub struct ScimStore {
     concurrency: usize,
     deactivate: ScimDeactivate,
     protocol: Protocol,
+    /// Whether directories' groups are written to `/Groups` (`[store] groups`).
+    groups: bool,
 }
 
 /// How the store speaks to its provider: the request shapes, the attribute an
@@ -129,6 +132,7 @@ impl ScimStore {
             concurrency: concurrency.max(1),
             deactivate,
             protocol: Protocol::default(),
+            groups: false,
         })
     }
 
@@ -140,6 +144,11 @@ impl ScimStore {
     /// Speak this dialect, match and write externalId so (RFC 7644 unless told).
     pub fn with_protocol(self, protocol: Protocol) -> ScimStore {
         ScimStore { protocol, ..self }
+    }
+
+    /// Write the directories' groups to `/Groups` too.
+    pub fn with_groups(self, groups: bool) -> ScimStore {
+        ScimStore { groups, ..self }
     }
 
     /// Send at most `per_second` requests a second (all concurrent requests together).

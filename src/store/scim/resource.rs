@@ -209,6 +209,43 @@ fn manager_value(id: &str, dialect: ScimDialect) -> Value {
     }
 }
 
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+/// `POST /Groups`: display name and externalId, no members (Entra's shape; the
+/// members follow in PATCHes).
+pub fn group_body(display_name: &str, external_id: &str) -> Value {
+    json!({
+        "schemas": [GROUP_SCHEMA],
+        "displayName": display_name,
+        "externalId": external_id,
+        "meta": {"resourceType": "Group"},
+    })
+}
+
+/// A PatchOp renaming a group.
+pub fn group_rename(display_name: &str, dialect: ScimDialect) -> Value {
+    json!({"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": op("replace", dialect), "path": "displayName", "value": display_name}
+    ]})
+}
+
+/// A PatchOp adding (or removing) members by SCIM user id: Entra's `Add`/`Remove` of
+/// `members` with `value` ids; the 2020 flag and RFC 7644 remove by path filter.
+pub fn group_members(ids: &[&str], add: bool, dialect: ScimDialect) -> Value {
+    let values: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+    let ops: Vec<Value> = match (add, dialect) {
+        (true, _) => vec![json!({"op": op("add", dialect), "path": "members", "value": values})],
+        (false, ScimDialect::Entra) => {
+            vec![json!({"op": "Remove", "path": "members", "value": values})]
+        }
+        (false, _) => ids
+            .iter()
+            .map(|id| json!({"op": "remove", "path": format!("members[{}]", filter_eq("value", id))}))
+            .collect(),
+    };
+    json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
+}
+
 /// An operation's name in the dialect: Entra's default capitalises it.
 fn op(name: &'static str, dialect: ScimDialect) -> &'static str {
     match (dialect, name) {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
+mod groups;
+
 use super::{ApplyReport, StoreError};
 use crate::check::CheckLine;
 use crate::db;
@@ -93,6 +95,29 @@ INSERT INTO learner_sync_counts (directory, learners, active)
 "#,
             count_triggers!()
         )),
+        // Migration 4 (issue 16): the directories' groups and their members (learner
+        // external ids, nested groups flattened), for stores whose directories select
+        // groups. `learners` is unchanged.
+        M::up(
+            r#"
+CREATE TABLE groups (
+    directory TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    email TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (directory, external_id)
+);
+CREATE TABLE group_members (
+    directory TEXT NOT NULL,
+    group_external_id TEXT NOT NULL,
+    learner_external_id TEXT NOT NULL,
+    PRIMARY KEY (directory, group_external_id, learner_external_id)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_learner ON group_members(directory, learner_external_id);
+"#,
+        ),
     ])
 }
 
@@ -415,7 +440,8 @@ impl SqliteStore {
         super::rename_directory(
             self.conn.as_mut(),
             &self.path,
-            ["learners", "learner_sync_runs"],
+            "learners",
+            &["learner_sync_runs", "groups", "group_members"],
             old,
             new,
         )
@@ -514,7 +540,8 @@ mod tests {
             .execute_batch(
                 "DROP TRIGGER learner_sync_counts_insert; DROP TRIGGER learner_sync_counts_delete;
                  DROP TRIGGER learner_sync_counts_update; DROP TABLE learner_sync_counts;
-                 DROP TABLE learner_sync_store; PRAGMA user_version = 1;",
+                 DROP TABLE learner_sync_store; DROP TABLE group_members; DROP TABLE groups;
+                 PRAGMA user_version = 1;",
             )
             .unwrap();
         drop(store);
@@ -586,7 +613,7 @@ mod tests {
             .execute_batch(
                 "DROP TRIGGER learner_sync_counts_insert; DROP TRIGGER learner_sync_counts_delete;
                  DROP TRIGGER learner_sync_counts_update; DROP TABLE learner_sync_counts;
-                 PRAGMA user_version = 2;",
+                 DROP TABLE group_members; DROP TABLE groups; PRAGMA user_version = 2;",
             )
             .unwrap();
         drop(store);

@@ -29,7 +29,12 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     let directory_hold = state
         .directory_hold(name)?
         .filter(|h| h.approved_at.is_none());
-    if held.is_empty() && held_updates.is_empty() && directory_hold.is_none() {
+    let group_hold = state.group_hold(name)?.filter(|h| h.approved_at.is_none());
+    if held.is_empty()
+        && held_updates.is_empty()
+        && directory_hold.is_none()
+        && group_hold.is_none()
+    {
         println!("{name}: nothing is held");
         return Ok(Exit::Ok);
     }
@@ -125,6 +130,13 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
             exit = Exit::Failed;
         }
     }
+    if let Some(h) = &group_hold {
+        state.approve_group_hold(name, &invoking_user())?;
+        println!(
+            "{name}: approved {} held group removals: the next run removes them (`learner-sync sync --directory {name}`)",
+            h.removals
+        );
+    }
     if directory_hold.is_some() {
         state.approve_directory_hold(name)?;
         state.record_approval(&Approval {
@@ -216,9 +228,21 @@ async fn preview(config: &Config, name: &str) -> Result<Exit, CommandError> {
     let directory_hold = state
         .directory_hold(name)?
         .filter(|h| h.approved_at.is_none());
-    if held.is_empty() && held_updates.is_empty() && directory_hold.is_none() {
+    let group_hold = state.group_hold(name)?.filter(|h| h.approved_at.is_none());
+    if held.is_empty()
+        && held_updates.is_empty()
+        && directory_hold.is_none()
+        && group_hold.is_none()
+    {
         println!("{name}: nothing is held");
         return Ok(Exit::Ok);
+    }
+    if let Some(h) = &group_hold {
+        println!(
+            "{name} (dry run): would approve {} held group removals ({})",
+            h.removals,
+            crate::report::printable(&h.reason)
+        );
     }
     if !held.is_empty() || !held_updates.is_empty() {
         let mut store = Store::open(&config.store, &config.sync, true).await?;

@@ -88,6 +88,16 @@ struct DirectoryStatus {
     pending: Vec<crate::state::pending::PendingRow>,
     /// The latest `approve` of this directory: who, when, what.
     last_approval: Option<crate::state::daemon::Approval>,
+    /// The directory's groups, when it selects some (issue 16).
+    groups: Option<GroupsStatus>,
+}
+
+#[derive(Serialize)]
+struct GroupsStatus {
+    /// The last group step that changed something (or failed).
+    last_step: Option<crate::state::groups::GroupRunRow>,
+    /// Group removals held for `approve`.
+    hold: Option<crate::state::groups::GroupHold>,
 }
 
 pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
@@ -149,6 +159,17 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
             directory_hold,
             pending: super::pending::rows(state.as_ref(), &dir.name)?,
             last_approval,
+            groups: match (&state, dir.groups.is_none()) {
+                (Some(st), false) => Some(GroupsStatus {
+                    last_step: st.last_group_run(&dir.name)?,
+                    hold: st.group_hold(&dir.name)?,
+                }),
+                (None, false) => Some(GroupsStatus {
+                    last_step: None,
+                    hold: None,
+                }),
+                _ => None,
+            },
         });
     }
     // What a directory renamed or removed in the config left behind.
@@ -192,6 +213,37 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
                 );
             }
             None => println!("  last run:  never"),
+        }
+        if let Some(g) = &s.groups {
+            match &g.last_step {
+                Some(r) if r.outcome == "failed" => println!(
+                    "  groups:    FAILED at {}: {} (the learners are not affected)",
+                    r.finished_at.as_deref().unwrap_or("?"),
+                    printable(r.error.as_deref().unwrap_or(""))
+                ),
+                Some(r) => println!(
+                    "  groups:    {} groups, {} memberships (last change at {}: {})",
+                    r.counts.groups,
+                    r.counts.memberships,
+                    r.finished_at.as_deref().unwrap_or("?"),
+                    r.counts
+                ),
+                None => println!("  groups:    none synced yet"),
+            }
+            if let Some(h) = &g.hold {
+                let approved = h
+                    .approved_at
+                    .as_ref()
+                    .map(|t| format!(" (approved {t}: the next run removes them)"))
+                    .unwrap_or_else(|| {
+                        format!("; release with `learner-sync approve {}`", s.directory)
+                    });
+                println!(
+                    "  groups held: {} removals: {}{approved}",
+                    h.removals,
+                    printable(&h.reason)
+                );
+            }
         }
         if let Some(r) = &s.running {
             match &r.run {

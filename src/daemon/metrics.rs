@@ -55,6 +55,9 @@ pub struct Metrics {
     schedule_period: Family<DirectoryLabel, Gauge<f64, AtomicU64>>,
     consecutive_failures: Family<DirectoryLabel, Gauge>,
     run_duration: HistogramFamily,
+    group_operations: Family<ActionLabels, Counter>,
+    groups: Family<DirectoryLabel, Gauge>,
+    group_failures: Family<DirectoryLabel, Counter>,
 }
 
 /// What one finished (or abandoned) run contributes to the metrics.
@@ -73,6 +76,8 @@ pub struct RunObservation<'a> {
     /// Deactivations held for approval after the run, when known.
     pub held: Option<u64>,
     pub finished_at_unix: f64,
+    /// The run's group step, when the directory selects groups.
+    pub groups: Option<&'a crate::run::groups::GroupReport>,
 }
 
 impl Default for Metrics {
@@ -146,6 +151,24 @@ impl Metrics {
             Unit::Seconds,
             run_duration.clone(),
         );
+        let group_operations = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "group_operations",
+            "Group operations applied by directory and kind (group_created, group_renamed, group_removed, member_added, member_removed, removal_held)",
+            group_operations.clone(),
+        );
+        let groups = Family::<DirectoryLabel, Gauge>::default();
+        registry.register(
+            "groups",
+            "Groups of the directory in the store after its last group step",
+            groups.clone(),
+        );
+        let group_failures = Family::<DirectoryLabel, Counter>::default();
+        registry.register(
+            "group_step_failures",
+            "Group steps that failed (the learners are not affected)",
+            group_failures.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -158,6 +181,9 @@ impl Metrics {
             schedule_period,
             consecutive_failures,
             run_duration,
+            group_operations,
+            groups,
+            group_failures,
         }
     }
 
@@ -215,6 +241,31 @@ impl Metrics {
                 .get_or_create(&dir)
                 .set(i64::try_from(held).unwrap_or(i64::MAX));
         }
+        if let Some(g) = o.groups {
+            if g.error.is_some() {
+                self.group_failures.get_or_create(&dir).inc();
+            } else {
+                let c = &g.counts;
+                for (kind, n) in [
+                    ("group_created", c.created),
+                    ("group_renamed", c.renamed),
+                    ("group_removed", c.removed),
+                    ("member_added", c.members_added),
+                    ("member_removed", c.members_removed),
+                    ("removal_held", c.held),
+                ] {
+                    self.group_operations
+                        .get_or_create(&ActionLabels {
+                            directory: directory.clone(),
+                            kind: kind.to_string(),
+                        })
+                        .inc_by(n as u64);
+                }
+                self.groups
+                    .get_or_create(&dir)
+                    .set(i64::try_from(c.groups).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     pub fn set_consecutive_failures(&self, directory: &str, n: u32) {
@@ -257,6 +308,15 @@ mod tests {
             learners: Some((3, 0)),
             held: Some(0),
             finished_at_unix: 1_700_000_000.0,
+            groups: Some(&crate::run::groups::GroupReport {
+                counts: crate::groups::GroupCounts {
+                    created: 2,
+                    members_added: 5,
+                    groups: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
         });
         m.set_consecutive_failures("hr", 0);
         let text = m.encode();
@@ -271,5 +331,9 @@ mod tests {
         assert!(text.contains("learner_sync_runs_total{directory=\"hr\",outcome=\"ok\"} 1"));
         assert!(text.contains("learner_sync_source_retries_total{directory=\"hr\"} 2"));
         assert!(text.contains("learner_sync_schedule_period_seconds{directory=\"hr\"} 2400"));
+        assert!(text.contains(
+            "learner_sync_group_operations_total{directory=\"hr\",kind=\"member_added\"} 5"
+        ));
+        assert!(text.contains("learner_sync_groups{directory=\"hr\"} 2"));
     }
 }

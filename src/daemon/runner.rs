@@ -83,6 +83,7 @@ impl Runner for EngineRunner {
             learners: None,
             held: None,
             finished_at_unix: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+            groups: None,
         });
     }
 
@@ -169,6 +170,7 @@ async fn finish_run(
         learners,
         held,
         finished_at_unix: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
+        groups: report.groups.as_ref(),
     });
     let c = &report.counts;
     match report.outcome {

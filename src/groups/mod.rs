@@ -141,7 +141,13 @@ pub struct GroupCounts {
     pub members_added: usize,
     pub members_removed: usize,
     /// Removals held by the guard.
+    #[serde(default)]
     pub held: usize,
+    /// Groups and memberships in the store after the step.
+    #[serde(default)]
+    pub groups: usize,
+    #[serde(default)]
+    pub memberships: usize,
 }
 
 impl GroupCounts {
@@ -162,8 +168,22 @@ impl GroupCounts {
         c
     }
 
+    /// Whether the step changes nothing (totals aside).
     pub fn is_empty(&self) -> bool {
-        *self == GroupCounts::default()
+        GroupCounts {
+            groups: 0,
+            memberships: 0,
+            ..*self
+        } == GroupCounts::default()
+    }
+
+    /// Count what `groups` holds.
+    pub fn with_totals(self, groups: &Groups) -> GroupCounts {
+        GroupCounts {
+            groups: groups.len(),
+            memberships: groups.values().map(|g| g.members.len()).sum(),
+            ..self
+        }
     }
 }
 
@@ -171,8 +191,14 @@ impl std::fmt::Display for GroupCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "groups: created {}, renamed {}, removed {}, members added {}, members removed {}",
-            self.created, self.renamed, self.removed, self.members_added, self.members_removed
+            "groups: created {}, renamed {}, removed {}, members added {}, members removed {} ({} groups, {} memberships)",
+            self.created,
+            self.renamed,
+            self.removed,
+            self.members_added,
+            self.members_removed,
+            self.groups,
+            self.memberships
         )?;
         if self.held > 0 {
             write!(f, ", held {} removals", self.held)?;

@@ -105,7 +105,11 @@ async fn plan_and_apply(
         max_percent: config.sync.max_deactivation_percent,
     };
     let guarded = groups::guard(ops, current.len(), limits, approved);
-    let mut counts = GroupCounts::of(&guarded.apply);
+    let mut after = current;
+    for op in &guarded.apply {
+        groups::apply_to(&mut after, op);
+    }
+    let mut counts = GroupCounts::of(&guarded.apply).with_totals(&after);
     counts.held = guarded.held.len();
     let report = GroupReport {
         counts,

@@ -9,7 +9,7 @@ use crate::db;
 use crate::groups::{GroupCounts, GroupOp};
 
 /// The last finished group step of a directory, for `status`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupRunRow {
     pub finished_at: Option<String>,
     pub outcome: String,
@@ -18,7 +18,7 @@ pub struct GroupRunRow {
 }
 
 /// Group removals held because many groups disappeared at once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupHold {
     pub reason: String,
     pub removals: usize,

@@ -17,6 +17,7 @@ mod daemon;
 mod entra;
 mod google;
 mod grace;
+mod groups;
 mod guards_across_runs;
 mod hostile_data;
 mod hostile_remote;

@@ -200,7 +200,8 @@ impl GoogleSource {
             if groups.contains_key(&id) {
                 continue;
             }
-            let members = dir.group_user_ids(tokens, &id, None).await?;
+            let key = g.email.clone().unwrap_or_else(|| id.clone());
+            let members = dir.group_user_ids(tokens, &key, None).await?;
             groups.insert(
                 id.clone(),
                 Group {

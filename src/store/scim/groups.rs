@@ -28,6 +28,36 @@ impl ScimStore {
         self.groups
     }
 
+    /// `check` with `[store] groups = true`: a lookup of a group that cannot exist, as
+    /// the group step's adoption asks, must answer an empty ListResponse.
+    pub(super) async fn check_groups(&self, base: &str) -> crate::check::CheckLine {
+        use crate::check::CheckLine;
+        let probe = filter_eq("displayName", &uuid::Uuid::new_v4().to_string());
+        match self
+            .client
+            .get(
+                "Groups",
+                &[("filter", probe.as_str()), ("excludedAttributes", "members")],
+            )
+            .await
+        {
+            Ok(v) if v.get("Resources").and_then(Value::as_array).is_none_or(Vec::is_empty) => {
+                CheckLine::ok(format!("scim store {base}: /Groups answers (groups = true)"))
+            }
+            Ok(_) => CheckLine::failed(
+                format!("scim store {base}: GET /Groups?filter=displayName eq \"<random guid>\" answered groups; it must answer none"),
+                "the provider ignores filters on /Groups: learner-sync would adopt another group; ask the platform to support `displayName eq`",
+            ),
+            Err(e) => CheckLine::failed(
+                format!("scim store {base}: groups = true, but GET /Groups failed: {e}"),
+                match e.status() {
+                    Some(404 | 405 | 501) => "the provider does not take SCIM groups: set [store] groups = false (the learners are synced either way), or ask the platform to turn them on",
+                    _ => "check the provider and the token's permissions for /Groups",
+                },
+            ),
+        }
+    }
+
     pub fn groups(&self, directory: &str) -> Result<Groups, StoreError> {
         Ok(self
             .mirror
@@ -213,6 +243,7 @@ impl Step<'_> {
             }
             None => {
                 let id = self.post(group).await?;
+                crate::faults::point("after-group-post");
                 self.link(group, &id, Some(&BTreeSet::new()))
             }
         }

@@ -315,6 +315,9 @@ impl ScimStore {
                 "check the mirror file's permissions (it sits next to the state DB)",
             )),
         }
+        if self.groups {
+            lines.push(self.check_groups(&base).await);
+        }
         lines
     }
 }

@@ -47,6 +47,8 @@ pub struct MockState {
     pub users: Vec<Value>,
     /// group key -> direct members: (id, "USER" | "GROUP", email).
     pub groups: BTreeMap<String, Vec<(String, String, String)>>,
+    /// group key (email) -> (id, name), for `groups.list` and `groups.get`.
+    pub group_names: BTreeMap<String, (String, String)>,
     /// Served one by one before normal answers (users and members requests).
     pub faults: VecDeque<Fault>,
     /// Served on every Directory API request while set.
@@ -102,6 +104,8 @@ impl GoogleMock {
             .route("/token", post(token))
             .route("/admin/directory/v1/users", get(users))
             .route("/admin/directory/v1/users/{key}", get(one_user))
+            .route("/admin/directory/v1/groups", get(list_groups))
+            .route("/admin/directory/v1/groups/{key}", get(one_group))
             .route("/admin/directory/v1/groups/{key}/members", get(members))
             .with_state(state.clone());
         let server = MockServer::start(app);
@@ -506,6 +510,50 @@ fn expand(
         } else if !out.iter().any(|o| o.0 == m.0) {
             out.push(m.clone());
         }
+    }
+}
+
+fn group_json(key: &str, id: &str, name: &str) -> Value {
+    json!({"kind": "admin#directory#group", "id": id, "email": key, "name": name, "directMembersCount": "0"})
+}
+
+/// `groups.list?customer=...`: every group with a name, one page (`maxResults` <= 200).
+async fn list_groups(State(state): State<Arc<Mutex<MockState>>>, headers: HeaderMap) -> Response {
+    let mut st = state.lock().expect("state");
+    if let Some(r) = gate(&mut st, &headers, "groups") {
+        return r;
+    }
+    let groups: Vec<Value> = st
+        .group_names
+        .iter()
+        .map(|(key, (id, name))| group_json(key, id, name))
+        .collect();
+    st.log.push("groups 200".to_string());
+    let mut body = json!({"kind": "admin#directory#groups"});
+    if !groups.is_empty() {
+        body["groups"] = Value::Array(groups);
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `groups.get` by email or id.
+async fn one_group(
+    State(state): State<Arc<Mutex<MockState>>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    let mut st = state.lock().expect("state");
+    if let Some(r) = gate(&mut st, &headers, "groups") {
+        return r;
+    }
+    let found = st
+        .group_names
+        .iter()
+        .find(|(k, (id, _))| **k == key || *id == key)
+        .map(|(k, (id, name))| group_json(k, id, name));
+    match found {
+        Some(g) => (StatusCode::OK, axum::Json(g)).into_response(),
+        None => api_error(404, "notFound", "Resource Not Found: groupKey"),
     }
 }
 

@@ -71,7 +71,12 @@ pub struct MockState {
     pub app_secrets: Option<Vec<Value>>,
     /// Path prefixes (after /v1.0) answering 403 Authorization_RequestDenied.
     pub forbidden: Vec<String>,
+    /// Group id -> its direct user members (`transitiveMembers` adds the nested groups').
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Group id -> (displayName, mail), for `GET /groups` and `/groups/{id}`.
+    pub group_names: BTreeMap<String, (String, Option<String>)>,
+    /// Group id -> the groups nested in it (direct members that are groups).
+    pub group_children: BTreeMap<String, Vec<String>>,
     /// Service principal id -> (principalId, principalType).
     pub app_assignments: BTreeMap<String, Vec<(String, String)>>,
     /// Added to every Graph response.
@@ -168,6 +173,8 @@ impl GraphMock {
             fault: None,
             forbidden: Vec::new(),
             groups: BTreeMap::new(),
+            group_names: BTreeMap::new(),
+            group_children: BTreeMap::new(),
             app_assignments: BTreeMap::new(),
             latency: Duration::ZERO,
             log: Vec::new(),
@@ -334,6 +341,40 @@ impl MockState {
             }
         }
         Ok(Value::Object(out))
+    }
+
+    /// The users of a group, nested groups' included, each once.
+    fn transitive_users(&self, id: &str) -> Vec<String> {
+        let mut seen_groups = std::collections::BTreeSet::new();
+        let mut users = Vec::new();
+        let mut todo = vec![id.to_string()];
+        while let Some(g) = todo.pop() {
+            if !seen_groups.insert(g.clone()) {
+                continue;
+            }
+            for u in self.groups.get(&g).into_iter().flatten() {
+                if !users.contains(u) {
+                    users.push(u.clone());
+                }
+            }
+            todo.extend(self.group_children.get(&g).cloned().unwrap_or_default());
+        }
+        users
+    }
+
+    /// A group with a display name and its direct user members.
+    pub fn add_group(&mut self, id: &str, name: &str, members: &[&str]) {
+        self.groups.insert(
+            id.to_string(),
+            members.iter().map(|m| m.to_string()).collect(),
+        );
+        self.group_names.insert(
+            id.to_string(),
+            (
+                name.to_string(),
+                Some(format!("{}@contoso.example", name.to_lowercase())),
+            ),
+        );
     }
 
     fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -624,16 +665,55 @@ fn graph(
             }
         }
         ["groups", id, "transitiveMembers", "microsoft.graph.user"] => {
-            let Some(members) = s.groups.get(*id).cloned() else {
+            if !s.groups.contains_key(*id) {
                 return MockState::graph_error(
                     StatusCode::NOT_FOUND,
                     "Request_ResourceNotFound",
                     "Resource does not exist.",
                 );
-            };
-            let items = members
+            }
+            let items = s
+                .transitive_users(id)
                 .into_iter()
                 .map(|m| json!({"@odata.type":"#microsoft.graph.user","id": m}))
+                .collect();
+            paged(s, uri.path(), q, items)
+        }
+        // `GET /groups/{id}?$select=id,displayName,mail`
+        ["groups", id] => match s.group_names.get(*id) {
+            Some((name, mail)) => ok_json(json!({"id": id, "displayName": name, "mail": mail})),
+            None => MockState::graph_error(
+                StatusCode::NOT_FOUND,
+                "Request_ResourceNotFound",
+                &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+            ),
+        },
+        // `GET /groups?$filter=displayName eq '...'` or `startswith(displayName,'...')`
+        // (both without case, as Graph compares display names).
+        ["groups"] => {
+            let filter = q.get("$filter").cloned().unwrap_or_default();
+            let unquote = |v: &str| v.trim_end_matches(')').trim_matches('\'').replace("''", "'");
+            let pick: Box<dyn Fn(&str) -> bool> =
+                if let Some(v) = filter.strip_prefix("displayName eq ") {
+                    let v = unquote(v).to_lowercase();
+                    Box::new(move |n: &str| n.to_lowercase() == v)
+                } else if let Some(v) = filter.strip_prefix("startswith(displayName,") {
+                    let v = unquote(v).to_lowercase();
+                    Box::new(move |n: &str| n.to_lowercase().starts_with(&v))
+                } else if filter.is_empty() {
+                    Box::new(|_: &str| true)
+                } else {
+                    return MockState::graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_UnsupportedQuery",
+                        "Unsupported query.",
+                    );
+                };
+            let items = s
+                .group_names
+                .iter()
+                .filter(|(_, (name, _))| pick(name))
+                .map(|(id, (name, mail))| json!({"id": id, "displayName": name, "mail": mail}))
                 .collect();
             paged(s, uri.path(), q, items)
         }

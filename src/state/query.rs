@@ -454,6 +454,7 @@ impl State {
             "held_updates",
             "directory_holds",
             "pending_deactivations",
+            "group_holds",
         ] {
             tx.execute(&format!("DELETE FROM {table} WHERE directory = ?1"), [new])
                 .map_err(e)?;

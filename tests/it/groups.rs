@@ -483,7 +483,12 @@ fn google_groups_by_name_include_derived_members_of_nested_groups() {
     let env = Env::new();
     env.write("key.json", &mock.key_json());
     ConfigBuilder::new()
-        .google("ws", &mock.url(), "key.json", crate::support::google_mock::ADMIN)
+        .google(
+            "ws",
+            &mock.url(),
+            "key.json",
+            crate::support::google_mock::ADMIN,
+        )
         .dir("groups", r#"{ names = ["sales"] }"#)
         .write(&env);
     let out = env.run(&["sync"]);

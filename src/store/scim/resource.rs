@@ -518,4 +518,32 @@ pub(super) mod tests {
             ])
         );
     }
+
+    #[test]
+    fn group_bodies_are_entras_shapes_in_each_dialect() {
+        assert_eq!(
+            group_body("Sales", "g1"),
+            json!({"schemas": [GROUP_SCHEMA], "displayName": "Sales", "externalId": "g1", "meta": {"resourceType": "Group"}})
+        );
+        assert_eq!(
+            group_members(&["u1", "u2"], true, ScimDialect::Entra)["Operations"],
+            json!([{"op": "Add", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]}])
+        );
+        assert_eq!(
+            group_members(&["u1"], false, ScimDialect::Entra)["Operations"],
+            json!([{"op": "Remove", "path": "members", "value": [{"value": "u1"}]}])
+        );
+        assert_eq!(
+            group_members(&["u\"1"], false, ScimDialect::Entra2020)["Operations"],
+            json!([{"op": "remove", "path": "members[value eq \"u\\\"1\"]"}])
+        );
+        assert_eq!(
+            group_members(&["u1"], true, ScimDialect::Rfc)["Operations"][0]["op"],
+            "add"
+        );
+        assert_eq!(
+            group_rename("Sales EMEA", ScimDialect::Entra)["Operations"],
+            json!([{"op": "Replace", "path": "displayName", "value": "Sales EMEA"}])
+        );
+    }
 }

@@ -50,7 +50,7 @@ impl GroupSelection {
 
 /// A group as the directory has it, or as the store holds it. `members` are learner
 /// external ids; nested groups are already flattened.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Group {
     pub external_id: String,
     pub display_name: String,

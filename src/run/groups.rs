@@ -29,16 +29,26 @@ pub struct GroupReport {
     pub error: Option<String>,
 }
 
+/// What the run's learner part did, as the group step needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRun<'a> {
+    /// The learner operations applied (in a dry run: planned), so that a dry run limits
+    /// members as the real run would; empty when the store already holds them.
+    pub applied: &'a [Operation],
+    /// The users were read whole: so are the groups.
+    pub full: bool,
+    /// Some learner changed (a member may have come or gone).
+    pub learners_changed: bool,
+}
+
 /// Run the group step of `dir`, if it selects groups and the store takes them.
-/// `applied` are the learner operations this run applied (in a dry run: planned), so
-/// that a dry run limits members as the real run would.
 pub async fn step(
     config: &Config,
     dir: &DirectoryConfig,
     source: &mut Source,
     store: &mut Store,
     state: Option<&mut State>,
-    applied: &[Operation],
+    run: UserRun<'_>,
 ) -> Option<GroupReport> {
     if dir.groups.is_none() {
         return None;
@@ -53,7 +63,7 @@ pub async fn step(
     }
     let mut report = GroupReport::default();
     let mut state = state;
-    match plan_and_apply(config, dir, source, store, state.as_deref_mut(), applied).await {
+    match plan_and_apply(config, dir, source, store, state.as_deref_mut(), run).await {
         Ok(r) => report = r,
         Err(error) => {
             tracing::warn!(directory = name, %error, "group step failed; the learners are not affected");
@@ -69,19 +79,92 @@ pub async fn step(
     Some(report)
 }
 
+/// What a stored group read was made for: the selection and the scope it may name.
+fn selection_key(dir: &DirectoryConfig) -> String {
+    use crate::config::DirectoryKind;
+    match &dir.kind {
+        DirectoryKind::Entra(e) => format!("{:?} {:?}", dir.groups, e.scope),
+        DirectoryKind::Google(g) => format!("{:?} {:?}", dir.groups, g.scope),
+        DirectoryKind::Csv { .. } => format!("{:?}", dir.groups),
+    }
+}
+
 async fn plan_and_apply(
     config: &Config,
     dir: &DirectoryConfig,
     source: &mut Source,
     store: &mut Store,
-    state: Option<&mut State>,
-    applied: &[Operation],
+    mut state: Option<&mut State>,
+    run: UserRun<'_>,
 ) -> Result<GroupReport, String> {
+    let UserRun {
+        applied,
+        full,
+        learners_changed,
+    } = run;
     let name = dir.name.as_str();
-    let mut wanted = source
-        .read_groups(&dir.groups)
+    let key = selection_key(dir);
+    // The cursor of the last whole read, unless this run reads everything anew.
+    let cursor = match state.as_deref() {
+        Some(st) if !full => st
+            .group_read_cursor(name, &key)
+            .map_err(|e| e.to_string())?,
+        _ => None,
+    };
+    let read = source
+        .read_groups(&dir.groups, cursor.as_deref())
         .await
         .map_err(|e| format!("cannot read the directory's groups: {e}"))?;
+    let read_whole = read.groups.is_some();
+    // No group changed and no learner did: nothing can have changed in the store's
+    // groups (unless a hold or a failed step waits), so the step is this one request.
+    if let (false, false, Some(st), Some(c)) = (
+        read_whole,
+        learners_changed,
+        state.as_deref_mut(),
+        &read.cursor,
+    ) {
+        let last = st.last_group_run(name).map_err(|e| e.to_string())?;
+        let waiting = st.group_hold(name).map_err(|e| e.to_string())?.is_some()
+            || last.as_ref().is_none_or(|r| r.outcome == "failed");
+        if !waiting {
+            st.save_group_read(name, &key, c, None)
+                .map_err(|e| e.to_string())?;
+            let totals = last.map(|r| r.counts).unwrap_or_default();
+            return Ok(GroupReport {
+                counts: GroupCounts {
+                    groups: totals.groups,
+                    memberships: totals.memberships,
+                    ..GroupCounts::default()
+                },
+                ..GroupReport::default()
+            });
+        }
+    }
+    let stored = match (read_whole, state.as_deref()) {
+        (false, Some(st)) => st.group_read(name, &key).map_err(|e| e.to_string())?,
+        _ => None,
+    };
+    let mut wanted = match (read.groups, stored) {
+        (Some(g), _) => g,
+        (None, Some((_, g))) => g,
+        (None, None) => {
+            return Err(
+                "the directory said its groups are unchanged, but no earlier read is kept"
+                    .to_string(),
+            )
+        }
+    };
+    // Kept once the step went through, so that a failed step reads again.
+    let keep = |st: &mut State, wanted: &groups::Groups| -> Result<(), String> {
+        match &read.cursor {
+            Some(c) => st
+                .save_group_read(name, &key, c, read_whole.then_some(wanted))
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    };
+    let raw = read.cursor.as_ref().map(|_| wanted.clone());
     let in_scope = learners_in_scope(store, name, applied).await?;
     groups::limit_members(&mut wanted, &in_scope.keys().cloned().collect());
     let current = store
@@ -117,10 +200,13 @@ async fn plan_and_apply(
         hold_reason: guarded.hold_reason,
         error: None,
     };
-    let Some(st) = state else {
+    let Some(st) = state.take() else {
         return Ok(report);
     };
     if report.ops.is_empty() && report.hold_reason.is_none() && hold.is_none() {
+        if let Some(raw) = &raw {
+            keep(st, raw)?;
+        }
         return Ok(report);
     }
     let key = uuid::Uuid::new_v4().to_string();
@@ -164,7 +250,12 @@ async fn plan_and_apply(
     }
     match error {
         Some(e) => Err(format!("cannot write the groups: {e}")),
-        None => Ok(report),
+        None => {
+            if let Some(raw) = &raw {
+                keep(st, raw)?;
+            }
+            Ok(report)
+        }
     }
 }
 

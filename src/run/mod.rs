@@ -306,7 +306,19 @@ async fn steps(
     let Some(st) = state.as_mut().filter(|_| !*dry_run) else {
         let mut report = finish(planned, None, guarded);
         if !renamed {
-            report.groups = groups::step(config, dir, source, store, None, &report.applied).await;
+            report.groups = groups::step(
+                config,
+                dir,
+                source,
+                store,
+                None,
+                groups::UserRun {
+                    applied: &report.applied,
+                    full: report.full_read,
+                    learners_changed: !report.applied.is_empty(),
+                },
+            )
+            .await;
         }
         return Ok(report);
     };
@@ -362,7 +374,20 @@ async fn steps(
     let mut report = finish((counts, outcome), error, guarded);
     if !renamed {
         // The store holds this run's learners now.
-        report.groups = groups::step(config, dir, source, store, Some(st), &[]).await;
+        let changed = !report.applied.is_empty();
+        report.groups = groups::step(
+            config,
+            dir,
+            source,
+            store,
+            Some(st),
+            groups::UserRun {
+                applied: &[],
+                full: report.full_read,
+                learners_changed: changed,
+            },
+        )
+        .await;
         phases.mark("groups");
     }
     phases.log(name);

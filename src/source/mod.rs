@@ -81,6 +81,16 @@ impl PreviousUsers for Snapshot {
     }
 }
 
+/// What one read of a directory's groups returned.
+#[derive(Debug, Default)]
+pub struct GroupRead {
+    /// The selected groups with their members; `None`: no group changed since the
+    /// cursor (Entra's group delta), so the last read's groups stand.
+    pub groups: Option<crate::groups::Groups>,
+    /// Where the next read asks for changes from, for sources that can.
+    pub cursor: Option<String>,
+}
+
 /// What the engine hands a source for one read.
 pub struct ReadRequest<'a> {
     /// Only filled when `Source::needs_snapshot` said so.
@@ -178,14 +188,21 @@ impl Source {
 
     /// The groups `selection` names, with their members (user external ids, nested
     /// groups flattened). Called after `read`, in the same run.
+    /// `cursor` (from the last read's `GroupRead`) lets a source that can say that
+    /// nothing changed.
     pub async fn read_groups(
         &mut self,
         selection: &crate::groups::GroupSelection,
-    ) -> Result<crate::groups::Groups, SourceError> {
+        cursor: Option<&str>,
+    ) -> Result<GroupRead, SourceError> {
+        let whole = |groups| GroupRead {
+            groups: Some(groups),
+            cursor: None,
+        };
         match self {
-            Source::Csv(s) => s.read_groups(selection),
-            Source::Entra(s) => s.read_groups(selection).await,
-            Source::Google(s) => s.read_groups(selection).await,
+            Source::Csv(s) => s.read_groups(selection).map(whole),
+            Source::Entra(s) => s.read_groups(selection, cursor).await,
+            Source::Google(s) => s.read_groups(selection).await.map(whole),
         }
     }
 

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{State, StateError};
 use crate::db;
-use crate::groups::{GroupCounts, GroupOp};
+use crate::groups::{Group, GroupCounts, GroupOp, Groups};
 
 /// The last finished group step of a directory, for `status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,6 +168,86 @@ impl State {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The last whole read of a directory's groups made for `selection`, and its cursor.
+    pub fn group_read(
+        &self,
+        directory: &str,
+        selection: &str,
+    ) -> Result<Option<(Option<String>, Groups)>, StateError> {
+        if !self.has_table("group_reads")? {
+            return Ok(None);
+        }
+        let row: Option<(Option<String>, String)> = self
+            .conn
+            .query_row(
+                "SELECT cursor, groups FROM group_reads WHERE directory = ?1 AND selection = ?2",
+                params![directory, selection],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // A row that does not parse is no read: the groups are read whole again.
+        Ok(row.and_then(|(cursor, json)| {
+            serde_json::from_str::<Vec<Group>>(&json).ok().map(|list| {
+                (
+                    cursor,
+                    list.into_iter()
+                        .map(|g| (g.external_id.clone(), g))
+                        .collect(),
+                )
+            })
+        }))
+    }
+
+    /// The cursor of the last whole read made for `selection`, if one is kept.
+    pub fn group_read_cursor(
+        &self,
+        directory: &str,
+        selection: &str,
+    ) -> Result<Option<String>, StateError> {
+        if !self.has_table("group_reads")? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT cursor FROM group_reads WHERE directory = ?1 AND selection = ?2",
+                params![directory, selection],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keep a group read's cursor, and the groups when it read them whole.
+    pub fn save_group_read(
+        &mut self,
+        directory: &str,
+        selection: &str,
+        cursor: &str,
+        groups: Option<&Groups>,
+    ) -> Result<(), StateError> {
+        match groups {
+            Some(groups) => {
+                let list: Vec<&Group> = groups.values().collect();
+                let json = serde_json::to_string(&list).map_err(|e| StateError::Other {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO group_reads (directory, selection, cursor, groups, read_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![directory, selection, cursor, json, db::now()],
+                )
+            }
+            None => self.conn.execute(
+                "UPDATE group_reads SET cursor = ?3 WHERE directory = ?1 AND selection = ?2",
+                params![directory, selection, cursor],
+            ),
+        }
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
     pub fn last_group_run(&self, directory: &str) -> Result<Option<GroupRunRow>, StateError> {

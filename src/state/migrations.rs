@@ -140,11 +140,22 @@ CREATE TABLE approvals (
 );
 "#,
         ),
-        // Migration 6 (issue 16): a group step's counts (JSON) on its `groups` run, and
-        // the group removals held because many groups disappeared at once.
+        // Migration 6 (issue 16): a group step's counts (JSON) on its `groups` run, the
+        // last whole read of the groups with its delta cursor, and the group removals
+        // held because many groups disappeared at once.
         M::up(
             r#"
 ALTER TABLE runs ADD COLUMN groups TEXT;
+
+-- The last whole read of a directory's groups (members before the scope limit), with
+-- the group delta cursor that says whether it still stands, and what it selected.
+CREATE TABLE group_reads (
+    directory TEXT PRIMARY KEY,
+    selection TEXT NOT NULL,
+    cursor TEXT,
+    groups TEXT NOT NULL,
+    read_at TEXT NOT NULL
+);
 
 CREATE TABLE group_holds (
     directory TEXT PRIMARY KEY,

@@ -455,6 +455,7 @@ impl State {
             "directory_holds",
             "pending_deactivations",
             "group_holds",
+            "group_reads",
         ] {
             tx.execute(&format!("DELETE FROM {table} WHERE directory = ?1"), [new])
                 .map_err(e)?;

@@ -115,9 +115,17 @@ fn entra_groups_by_prefix_are_flattened_limited_to_learners_and_follow_the_direc
     assert_ok(&sync(&env));
     assert_eq!(steps(), before);
 
-    // Bob leaves the directory (and so the group he was in through the nested one),
-    // and HR is renamed.
+    // Bob leaves the directory, and so the group he was in through the nested one: no
+    // group changed, so the kept read is limited again, without reading any group.
     mock.remove("u2", "deleted");
+    mock.clear_log();
+    assert_ok(&sync(&env));
+    assert_eq!(
+        store_groups(&env, "contoso"),
+        groups_of(&[("Train-HR", &["u3"]), ("Train-Sales", &["u1"])])
+    );
+    assert!(!mock.log().iter().any(|l| l.contains("transitiveMembers")));
+    // HR is renamed: the delta says so, and the groups are read again.
     mock.state().group_names.get_mut("g2").unwrap().0 = "Train-People".into();
     let out = sync(&env);
     assert_ok(&out);
@@ -164,6 +172,43 @@ fn entra_groups_by_prefix_are_flattened_limited_to_learners_and_follow_the_direc
         "{}",
         stdout(&status)
     );
+}
+
+#[test]
+fn without_a_group_delta_every_run_reads_the_groups_whole_and_stays_right() {
+    let mock = GraphMock::start(SECRET);
+    mock.add_user(user("u1", "ada@contoso.test", "Ada", "Lovelace"));
+    mock.add_user(user("u2", "bob@contoso.test", "Bob", "Builder"));
+    {
+        let mut s = mock.state();
+        s.no_group_delta = true;
+        s.add_group("g1", "Sales", &["u1"]);
+    }
+    let env = entra_env(&mock, r#"groups = { names = ["sales"] }"#);
+    assert_ok(&sync(&env));
+    mock.state()
+        .groups
+        .insert("g1".into(), vec!["u1".into(), "u2".into()]);
+    mock.clear_log();
+    assert_ok(&sync(&env));
+    assert!(mock
+        .log()
+        .iter()
+        .any(|l| l.contains("/groups/g1/transitiveMembers")));
+    assert_eq!(
+        store_groups(&env, "contoso"),
+        groups_of(&[("Sales", &["u1", "u2"])])
+    );
+    // A name no group has fails the group step, never the learners.
+    let env = entra_env(&mock, r#"groups = { names = ["nobody's"] }"#);
+    let out = sync(&env);
+    assert_eq!(code(&out), 3);
+    assert!(
+        stdout(&out).contains("no group is named `nobody's`"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.learners("learners.db", "contoso").len(), 2);
 }
 
 #[test]

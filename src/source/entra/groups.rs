@@ -3,9 +3,11 @@
 //! (`$filter=displayName eq`), by prefix (`$filter=startswith(displayName, ...)`), or
 //! the groups of the scope (for an app scope: the groups assigned to the app).
 //!
-//! Every run reads the selected groups whole. Graph's group delta reports only direct
-//! member changes, so a change deep in a nested group would be missed; a full read of
-//! the selected groups is one request per group (plus pages) and always right.
+//! Graph's group delta (`/groups/delta` with `members`) tells whether any group
+//! changed since the last read: when none did, the run is one request and the last
+//! read's groups stand. When any did, the selected groups are read whole again: the
+//! delta reports direct members only, so a change deep in a nested group can only be
+//! flattened by reading the groups (one request per group, plus pages).
 
 use std::collections::BTreeSet;
 
@@ -15,18 +17,74 @@ use super::graph::{Graph, GraphError};
 use super::scope::{self, ScopeError};
 use crate::config::EntraScope;
 use crate::groups::{Group, GroupSelection, Groups};
-use crate::source::SourceError;
+use crate::source::{GroupRead, SourceError};
 
 const SELECT: &str = "id,displayName,mail";
+
+/// The properties the group delta tracks: any change to them, members included.
+const DELTA_SELECT: &str = "displayName,mail,members";
 
 pub async fn read(
     graph: &mut Graph,
     scope_cfg: &EntraScope,
     selection: &GroupSelection,
-) -> Result<Groups, SourceError> {
-    read_groups(graph, scope_cfg, selection)
+    cursor: Option<&str>,
+) -> Result<GroupRead, SourceError> {
+    if let Some(link) = cursor {
+        let mut changed = 0usize;
+        let round = super::walk(graph, "groups/delta", link.to_string(), |page| {
+            changed += page.len();
+            Ok(())
+        })
+        .await;
+        match round {
+            Ok(next) if changed == 0 => {
+                return Ok(GroupRead {
+                    groups: None,
+                    cursor: Some(next),
+                })
+            }
+            // Something changed: the new cursor covers it, and the groups are read again.
+            Ok(next) => return read_whole(graph, scope_cfg, selection, Some(next)).await,
+            Err(e) if e.needs_resync() => {
+                tracing::info!(error = %e, "the group delta token is no longer valid: reading the groups whole");
+            }
+            Err(e) => {
+                return Err(SourceError::Other(format!(
+                    "cannot read the group delta: {e}"
+                )))
+            }
+        }
+    }
+    // "From now", asked before the read: a change during the read shows in the next round.
+    let url = graph.url(
+        "groups/delta",
+        &[("$select", DELTA_SELECT), ("$deltatoken", "latest")],
+    );
+    let latest = match super::walk(graph, "groups/delta", url.to_string(), |_| Ok(())).await {
+        Ok(link) => Some(link),
+        Err(e) => {
+            // Without one, every run reads the groups whole: slower, never wrong.
+            tracing::warn!(error = %e, "no group delta token; the groups are read whole every run");
+            None
+        }
+    };
+    read_whole(graph, scope_cfg, selection, latest).await
+}
+
+async fn read_whole(
+    graph: &mut Graph,
+    scope_cfg: &EntraScope,
+    selection: &GroupSelection,
+    cursor: Option<String>,
+) -> Result<GroupRead, SourceError> {
+    let groups = read_groups(graph, scope_cfg, selection)
         .await
-        .map_err(|e| SourceError::Other(e.to_string()))
+        .map_err(|e| SourceError::Other(e.to_string()))?;
+    Ok(GroupRead {
+        groups: Some(groups),
+        cursor,
+    })
 }
 
 /// Why reading the groups failed: Graph's error with the hint, or a name no group has.

@@ -130,7 +130,7 @@ impl EntraSource {
         let first = self.graph.url("users/delta", &[("$select", &select)]);
         let attributes = &self.attributes;
         let mut round = Round::default();
-        let delta_link = walk(&mut self.graph, first.to_string(), |page| {
+        let delta_link = walk(&mut self.graph, "users/delta", first.to_string(), |page| {
             for item in page {
                 let id = item_id(&item)?;
                 if item.contains_key("@removed") {
@@ -159,7 +159,7 @@ impl EntraSource {
     ) -> Result<Option<(Listing, String)>, GraphError> {
         let mut changed: BTreeMap<String, Option<DirectoryUser>> = BTreeMap::new();
         let attributes = &self.attributes;
-        let delta_link = walk(&mut self.graph, link.to_string(), |page| {
+        let delta_link = walk(&mut self.graph, "users/delta", link.to_string(), |page| {
             for item in page {
                 let id = item_id(&item)?;
                 if item.contains_key("@removed") {
@@ -225,12 +225,14 @@ impl EntraSource {
         }
     }
 
-    /// The groups `selection` names, members flattened (see `groups`).
+    /// The groups `selection` names, members flattened, unless the group delta from
+    /// `cursor` says no group changed (see `groups`).
     pub async fn read_groups(
         &mut self,
         selection: &crate::groups::GroupSelection,
-    ) -> Result<crate::groups::Groups, SourceError> {
-        groups::read(&mut self.graph, &self.cfg.scope, selection).await
+        cursor: Option<&str>,
+    ) -> Result<crate::source::GroupRead, SourceError> {
+        groups::read(&mut self.graph, &self.cfg.scope, selection, cursor).await
     }
 
     pub async fn check(&mut self) -> Vec<CheckLine> {
@@ -302,12 +304,13 @@ impl EntraSource {
 /// `on_page`. The next page is fetched while the current one is processed. A link seen
 /// before, too many pages or items, a link to another origin or a malformed item (from
 /// `on_page`) ends the round with an error.
-async fn walk(
+pub(super) async fn walk(
     graph: &mut Graph,
+    path: &'static str,
     first: String,
     mut on_page: impl FnMut(Vec<Map<String, Value>>) -> Result<(), GraphError>,
 ) -> Result<String, GraphError> {
-    let mut bounds = graph::Bounds::new("users/delta");
+    let mut bounds = graph::Bounds::new(path);
     let mut url = first;
     bounds.follow(&url)?;
     let mut pending = spawn_fetch(graph, url.clone()).await?;
@@ -320,7 +323,7 @@ async fn walk(
             Ok(page) => page?,
             Err(e) => {
                 return Err(GraphError::Transport {
-                    path: "users/delta".into(),
+                    path: path.into(),
                     detail: format!("page fetch stopped: {e}"),
                 })
             }
@@ -339,12 +342,12 @@ async fn walk(
             (None, Some(delta)) => {
                 // The deltaLink becomes the stored cursor, called with a token next run.
                 let checked = reqwest::Url::parse(&delta).map_err(|e| GraphError::Malformed {
-                    path: "users/delta".into(),
+                    path: path.into(),
                     detail: format!("bad @odata.deltaLink: {e}"),
                 })?;
                 if !crate::http::same_origin(&graph.base, &checked) {
                     return Err(GraphError::ForeignLink {
-                        path: "users/delta".into(),
+                        path: path.into(),
                         detail: graph::foreign(&graph.base, &checked),
                     });
                 }
@@ -353,7 +356,7 @@ async fn walk(
             }
             (None, None) => {
                 return Err(GraphError::Malformed {
-                    path: "users/delta".into(),
+                    path: path.into(),
                     detail: "a page with neither @odata.nextLink nor @odata.deltaLink".into(),
                 })
             }

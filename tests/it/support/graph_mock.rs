@@ -77,6 +77,10 @@ pub struct MockState {
     pub group_names: BTreeMap<String, (String, Option<String>)>,
     /// Group id -> the groups nested in it (direct members that are groups).
     pub group_children: BTreeMap<String, Vec<String>>,
+    /// `/groups/delta` answers 400 (a tenant or proxy without it).
+    pub no_group_delta: bool,
+    /// `/groups/delta` requests answered.
+    pub group_delta_rounds: usize,
     /// Service principal id -> (principalId, principalType).
     pub app_assignments: BTreeMap<String, Vec<(String, String)>>,
     /// Added to every Graph response.
@@ -175,6 +179,8 @@ impl GraphMock {
             groups: BTreeMap::new(),
             group_names: BTreeMap::new(),
             group_children: BTreeMap::new(),
+            no_group_delta: false,
+            group_delta_rounds: 0,
             app_assignments: BTreeMap::new(),
             latency: Duration::ZERO,
             log: Vec::new(),
@@ -360,6 +366,14 @@ impl MockState {
             todo.extend(self.group_children.get(&g).cloned().unwrap_or_default());
         }
         users
+    }
+
+    /// Changes with any group's name, mail, members or nesting.
+    fn groups_digest(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.groups, &self.group_names, &self.group_children).hash(&mut h);
+        format!("g{:x}", h.finish())
     }
 
     /// A group with a display name and its direct user members.
@@ -678,6 +692,32 @@ fn graph(
                 .map(|m| json!({"@odata.type":"#microsoft.graph.user","id": m}))
                 .collect();
             paged(s, uri.path(), q, items)
+        }
+        // The group delta as a change detector: the token is a digest of every group's
+        // name and members, so any change answers one changed group, none an empty round.
+        ["groups", "delta"] => {
+            if s.no_group_delta {
+                return MockState::graph_error(
+                    StatusCode::BAD_REQUEST,
+                    "Request_UnsupportedQuery",
+                    "Unsupported query.",
+                );
+            }
+            let now = s.groups_digest();
+            let value: Vec<Value> = match q.get("$deltatoken").map(String::as_str) {
+                Some("latest") => vec![],
+                Some(t) if t == now => vec![],
+                _ => s
+                    .group_names
+                    .iter()
+                    .map(|(id, (name, _))| json!({"id": id, "displayName": name}))
+                    .collect(),
+            };
+            s.group_delta_rounds += 1;
+            ok_json(json!({
+                "value": value,
+                "@odata.deltaLink": format!("{}/v1.0/groups/delta?$deltatoken={now}", s.base),
+            }))
         }
         // `GET /groups/{id}?$select=id,displayName,mail`
         ["groups", id] => match s.group_names.get(*id) {

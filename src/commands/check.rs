@@ -36,7 +36,13 @@ pub async fn run(config: &Config, args: crate::cli::CheckArgs) -> Result<Exit, C
     for dir in &config.directories {
         let subject = format!("directory {} ({})", dir.name, dir.kind.name());
         let lines = match Source::for_directory(dir, config.sync.request_timeout) {
-            Ok(mut source) => source.check().await,
+            Ok(mut source) => {
+                let mut lines = source.check().await;
+                if !dir.groups.is_none() && lines.iter().all(|l| l.ok) {
+                    lines.push(source.check_groups(&dir.groups).await);
+                }
+                lines
+            }
             Err(e) => vec![CheckLine::failed(
                 e.to_string(),
                 "fix the directory's settings",

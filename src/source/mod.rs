@@ -216,6 +216,48 @@ impl Source {
         }
     }
 
+    /// `check` of a directory with `groups = ...`: read the selected groups once (a
+    /// CSV file is read first) and say how many, or why not.
+    pub async fn check_groups(
+        &mut self,
+        selection: &crate::groups::GroupSelection,
+    ) -> crate::check::CheckLine {
+        use crate::check::CheckLine;
+        if let Source::Csv(_) = self {
+            let none = Snapshot::new();
+            let req = ReadRequest {
+                snapshot: &none,
+                cursor: None,
+            };
+            if let Err(e) = self.read(req).await {
+                return CheckLine::failed(format!("cannot read the groups: {e}"), "fix the file");
+            }
+        }
+        match self.read_groups(selection, None).await {
+            Ok(read) => {
+                let groups = read.groups.unwrap_or_default();
+                let members: usize = groups.values().map(|g| g.members.len()).sum();
+                let delta = if read.cursor.is_some() {
+                    " (and the group delta)"
+                } else {
+                    ""
+                };
+                CheckLine::ok(format!(
+                    "read the selected groups{delta}: {} groups, {members} memberships before the scope",
+                    groups.len()
+                ))
+            }
+            Err(e) => CheckLine::failed(
+                format!("cannot read the groups: {e}"),
+                match self {
+                    Source::Entra(_) => "grant the Microsoft Graph application permission GroupMember.Read.All (and admin consent), and check the names, ids or prefix in `groups`",
+                    Source::Google(_) => "add the scopes admin.directory.group.readonly and admin.directory.group.member.readonly to the domain-wide delegation, and check `groups`",
+                    Source::Csv(_) => "add a `groups` column (group names separated by `;`)",
+                },
+            ),
+        }
+    }
+
     /// `check`: can this directory be read at all? One line per probe.
     pub async fn check(&mut self) -> Vec<crate::check::CheckLine> {
         match self {

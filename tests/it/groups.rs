@@ -186,6 +186,12 @@ fn without_a_group_delta_every_run_reads_the_groups_whole_and_stays_right() {
     }
     let env = entra_env(&mock, r#"groups = { names = ["sales"] }"#);
     assert_ok(&sync(&env));
+    let check = env.run_with(&["check"], &[("CONTOSO_SECRET", SECRET)]);
+    assert!(
+        stdout(&check).contains("read the selected groups: 1 groups, 1 memberships"),
+        "{}",
+        stdout(&check)
+    );
     mock.state()
         .groups
         .insert("g1".into(), vec!["u1".into(), "u2".into()]);
@@ -201,6 +207,13 @@ fn without_a_group_delta_every_run_reads_the_groups_whole_and_stays_right() {
     );
     // A name no group has fails the group step, never the learners.
     let env = entra_env(&mock, r#"groups = { names = ["nobody's"] }"#);
+    let check = env.run_with(&["check"], &[("CONTOSO_SECRET", SECRET)]);
+    assert_ne!(code(&check), 0);
+    assert!(
+        stdout(&check).contains("GroupMember.Read.All"),
+        "{}",
+        stdout(&check)
+    );
     let out = sync(&env);
     assert_eq!(code(&out), 3);
     assert!(

@@ -891,25 +891,7 @@ impl Validator<'_> {
     ) -> Result<crate::groups::GroupSelection, ConfigError> {
         use crate::groups::GroupSelection;
         let expected = "must be \"none\", \"scoped\", { names = [...] }, { ids = [...] } or { prefix = \"...\" }";
-        let strings = |val: &toml::Value, k: &str| -> Result<Vec<String>, ConfigError> {
-            let items = match val {
-                toml::Value::String(s) => vec![s.trim().to_string()],
-                toml::Value::Array(items) => items
-                    .iter()
-                    .map(|i| i.as_str().map(|s| s.trim().to_string()))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| self.err(v, key, format!("`{k}` takes strings")))?,
-                _ => return Err(self.err(v, key, format!("`{k}` takes strings"))),
-            };
-            if items.is_empty() || items.iter().any(String::is_empty) {
-                return Err(self.err(
-                    v,
-                    key,
-                    format!("`{k}` must list at least one non-empty name"),
-                ));
-            }
-            Ok(items)
-        };
+        let strings = |val: &toml::Value, k: &str| self.strings(v, key, k, val, "name");
         let selection = match v.get_ref() {
             toml::Value::String(s) if s == "none" => GroupSelection::None,
             toml::Value::String(s) if s == "scoped" => GroupSelection::Scoped,
@@ -1215,6 +1197,35 @@ impl Validator<'_> {
         })
     }
 
+    /// The strings of `k = "one"` or `k = ["a", "b"]` in the value `v` of `key`: at
+    /// least one, none empty (each trimmed); `what` names one in the error.
+    fn strings(
+        &self,
+        v: &S<toml::Value>,
+        key: &str,
+        k: &str,
+        val: &toml::Value,
+        what: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let items = match val {
+            toml::Value::String(s) => vec![s.trim().to_string()],
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(|s| s.trim().to_string()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| self.err(v, key, format!("`{k}` takes strings")))?,
+            _ => return Err(self.err(v, key, format!("`{k}` takes strings"))),
+        };
+        if items.is_empty() || items.iter().any(String::is_empty) {
+            return Err(self.err(
+                v,
+                key,
+                format!("`{k}` must list at least one non-empty {what}"),
+            ));
+        }
+        Ok(items)
+    }
+
     /// `"all"` or a one-key table `{ <kind> = [ids] }` (or `{ app = "id" }`).
     fn scope(
         &self,
@@ -1237,22 +1248,7 @@ impl Validator<'_> {
                 if !kinds.contains(&k.as_str()) {
                     return Err(self.err(v, key, expected));
                 }
-                let ids: Vec<String> = match val {
-                    toml::Value::String(s) => vec![s.clone()],
-                    toml::Value::Array(items) => items
-                        .iter()
-                        .map(|i| i.as_str().map(|s| s.trim().to_string()))
-                        .collect::<Option<Vec<_>>>()
-                        .ok_or_else(|| self.err(v, key, format!("`{k}` takes strings")))?,
-                    _ => return Err(self.err(v, key, format!("`{k}` takes strings"))),
-                };
-                if ids.is_empty() || ids.iter().any(|s| s.is_empty()) {
-                    return Err(self.err(
-                        v,
-                        key,
-                        format!("`{k}` must list at least one non-empty id"),
-                    ));
-                }
+                let ids = self.strings(v, key, k, val, "id")?;
                 Ok((k.clone(), ids))
             }
             _ => Err(self.err(v, key, expected)),

@@ -66,6 +66,8 @@ pub async fn step(
     match plan_and_apply(config, dir, source, store, state.as_deref_mut(), run).await {
         Ok(r) => report = r,
         Err(error) => {
+            // It may quote what a remote sent: never a secret of this process.
+            let error = crate::redact::scrub(&error);
             tracing::warn!(directory = name, %error, "group step failed; the learners are not affected");
             if let Some(st) = state {
                 let key = uuid::Uuid::new_v4().to_string();

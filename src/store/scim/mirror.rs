@@ -561,6 +561,30 @@ impl Mirror {
         Ok(out)
     }
 
+    /// One write of the group step in one transaction: `write`, then that each of
+    /// `landed` (group or learner external ids) landed in `run_key`.
+    fn group_write(
+        &self,
+        run_key: &str,
+        landed: &[&str],
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let e = |err| self.err(err);
+        let tx = conn.unchecked_transaction().map_err(e)?;
+        write(&tx).map_err(e)?;
+        for id in landed {
+            tx.execute(
+                "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
+                params![run_key, id],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
     /// Record a group created or adopted on the provider (or its new name), and that
     /// it landed in `run_key`. `members`, when given, replace the recorded ones.
     pub fn link_group(
@@ -571,36 +595,26 @@ impl Mirror {
         members: Option<&BTreeSet<String>>,
         run_key: &str,
     ) -> Result<(), StoreError> {
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
-        let e = |err| self.err(err);
-        let tx = conn.unchecked_transaction().map_err(e)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO scim_groups (directory, external_id, scim_id, display_name, email) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![directory, group.external_id, scim_id, group.display_name, group.email],
-        )
-        .map_err(e)?;
-        if let Some(members) = members {
+        let id = group.external_id.as_str();
+        self.group_write(run_key, &[id], |tx| {
             tx.execute(
-                "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
-                params![directory, group.external_id],
-            )
-            .map_err(e)?;
-            for m in members {
+                "INSERT OR REPLACE INTO scim_groups (directory, external_id, scim_id, display_name, email) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![directory, id, scim_id, group.display_name, group.email],
+            )?;
+            if let Some(members) = members {
                 tx.execute(
-                    "INSERT OR IGNORE INTO scim_group_members (directory, group_external_id, learner_external_id) VALUES (?1, ?2, ?3)",
-                    params![directory, group.external_id, m],
-                )
-                .map_err(e)?;
+                    "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
+                    params![directory, id],
+                )?;
+                for m in members {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO scim_group_members (directory, group_external_id, learner_external_id) VALUES (?1, ?2, ?3)",
+                        params![directory, id, m],
+                    )?;
+                }
             }
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
-            params![run_key, group.external_id],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// Record members added to (`added`) or removed from a group, that landed in `run_key`.
@@ -612,25 +626,18 @@ impl Mirror {
         added: bool,
         run_key: &str,
     ) -> Result<(), StoreError> {
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
-        let e = |err| self.err(err);
-        let tx = conn.unchecked_transaction().map_err(e)?;
         let sql = if added {
             "INSERT OR IGNORE INTO scim_group_members (directory, group_external_id, learner_external_id) VALUES (?1, ?2, ?3)"
         } else {
             "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2 AND learner_external_id = ?3"
         };
-        for m in members {
-            tx.execute(sql, params![directory, group, m]).map_err(e)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
-                params![run_key, m],
-            )
-            .map_err(e)?;
-        }
-        tx.commit().map_err(e)
+        let landed: Vec<&str> = members.iter().map(String::as_str).collect();
+        self.group_write(run_key, &landed, |tx| {
+            for m in members {
+                tx.execute(sql, params![directory, group, m])?;
+            }
+            Ok(())
+        })
     }
 
     /// Forget a group removed from the provider (or found gone there).
@@ -640,27 +647,17 @@ impl Mirror {
         group: &str,
         run_key: &str,
     ) -> Result<(), StoreError> {
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
-        let e = |err| self.err(err);
-        let tx = conn.unchecked_transaction().map_err(e)?;
-        tx.execute(
-            "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
-            params![directory, group],
-        )
-        .map_err(e)?;
-        tx.execute(
-            "DELETE FROM scim_groups WHERE directory = ?1 AND external_id = ?2",
-            params![directory, group],
-        )
-        .map_err(e)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO scim_landed (run_key, external_id) VALUES (?1, ?2)",
-            params![run_key, group],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)
+        self.group_write(run_key, &[group], |tx| {
+            tx.execute(
+                "DELETE FROM scim_group_members WHERE directory = ?1 AND group_external_id = ?2",
+                params![directory, group],
+            )?;
+            tx.execute(
+                "DELETE FROM scim_groups WHERE directory = ?1 AND external_id = ?2",
+                params![directory, group],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Forget what landed in a run the state DB has closed.

@@ -39,8 +39,10 @@ pub fn needs(config: &Config) -> Vec<Need> {
     };
     let mut out = vec![read("config".into(), &config.path)];
     out.push(folder("the state DB's folder", &config.sync.state_db));
-    if let StoreConfig::Sqlite { path } = &config.store {
-        out.push(folder("the SQLite store's folder", path));
+    for store in config.stores.values() {
+        if let StoreConfig::Sqlite { path } = store {
+            out.push(folder("the SQLite store's folder", path));
+        }
     }
     for d in &config.directories {
         match &d.kind {

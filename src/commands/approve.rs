@@ -40,7 +40,7 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     }
     let mut exit = Exit::Ok;
     if !held.is_empty() || !held_updates.is_empty() {
-        let mut store = Store::open(&config.store, &config.sync, false).await?;
+        let mut store = Store::open(config.store_for(name), &config.sync, false).await?;
         // A crash may have left a run open: settle it first, like a sync does.
         journal::settle_unfinished(&mut state, &mut store, name).await?;
         let learners = store.load(name).await?;
@@ -245,7 +245,7 @@ async fn preview(config: &Config, name: &str) -> Result<Exit, CommandError> {
         );
     }
     if !held.is_empty() || !held_updates.is_empty() {
-        let mut store = Store::open(&config.store, &config.sync, true).await?;
+        let mut store = Store::open(config.store_for(name), &config.sync, true).await?;
         let learners = store.load(name).await?;
         let (operations, deactivating, stale_updates) =
             release_plan(&held, &held_updates, &learners);

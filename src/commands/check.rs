@@ -50,11 +50,24 @@ pub async fn run(config: &Config, args: crate::cli::CheckArgs) -> Result<Exit, C
         };
         all_ok &= print(&subject, &lines);
     }
-    let lines = match Store::open(&config.store, &config.sync, true).await {
-        Ok(mut store) => store.check().await,
-        Err(e) => vec![CheckLine::failed(e.to_string(), "fix the [store] settings")],
-    };
-    all_ok &= print("store", &lines);
+    for (name, store) in &config.stores {
+        let lines = match Store::open(store, &config.sync, true).await {
+            Ok(mut store) => store.check().await,
+            Err(e) => vec![CheckLine::failed(e.to_string(), "fix the store's settings")],
+        };
+        let subject = if config.stores.len() == 1 {
+            "store".to_string()
+        } else {
+            let users: Vec<&str> = config
+                .directories
+                .iter()
+                .filter(|d| d.store == *name)
+                .map(|d| d.name.as_str())
+                .collect();
+            format!("store {name} (for {})", users.join(", "))
+        };
+        all_ok &= print(&subject, &lines);
+    }
     for (subject, line) in crate::notify::check(config) {
         all_ok &= print(&subject, &[line]);
     }

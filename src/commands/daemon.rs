@@ -48,9 +48,11 @@ async fn prepare_databases(config: &Config) {
     if let Err(e) = crate::state::State::open(&config.sync.state_db) {
         tracing::warn!(error = %e, "cannot prepare the state DB; runs will report it");
     }
-    if matches!(config.store, crate::config::StoreConfig::Sqlite { .. }) {
-        if let Err(e) = crate::store::Store::open(&config.store, &config.sync, false).await {
-            tracing::warn!(error = %e, "cannot prepare the learner store; runs will report it");
+    for (name, store) in &config.stores {
+        if matches!(store, crate::config::StoreConfig::Sqlite { .. }) {
+            if let Err(e) = crate::store::Store::open(store, &config.sync, false).await {
+                tracing::warn!(store = %name, error = %e, "cannot prepare the learner store; runs will report it");
+            }
         }
     }
 }

@@ -88,9 +88,23 @@ pub fn run(config: &Config, args: HistoryArgs) -> Result<Exit, CommandError> {
         })
         .collect();
     if args.json {
+        // Each record with the store its directory writes to (`store`, issue 17).
+        let with_store: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "store".into(),
+                        config.store_named_for(&r.directory).0.into(),
+                    );
+                }
+                v
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string(&records).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&with_store).unwrap_or_else(|_| "[]".into())
         );
         return Ok(Exit::Ok);
     }

@@ -34,7 +34,13 @@ pub async fn run(config: &Config, args: RenameArgs) -> Result<Exit, CommandError
     // Neither directory may run while its learners move.
     let _locks = (lock_directory(config, old)?, lock_directory(config, new)?);
     let mut state = State::open(&config.sync.state_db)?;
-    let mut store = Store::open(&config.store, &config.sync, false).await?;
+    // Both names must write to one store: the learners move within it.
+    if config.store_named_for(old).0 != config.store_named_for(new).0 {
+        return Err(CommandError::Usage(format!(
+            "`{old}` and `{new}` write to different stores: a rename moves learners within one store"
+        )));
+    }
+    let mut store = Store::open(config.store_for(new), &config.sync, false).await?;
 
     // A run of OLD a crash left open is settled first, as its next run would.
     journal::settle_unfinished(&mut state, &mut store, old).await?;

@@ -72,6 +72,8 @@ struct RunningStatus {
 struct DirectoryStatus {
     directory: String,
     kind: &'static str,
+    /// The store the directory writes to (`default` for `[store]`).
+    store: String,
     /// The same for every directory: kept in each so `--json` stays an array.
     daemon: DaemonStatus,
     last_run: Option<RunRow>,
@@ -149,6 +151,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
         out.push(DirectoryStatus {
             directory: dir.name.clone(),
             kind: dir.kind.name(),
+            store: dir.store.clone(),
             daemon: daemon.clone(),
             last_run,
             running,
@@ -199,7 +202,11 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
         _ => println!("daemon: not running"),
     }
     for s in &out {
-        println!("{} ({})", s.directory, s.kind);
+        if config.stores.len() > 1 {
+            println!("{} ({}, store {})", s.directory, s.kind, s.store);
+        } else {
+            println!("{} ({})", s.directory, s.kind);
+        }
         match &s.last_run {
             Some(r) => {
                 let c = &r.counts;

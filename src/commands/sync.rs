@@ -55,7 +55,8 @@ pub async fn run(config: &Config, args: SyncArgs, progress: bool) -> Result<Exit
             }
             // The SCIM store's takeover of existing users (read-only lookups).
             if let Ok(mut store) =
-                crate::store::Store::open(&config.store, &config.sync, true).await
+                crate::store::Store::open(config.store_for(&report.directory), &config.sync, true)
+                    .await
             {
                 for line in store.preview(&report.directory, &report.applied).await {
                     println!("{line}");

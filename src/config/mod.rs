@@ -24,13 +24,17 @@ use crate::mapping::MappingPolicy;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/learner-sync/config.toml";
 
+/// The name of the store `[store]` declares (and of `[store.default]`).
+pub const DEFAULT_STORE: &str = "default";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this config was read from.
     pub path: PathBuf,
     pub sync: SyncSettings,
     pub daemon: Option<DaemonSettings>,
-    pub store: StoreConfig,
+    /// The stores by name: `[store]` is the one named `default`, `[store.NAME]` others.
+    pub stores: BTreeMap<String, StoreConfig>,
     pub directories: Vec<DirectoryConfig>,
     /// The `[[notify]]` targets.
     pub notify: Vec<NotifyConfig>,
@@ -82,6 +86,9 @@ pub enum StoreConfig {
         external_id: ScimExternalId,
         /// Whether the directories' groups are written to `/Groups` (issue 16).
         groups: bool,
+        /// The store's name when it is not the default: its SCIM mirror is a file of
+        /// its own beside the state DB.
+        mirror: Option<String>,
     },
 }
 
@@ -143,6 +150,8 @@ pub struct DirectoryConfig {
     pub deactivate_after: Option<Duration>,
     /// Which of the directory's groups reach the store (issue 16).
     pub groups: crate::groups::GroupSelection,
+    /// The name of the store the directory's learners go to (`store = "NAME"`).
+    pub store: String,
 }
 
 impl DirectoryConfig {
@@ -309,6 +318,29 @@ impl Config {
     pub fn directory(&self, name: &str) -> Option<&DirectoryConfig> {
         self.directories.iter().find(|d| d.name == name)
     }
+
+    /// The name and config of the store directory `name` writes to (for a name the
+    /// config does not have: the default store, else the first).
+    pub fn store_named_for(&self, name: &str) -> (&str, &StoreConfig) {
+        let wanted = self
+            .directory(name)
+            .map_or(DEFAULT_STORE, |d| d.store.as_str());
+        // Parsing makes at least one store; a config built by hand may have none.
+        static NONE: std::sync::LazyLock<StoreConfig> =
+            std::sync::LazyLock::new(|| StoreConfig::Sqlite {
+                path: PathBuf::from("/var/lib/learner-sync/learners.db"),
+            });
+        self.stores
+            .get_key_value(wanted)
+            .or_else(|| self.stores.iter().next())
+            .map(|(n, s)| (n.as_str(), s))
+            .unwrap_or((DEFAULT_STORE, &NONE))
+    }
+
+    /// The config of the store directory `name` writes to (see `store_named_for`).
+    pub fn store_for(&self, name: &str) -> &StoreConfig {
+        self.store_named_for(name).1
+    }
 }
 
 /// Reads a required string key of a directory, or says which is missing.
@@ -381,25 +413,20 @@ impl Validator<'_> {
                 })
             }
         };
-        // `external_id = "<directory attribute>"` (Entra push's `mailNickname`, say):
-        // each directory maps it into the SCIM `externalId`, checked for its kind.
-        let external_id_expr = raw
-            .store
-            .as_ref()
-            .and_then(|s| s.get_ref().external_id.clone())
-            .filter(|v| !SCIM_EXTERNAL_IDS.contains(&v.get_ref().as_str()));
-        let store = match raw.store {
-            None => StoreConfig::Sqlite {
-                path: PathBuf::from("/var/lib/learner-sync/learners.db"),
-            },
-            Some(s) => self.store(s)?,
-        };
+        let (stores, external_id_exprs) = self.stores(raw.store)?;
         let mut names = BTreeSet::new();
         let mut directories = Vec::new();
-        let scim_store = matches!(store, StoreConfig::Scim { .. });
-        let external_id_expr = external_id_expr.filter(|_| scim_store);
         for (i, d) in raw.directory.into_iter().enumerate() {
-            let dir = self.directory(i, d, &mut names, scim_store, external_id_expr.as_ref())?;
+            let store = self.store_of(i, &d, &stores)?;
+            let scim_store = matches!(stores.get(&store), Some(StoreConfig::Scim { .. }));
+            // `external_id = "<directory attribute>"` (Entra push's `mailNickname`, say):
+            // each directory maps it into the SCIM `externalId`, checked for its kind.
+            let external_id_expr = external_id_exprs
+                .get(&store)
+                .and_then(|e| e.as_ref())
+                .filter(|_| scim_store);
+            let mut dir = self.directory(i, d, &mut names, scim_store, external_id_expr)?;
+            dir.store = store;
             directories.push(dir);
         }
         let notify = self.notify_tables(raw.notify, &names)?;
@@ -407,10 +434,130 @@ impl Validator<'_> {
             path: path.to_path_buf(),
             sync,
             daemon,
-            store,
+            stores,
             directories,
             notify,
         })
+    }
+
+    /// The stores by name, and the directory attribute each SCIM store writes as
+    /// `externalId` (if any).
+    #[allow(clippy::type_complexity)]
+    fn stores(
+        &self,
+        raw: Option<S<raw::RawStoreSection>>,
+    ) -> Result<
+        (
+            BTreeMap<String, StoreConfig>,
+            BTreeMap<String, Option<S<String>>>,
+        ),
+        ConfigError,
+    > {
+        let mut stores = BTreeMap::new();
+        let mut exprs = BTreeMap::new();
+        let Some(raw) = raw else {
+            stores.insert(
+                DEFAULT_STORE.to_string(),
+                StoreConfig::Sqlite {
+                    path: PathBuf::from("/var/lib/learner-sync/learners.db"),
+                },
+            );
+            return Ok((stores, exprs));
+        };
+        let span = raw.span();
+        let section = raw.into_inner();
+        let expr = |s: &raw::RawStore| {
+            s.external_id
+                .clone()
+                .filter(|v| !SCIM_EXTERNAL_IDS.contains(&v.get_ref().as_str()))
+        };
+        if let Some(keys) = section.single {
+            if let Some((name, at)) = section.named.first() {
+                return Err(self.loc.error_at(
+                    Some(at.span()),
+                    format!("store.{name}"),
+                    "[store] has keys of its own (the store named \"default\"), so it cannot also hold named stores; name every store ([store.default], [store.NAME])",
+                ));
+            }
+            let Some(kind) = keys.kind.clone() else {
+                return Err(self.loc.error_at(
+                    Some(span),
+                    "store.kind",
+                    "a store needs `kind` (\"sqlite\" or \"scim\")",
+                ));
+            };
+            let one = keys.with_kind(kind);
+            exprs.insert(DEFAULT_STORE.to_string(), expr(&one));
+            let store = self.store(S::new(span, one), "store", None)?;
+            stores.insert(DEFAULT_STORE.to_string(), store);
+            return Ok((stores, exprs));
+        }
+        for (name, table) in section.named {
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(self.err(
+                    &table,
+                    &format!("store.{name}"),
+                    "a store's name uses only letters, digits, '-', '_' and '.'",
+                ));
+            }
+            exprs.insert(name.clone(), expr(table.get_ref()));
+            let mirror = (name != DEFAULT_STORE).then(|| name.clone());
+            let store = self.store(table, &format!("store.{name}"), mirror)?;
+            stores.insert(name, store);
+        }
+        if stores.is_empty() {
+            return Err(self.loc.error_at(
+                Some(span),
+                "store",
+                "no store: give [store] a `kind`, or add [store.NAME] tables",
+            ));
+        }
+        Ok((stores, exprs))
+    }
+
+    /// The store directory `index` writes to: its `store = "NAME"`, else the one named
+    /// "default", else the only one.
+    fn store_of(
+        &self,
+        index: usize,
+        d: &S<RawDirectory>,
+        stores: &BTreeMap<String, StoreConfig>,
+    ) -> Result<String, ConfigError> {
+        let names = || {
+            stores
+                .keys()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &d.get_ref().store {
+            Some(v) => {
+                let name = v.get_ref().trim();
+                if stores.contains_key(name) {
+                    Ok(name.to_string())
+                } else {
+                    Err(self.err(
+                        v,
+                        &format!("directory[{index}].store"),
+                        format!("no store is named `{name}` (the stores: {})", names()),
+                    ))
+                }
+            }
+            None if stores.contains_key(DEFAULT_STORE) => Ok(DEFAULT_STORE.to_string()),
+            None if stores.len() == 1 => Ok(stores.keys().next().cloned().unwrap_or_default()),
+            None => Err(self.err(
+                d,
+                &format!("directory[{index}].store"),
+                format!(
+                    "several stores and none named \"default\": name this directory's with store = \"NAME\" (the stores: {})",
+                    names()
+                ),
+            )),
+        }
     }
 
     fn sync(&self, raw: Option<raw::RawSync>) -> Result<SyncSettings, ConfigError> {
@@ -503,8 +650,16 @@ impl Validator<'_> {
         Ok(self.path(v.get_ref()))
     }
 
-    fn store(&self, raw: S<raw::RawStore>) -> Result<StoreConfig, ConfigError> {
+    /// One store's table; `at` is where its keys are written (`store`, `store.NAME`)
+    /// and `mirror` the name its SCIM mirror is kept under (`None`: the default's).
+    fn store(
+        &self,
+        raw: S<raw::RawStore>,
+        at: &str,
+        mirror: Option<String>,
+    ) -> Result<StoreConfig, ConfigError> {
         let s = raw.get_ref();
+        let k = |key: &str| format!("{at}.{key}");
         let only = |allowed: &[&str]| -> Result<(), ConfigError> {
             let present: [(&str, Option<std::ops::Range<usize>>); 10] = [
                 ("path", s.path.as_ref().map(|v| v.span())),
@@ -525,7 +680,7 @@ impl Validator<'_> {
                 if let (Some(at), false) = (at, allowed.contains(&key)) {
                     return Err(self.loc.error_at(
                         Some(at),
-                        format!("store.{key}"),
+                        k(key),
                         format!("not a key of a `{}` store", s.kind.get_ref()),
                     ));
                 }
@@ -536,7 +691,7 @@ impl Validator<'_> {
             "sqlite" => {
                 only(&["path"])?;
                 let path = match &s.path {
-                    Some(p) => self.non_empty_path(p, "store.path")?,
+                    Some(p) => self.non_empty_path(p, &k("path"))?,
                     None => PathBuf::from("/var/lib/learner-sync/learners.db"),
                 };
                 Ok(StoreConfig::Sqlite { path })
@@ -556,20 +711,20 @@ impl Validator<'_> {
                 let url = s
                     .url
                     .as_ref()
-                    .ok_or_else(|| self.err(&raw, "store.url", "a scim store needs `url`"))?;
-                let url = self.url(url, "store.url")?;
+                    .ok_or_else(|| self.err(&raw, &k("url"), "a scim store needs `url`"))?;
+                let url = self.url(url, &k("url"))?;
                 let token = s
                     .token
                     .as_ref()
-                    .ok_or_else(|| self.err(&raw, "store.token", "a scim store needs `token`"))?;
-                let token = self.secret(token, "store.token")?;
+                    .ok_or_else(|| self.err(&raw, &k("token"), "a scim store needs `token`"))?;
+                let token = self.secret(token, &k("token"))?;
                 let concurrency = match &s.concurrency {
                     None => 4,
                     Some(v) => usize::try_from(*v.get_ref())
                         .ok()
                         .filter(|n| (1..=64).contains(n))
                         .ok_or_else(|| {
-                            self.err(v, "store.concurrency", "must be between 1 and 64")
+                            self.err(v, &k("concurrency"), "must be between 1 and 64")
                         })?,
                 };
                 let deactivate = match s.deactivate.as_ref() {
@@ -580,7 +735,7 @@ impl Validator<'_> {
                         _ => {
                             return Err(self.err(
                                 v,
-                                "store.deactivate",
+                                &k("deactivate"),
                                 "must be \"patch\" or \"delete\"",
                             ))
                         }
@@ -597,7 +752,7 @@ impl Validator<'_> {
                         _ => {
                             return Err(self.err(
                                 v,
-                                "store.dialect",
+                                &k("dialect"),
                                 "must be \"entra\", \"entra-2020\" or \"rfc\"",
                             ))
                         }
@@ -617,7 +772,7 @@ impl Validator<'_> {
                         if !(n == 0.0 || (0.1..=1000.0).contains(&n)) {
                             return Err(self.err(
                                 v,
-                                "store.max_requests_per_second",
+                                &k("max_requests_per_second"),
                                 "must be a number between 0.1 and 1000, or 0 for no limit",
                             ));
                         }
@@ -635,7 +790,7 @@ impl Validator<'_> {
                         _ => {
                             return Err(self.err(
                                 v,
-                                "store.match",
+                                &k("match"),
                                 "must be \"userName\", \"externalId\" or \"emails\"",
                             ))
                         }
@@ -663,9 +818,10 @@ impl Validator<'_> {
                     match_by,
                     external_id,
                     groups: s.groups.as_ref().is_some_and(|v| *v.get_ref()),
+                    mirror,
                 })
             }
-            _ => Err(self.err(&s.kind, "store.kind", "must be \"sqlite\" or \"scim\"")),
+            _ => Err(self.err(&s.kind, &k("kind"), "must be \"sqlite\" or \"scim\"")),
         }
     }
 
@@ -879,6 +1035,7 @@ impl Validator<'_> {
             mapping,
             deactivate_after,
             groups,
+            store: DEFAULT_STORE.to_string(),
         })
     }
 
@@ -1331,8 +1488,14 @@ impl Config {
     /// Every secret reference of the config (env, file or systemd credential), by key.
     pub fn secrets(&self) -> Vec<(String, &SecretRef)> {
         let mut out = Vec::new();
-        if let StoreConfig::Scim { token, .. } = &self.store {
-            out.push(("store.token".to_string(), token));
+        for (name, store) in &self.stores {
+            if let StoreConfig::Scim { token, mirror, .. } = store {
+                let label = match mirror {
+                    None => "store.token".to_string(),
+                    Some(_) => format!("store.{name}.token"),
+                };
+                out.push((label, token));
+            }
         }
         for d in &self.directories {
             match &d.kind {
@@ -1364,8 +1527,10 @@ impl Config {
     /// Every URL the config names.
     fn urls(&self) -> Vec<&reqwest::Url> {
         let mut out = Vec::new();
-        if let StoreConfig::Scim { url, .. } = &self.store {
-            out.push(url);
+        for store in self.stores.values() {
+            if let StoreConfig::Scim { url, .. } = store {
+                out.push(url);
+            }
         }
         for d in &self.directories {
             match &d.kind {

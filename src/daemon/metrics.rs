@@ -30,6 +30,12 @@ struct LearnerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    directory: String,
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     directory: String,
     kind: String,
@@ -58,11 +64,14 @@ pub struct Metrics {
     group_operations: Family<ActionLabels, Counter>,
     groups: Family<DirectoryLabel, Gauge>,
     group_failures: Family<DirectoryLabel, Counter>,
+    info: Family<InfoLabels, Gauge>,
 }
 
 /// What one finished (or abandoned) run contributes to the metrics.
 pub struct RunObservation<'a> {
     pub directory: &'a str,
+    /// The store the directory writes to (`learner_sync_directory_info`).
+    pub store: &'a str,
     pub outcome: Outcome,
     pub counts: &'a Counts,
     pub requests: u64,
@@ -169,6 +178,12 @@ impl Metrics {
             "Group steps that failed (the learners are not affected)",
             group_failures.clone(),
         );
+        let info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "directory_info",
+            "1 for each directory, labelled with the store it writes to",
+            info.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -184,6 +199,7 @@ impl Metrics {
             group_operations,
             groups,
             group_failures,
+            info,
         }
     }
 
@@ -192,6 +208,12 @@ impl Metrics {
         let dir = DirectoryLabel {
             directory: directory.clone(),
         };
+        self.info
+            .get_or_create(&InfoLabels {
+                directory: directory.clone(),
+                store: o.store.to_string(),
+            })
+            .set(1);
         self.runs
             .get_or_create(&RunLabels {
                 directory: directory.clone(),
@@ -299,6 +321,7 @@ mod tests {
         };
         m.observe_run(&RunObservation {
             directory: "hr",
+            store: "default",
             outcome: Outcome::Ok,
             counts: &counts,
             requests: 1,
@@ -335,5 +358,6 @@ mod tests {
             "learner_sync_group_operations_total{directory=\"hr\",kind=\"member_added\"} 5"
         ));
         assert!(text.contains("learner_sync_groups{directory=\"hr\"} 2"));
+        assert!(text.contains("learner_sync_directory_info{directory=\"hr\",store=\"default\"} 1"));
     }
 }

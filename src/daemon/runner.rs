@@ -74,6 +74,7 @@ impl Runner for EngineRunner {
         crate::notify::after_run(config, &crate::notify::RunEnd::failed(directory, error));
         self.metrics.observe_run(&RunObservation {
             directory,
+            store: config.store_named_for(directory).0,
             outcome: Outcome::Failed,
             counts: &Counts::default(),
             requests: 0,
@@ -161,6 +162,7 @@ async fn finish_run(
         .map(|h| h.len() as u64);
     metrics.observe_run(&RunObservation {
         directory: name,
+        store: config.store_named_for(name).0,
         outcome: report.outcome,
         counts: &report.counts,
         requests: report.requests,
@@ -215,7 +217,9 @@ fn record_failure(config: &Config, name: &str, error: &str) {
 /// `(active, inactive)` learners of the directory in the store (kept counts: an idle
 /// poll does not read every learner).
 async fn learner_counts(config: &Config, name: &str) -> Option<(u64, u64)> {
-    let mut store = Store::open(&config.store, &config.sync, true).await.ok()?;
+    let mut store = Store::open(config.store_for(name), &config.sync, true)
+        .await
+        .ok()?;
     let (total, active) = store.counts(name).await.ok()?;
     Some((active as u64, (total - active) as u64))
 }

@@ -130,7 +130,7 @@ async fn open(config: &Config, name: &str, dry_run: bool) -> Result<Opened, RunE
     } else {
         Some(State::open(&config.sync.state_db)?)
     };
-    let store = Store::open(&config.store, &config.sync, dry_run).await?;
+    let store = Store::open(config.store_for(name), &config.sync, dry_run).await?;
     Ok(Opened {
         _lock: lock,
         state,
@@ -449,7 +449,10 @@ async fn check_binding(
     let marker = o.store.marker()?;
     let now = Binding {
         origin: Some(binding::origin(dir)),
-        store: Some(binding::store(&config.store, marker.as_deref())),
+        store: Some(binding::store(
+            config.store_for(&dir.name),
+            marker.as_deref(),
+        )),
         store_learners: None,
     };
     let recorded = match o.state.as_ref() {

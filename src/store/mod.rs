@@ -83,6 +83,7 @@ impl Store {
                 match_by,
                 external_id,
                 groups,
+                mirror,
             } => {
                 let token = token
                     .resolve()
@@ -94,7 +95,7 @@ impl Store {
                         sync.request_timeout,
                         *concurrency,
                         *deactivate,
-                        state_db,
+                        &scim::mirror::mirror_path(state_db, mirror.as_deref()),
                         read_only,
                     )?
                     .with_protocol(scim::Protocol {

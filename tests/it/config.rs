@@ -32,7 +32,7 @@ fn the_example_config_documents_the_contract_defaults_and_all_kinds() {
     assert_eq!(c.sync.concurrency, 4);
     let kinds: Vec<&str> = c.directories.iter().map(|d| d.kind.name()).collect();
     assert_eq!(kinds, ["entra", "google", "csv"]);
-    assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+    assert!(matches!(c.store_for("contoso"), StoreConfig::Sqlite { .. }));
     match &c.directories[0].kind {
         DirectoryKind::Entra(e) => {
             assert_eq!(e.scope, EntraScope::All);
@@ -90,7 +90,7 @@ scope = { org_units = ["/Staff"] }
         c.sync.state_db,
         Path::new("/etc/learner-sync/state/state.db")
     );
-    match &c.store {
+    match c.store_for("any") {
         StoreConfig::Sqlite { path } => {
             assert_eq!(path, Path::new("/etc/learner-sync/learners.db"))
         }

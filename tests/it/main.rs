@@ -23,6 +23,7 @@ mod hostile_data;
 mod hostile_remote;
 mod mapping;
 mod multi_tenant;
+mod named_stores;
 mod network_faults;
 mod notify;
 mod on_demand;

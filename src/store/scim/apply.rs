@@ -1301,7 +1301,7 @@ mod tests {
             Duration::from_secs(10),
             concurrency,
             ScimDeactivate::Patch,
-            &state.join("state.db"),
+            &crate::store::scim::mirror::mirror_path(&state.join("state.db"), None),
             false,
         )
         .unwrap()

@@ -98,8 +98,12 @@ CREATE TABLE scim_group_members (
 pub type Owner = (String, String);
 
 /// Where the mirror of a state DB lives: `<state_db>.scim-mirror.db`.
-pub fn mirror_path(state_db: &Path) -> PathBuf {
+pub fn mirror_path(state_db: &Path, store: Option<&str>) -> PathBuf {
     let mut name = state_db.as_os_str().to_owned();
+    // The default store's file keeps the name it always had.
+    if let Some(store) = store {
+        name.push(format!(".{store}"));
+    }
     name.push(".scim-mirror.db");
     PathBuf::from(name)
 }

@@ -116,14 +116,10 @@ impl ScimStore {
         request_timeout: Duration,
         concurrency: usize,
         deactivate: ScimDeactivate,
-        state_db: &Path,
+        mirror_file: &Path,
         read_only: bool,
     ) -> Result<ScimStore, StoreError> {
-        let mirror = Mirror::open(
-            &mirror::mirror_path(state_db),
-            read_only,
-            &mirror::provider_key(url),
-        )?;
+        let mirror = Mirror::open(mirror_file, read_only, &mirror::provider_key(url))?;
         let client =
             ScimClient::new(url.clone(), token, request_timeout).map_err(StoreError::Other)?;
         Ok(ScimStore {

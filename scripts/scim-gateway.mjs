@@ -1,6 +1,6 @@
 // A second, independent SCIM 2.0 service provider for the interop tests
 // (tests/it/scim_interop2.rs): SCIMMY's protocol implementation (npm `scimmy` and
-// `scimmy-routers`) over an in-memory user table. Listens on 127.0.0.1 only.
+// `scimmy-routers`) over in-memory user and group tables (groups: tests/it/groups.rs). Listens on 127.0.0.1 only.
 // Usage: node scripts/scim-gateway.mjs PORT TOKEN  (prints "listening PORT" when up)
 import express from "express";
 import SCIMMY from "scimmy";
@@ -46,6 +46,39 @@ SCIMMY.Resources.declare(SCIMMY.Resources.User.extend(SCIMMY.Schemas.EnterpriseU
   })
   .degress((resource) => {
     if (!users.delete(resource.id)) {
+      throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
+    }
+  });
+
+// Groups, for the group tests (tests/it/groups.rs): SCIMMY applies PATCHes of
+// `members` itself and hands the result to ingress.
+const groups = new Map();
+
+SCIMMY.Resources.declare(SCIMMY.Resources.Group)
+  .ingress((resource, data) => {
+    const now = new Date().toISOString();
+    if (resource.id) {
+      const existing = groups.get(resource.id);
+      if (!existing) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
+      const group = { ...data, id: resource.id, meta: { created: existing.meta.created, lastModified: now } };
+      groups.set(resource.id, group);
+      return group;
+    }
+    const id = randomUUID();
+    const group = { ...data, id, meta: { created: now, lastModified: now } };
+    groups.set(id, group);
+    return group;
+  })
+  .egress((resource) => {
+    if (resource.id) {
+      const group = groups.get(resource.id);
+      if (!group) throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
+      return group;
+    }
+    return [...groups.values()];
+  })
+  .degress((resource) => {
+    if (!groups.delete(resource.id)) {
       throw new SCIMMY.Types.Error(404, null, `Resource ${resource.id} not found`);
     }
   });

@@ -119,7 +119,8 @@ async fn plan_and_apply(
         .map_err(|e| format!("cannot read the directory's groups: {e}"))?;
     let read_whole = read.groups.is_some();
     // No group changed and no learner did: nothing can have changed in the store's
-    // groups (unless a hold or a failed step waits), so the step is this one request.
+    // groups (unless a hold waits, or the last step did not end well), so the step is
+    // this one request.
     if let (false, false, Some(st), Some(c)) = (
         read_whole,
         learners_changed,
@@ -128,7 +129,9 @@ async fn plan_and_apply(
     ) {
         let last = st.last_group_run(name).map_err(|e| e.to_string())?;
         let waiting = st.group_hold(name).map_err(|e| e.to_string())?.is_some()
-            || last.as_ref().is_none_or(|r| r.outcome == "failed");
+            || last
+                .as_ref()
+                .is_none_or(|r| !matches!(r.outcome.as_str(), "ok" | "held"));
         if !waiting {
             st.save_group_read(name, &key, c, None)
                 .map_err(|e| e.to_string())?;

@@ -559,3 +559,68 @@ fn google_groups_by_name_include_derived_members_of_nested_groups() {
     assert_eq!(email[0][0].as_deref(), Some("grp-sales"));
     assert_eq!(email[0][1].as_deref(), Some("sales@f.example"));
 }
+
+#[test]
+fn entra_and_entra_2020_group_pushes_land_on_scimmy_a_second_independent_server() {
+    use crate::support::scim_gateway::{ScimGateway, TOKEN as GATEWAY_TOKEN};
+    for dialect in ["entra", "entra-2020"] {
+        let Some(server) = ScimGateway::start() else {
+            return;
+        };
+        let env = Env::new();
+        env.write("hr.csv", &big_csv(4));
+        ConfigBuilder::new()
+            .guards(1000, 100)
+            .scim(&server.base, r#"{ env = "SCIM_TOKEN" }"#)
+            .store("dialect", &format!("{dialect:?}"))
+            .store("groups", "true")
+            .csv("hr", "hr.csv")
+            .dir("groups", r#"{ prefix = "" }"#)
+            .write(&env);
+        let run = || env.run_with(&["sync"], &[("SCIM_TOKEN", GATEWAY_TOKEN)]);
+        let members = |name: &str| -> Vec<String> {
+            let users: BTreeMap<String, String> = server
+                .users()
+                .into_iter()
+                .map(|u| {
+                    (
+                        u["id"].as_str().unwrap().to_string(),
+                        u["userName"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            let (_, list) = server.request("GET", "/Groups", None);
+            let groups = list["Resources"].as_array().cloned().unwrap_or_default();
+            let found: Vec<&serde_json::Value> =
+                groups.iter().filter(|g| g["displayName"] == name).collect();
+            assert_eq!(found.len(), 1, "{dialect}: groups named {name}: {groups:?}");
+            let mut m: Vec<String> = found[0]["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| users[m["value"].as_str().unwrap()].clone())
+                .collect();
+            m.sort();
+            m
+        };
+        let out = run();
+        assert_ok(&out);
+        assert_eq!(
+            members("Leads"),
+            ["u000@x.io", "u001@x.io", "u002@x.io"],
+            "{dialect}"
+        );
+        assert_eq!(members("All").len(), 4, "{dialect}");
+        // u001 leaves the Leads: Entra's `Remove` of `members` (2020: a path filter).
+        env.write(
+            "hr.csv",
+            &big_csv(4).replace(
+                "E1,u001@x.io,u001@x.io,All;Leads",
+                "E1,u001@x.io,u001@x.io,All",
+            ),
+        );
+        assert_ok(&run());
+        assert_eq!(members("Leads"), ["u000@x.io", "u002@x.io"], "{dialect}");
+    }
+}

@@ -891,3 +891,45 @@ fn a_hanging_tenant_holds_one_slot_and_the_other_tenants_keep_their_schedule() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0), "log:\n{}", daemon.log());
 }
+
+#[test]
+fn directories_running_at_once_on_one_scim_store_share_its_rate_limit() {
+    use crate::support::scim_mock::ScimMock;
+    const TOKEN: &str = "mock-scim-token-shared-rate-never-printed";
+    let mock = ScimMock::start(TOKEN);
+    let env = Env::new();
+    let mut config = format!(
+        "[sync]\nstate_db = \"state.db\"\nconcurrency = 2\nschedule = \"every 1h\"\n\n\
+         [store]\nkind = \"scim\"\nurl = {}\ntoken = {{ env = \"SCIM_TOKEN\" }}\ndialect = \"rfc\"\n\
+         concurrency = 4\nmax_requests_per_second = 5\n",
+        q(&mock.base())
+    );
+    for d in ["a", "b"] {
+        let mut csv = String::from("external_id,user_name\n");
+        for i in 0..5 {
+            csv.push_str(&format!("{d}{i},{d}{i}@x.io\n"));
+        }
+        env.write(&format!("{d}.csv"), &csv);
+        config.push_str(&format!(
+            "\n[[directory]]\nname = \"{d}\"\nkind = \"csv\"\npath = \"{d}.csv\"\n"
+        ));
+    }
+    env.write("config.toml", &config);
+    let daemon = Daemon::start_with(&env, &[("SCIM_TOKEN", TOKEN)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mock.state().users.len() < 10 {
+        assert!(Instant::now() < deadline, "daemon log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut at: Vec<Instant> = mock.state().log.iter().map(|l| l.at).collect();
+    at.sort();
+    let n = at.len() as u32;
+    assert!(n >= 22, "{n} requests");
+    // Both runs draw from one schedule of 5 a second: n requests need (n - 1) slots of
+    // 200 ms, the first of each run maybe late. Two schedules would fit them in half.
+    let span = *at.last().unwrap() - at[0];
+    assert!(
+        span >= Duration::from_millis(u64::from(n - 3) * 200),
+        "{n} requests within {span:?}"
+    );
+}

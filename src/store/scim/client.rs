@@ -113,10 +113,13 @@ impl ScimClient {
         })
     }
 
-    /// Send at most `per_second` requests a second, all clones together.
+    /// Send at most `per_second` requests a second, all clones together and every
+    /// other client of this provider in the process (runs of several directories at
+    /// once in the daemon share the provider's budget).
     pub fn with_rate_limit(self, per_second: f64) -> Self {
+        let provider = super::mirror::provider_key(&self.base);
         ScimClient {
-            rate: Arc::new(RateLimit::per_second(per_second)),
+            rate: RateLimit::shared(&provider, per_second),
             ..self
         }
     }

@@ -15,7 +15,29 @@ pub struct RateLimit {
     next: Mutex<Option<Instant>>,
 }
 
+/// The limits in use, by provider and rate: every run of the process that talks to
+/// one provider (several directories of a store running at once in the daemon, or two
+/// stores on one SCIM tenant) shares one schedule, as the provider counts them.
+type Shared = std::collections::HashMap<(String, u64), std::sync::Weak<RateLimit>>;
+static SHARED: std::sync::LazyLock<Mutex<Shared>> = std::sync::LazyLock::new(Default::default);
+
 impl RateLimit {
+    /// The limit of `provider` at `requests` a second, shared with every other user of
+    /// it in this process for as long as one holds it.
+    pub fn shared(provider: &str, requests: f64) -> std::sync::Arc<RateLimit> {
+        let key = (provider.to_string(), requests.to_bits());
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.retain(|_, w| w.strong_count() > 0);
+        if let Some(limit) = shared.get(&key).and_then(std::sync::Weak::upgrade) {
+            return limit;
+        }
+        let limit = std::sync::Arc::new(RateLimit::per_second(requests));
+        shared.insert(key, std::sync::Arc::downgrade(&limit));
+        limit
+    }
+
     pub fn per_second(requests: f64) -> RateLimit {
         let interval = if requests.is_finite() && requests > 0.0 {
             Duration::from_secs_f64(1.0 / requests)
@@ -55,6 +77,19 @@ impl RateLimit {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn runs_on_one_provider_share_its_limit_and_other_providers_have_their_own() {
+        let a = RateLimit::shared("https://a.example/scim", 25.0);
+        let again = RateLimit::shared("https://a.example/scim", 25.0);
+        let b = RateLimit::shared("https://b.example/scim", 25.0);
+        assert!(Arc::ptr_eq(&a, &again));
+        assert!(!Arc::ptr_eq(&a, &b));
+        drop((a, again));
+        // Nobody holds it: the next run starts a new schedule.
+        let fresh = RateLimit::shared("https://a.example/scim", 25.0);
+        assert_eq!(Arc::strong_count(&fresh), 1);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_requests_share_one_rate() {

@@ -118,6 +118,15 @@ async fn plan_and_apply(
         .await
         .map_err(|e| format!("cannot read the directory's groups: {e}"))?;
     let read_whole = read.groups.is_some();
+    // Whether the last step ended well: after a failed or interrupted one, this step is
+    // recorded even when it changes nothing, so that `status` shows it recovered.
+    let last = match state.as_deref() {
+        Some(st) => st.last_group_run(name).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let last_ok = last
+        .as_ref()
+        .is_some_and(|r| matches!(r.outcome.as_str(), "ok" | "held"));
     // No group changed and no learner did: nothing can have changed in the store's
     // groups (unless a hold waits, or the last step did not end well), so the step is
     // this one request.
@@ -127,15 +136,11 @@ async fn plan_and_apply(
         state.as_deref_mut(),
         &read.cursor,
     ) {
-        let last = st.last_group_run(name).map_err(|e| e.to_string())?;
-        let waiting = st.group_hold(name).map_err(|e| e.to_string())?.is_some()
-            || last
-                .as_ref()
-                .is_none_or(|r| !matches!(r.outcome.as_str(), "ok" | "held"));
+        let waiting = st.group_hold(name).map_err(|e| e.to_string())?.is_some() || !last_ok;
         if !waiting {
             st.save_group_read(name, &key, c, None)
                 .map_err(|e| e.to_string())?;
-            let totals = last.map(|r| r.counts).unwrap_or_default();
+            let totals = last.as_ref().map(|r| r.counts).unwrap_or_default();
             return Ok(GroupReport {
                 counts: GroupCounts {
                     groups: totals.groups,
@@ -208,7 +213,8 @@ async fn plan_and_apply(
     let Some(st) = state.take() else {
         return Ok(report);
     };
-    if report.ops.is_empty() && report.hold_reason.is_none() && hold.is_none() {
+    let quiet = last_ok || last.is_none();
+    if report.ops.is_empty() && report.hold_reason.is_none() && hold.is_none() && quiet {
         if let Some(raw) = &raw {
             keep(st, raw)?;
         }

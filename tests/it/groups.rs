@@ -205,6 +205,18 @@ fn without_a_group_delta_every_run_reads_the_groups_whole_and_stays_right() {
         store_groups(&env, "contoso"),
         groups_of(&[("Sales", &["u1", "u2"])])
     );
+    // Graph refuses the groups for a run: the step fails, the next (with nothing to
+    // change) is recorded, and `status` shows it recovered.
+    mock.state().forbidden = vec!["groups".into()];
+    assert_eq!(code(&sync(&env)), 3);
+    assert!(stdout(&env.run(&["status"])).contains("groups:    FAILED"));
+    mock.state().forbidden.clear();
+    assert_ok(&sync(&env));
+    let status = stdout(&env.run(&["status"]));
+    assert!(
+        status.contains("groups:    1 groups, 2 memberships"),
+        "{status}"
+    );
     // A name no group has fails the group step, never the learners.
     let env = entra_env(&mock, r#"groups = { names = ["nobody's"] }"#);
     let check = env.run_with(&["check"], &[("CONTOSO_SECRET", SECRET)]);

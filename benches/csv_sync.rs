@@ -1,7 +1,9 @@
 //! Benchmark: a CSV directory of 100,000 learners into the SQLite store.
 //! Measures the initial sync, a no-change re-sync and a 1%-changed re-sync (wall time
 //! and peak RSS of the real release binary). Run: `cargo bench --bench csv_sync`
-//! (`BENCH_LEARNERS=N` for another size).
+//! (`BENCH_LEARNERS=N` for another size; `BENCH_STORE=postgres` writes to a PostgreSQL
+//! store instead: a throwaway cluster started by `scripts/pg-cluster`, or the server
+//! `BENCH_PG=postgres://...` names).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,14 +49,29 @@ fn main() {
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
+    let postgres = std::env::var("BENCH_STORE").is_ok_and(|s| s == "postgres");
+    let cluster = dir.path().join("pg");
+    let store = if postgres {
+        let url = match std::env::var("BENCH_PG") {
+            Ok(url) => url,
+            Err(_) => pg_cluster("start", &cluster),
+        };
+        format!("kind = \"postgres\"\nurl = \"{url}\"")
+    } else {
+        "kind = \"sqlite\"\npath = \"learners.db\"".to_string()
+    };
     std::fs::write(
         &config,
-        "[sync]\nstate_db = \"state.db\"\nmax_deactivations = 1000000\nmax_deactivation_percent = 100\n[store]\nkind = \"sqlite\"\npath = \"learners.db\"\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n",
+        format!("[sync]\nstate_db = \"state.db\"\nmax_deactivations = 1000000\nmax_deactivation_percent = 100\n[store]\n{store}\n[[directory]]\nname = \"hr\"\nkind = \"csv\"\npath = \"hr.csv\"\n"),
     )
     .unwrap();
     let csv = dir.path().join("hr.csv");
     std::fs::write(&csv, generate(n, 0)).unwrap();
-    println!("csv_sync: {n} learners, {}", bench_support::machine());
+    println!(
+        "csv_sync: {n} learners into {}, {}",
+        if postgres { "PostgreSQL" } else { "SQLite" },
+        bench_support::machine()
+    );
     let report = |name: &str, m: &bench_support::Measured| {
         assert_eq!(m.exit, 0, "{name}: {}", m.stdout);
         println!(
@@ -74,4 +91,23 @@ fn main() {
         "1%-changed re-sync",
         &bench_support::run(&config, &["sync"], &[]),
     );
+    if postgres && std::env::var("BENCH_PG").is_err() {
+        pg_cluster("stop", &cluster);
+    }
+}
+
+/// `scripts/pg-cluster start|stop DIR`; the URL it prints (on start).
+fn pg_cluster(what: &str, dir: &std::path::Path) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster");
+    let out = std::process::Command::new(script)
+        .arg(what)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg-cluster {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

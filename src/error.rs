@@ -50,6 +50,12 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Another process holds the directory's lease on a shared store: this run did
+    /// nothing, and the other's run is the directory's run.
+    pub fn is_lease_busy(&self) -> bool {
+        matches!(self, RunError::Store(StoreError::LeaseBusy { .. }))
+    }
+
     /// Whether running again, unchanged, can never succeed.
     pub fn is_permanent(&self) -> bool {
         match self {

@@ -41,6 +41,8 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
     let mut exit = Exit::Ok;
     if !held.is_empty() || !held_updates.is_empty() {
         let mut store = Store::open(config.store_for(name), &config.sync, false).await?;
+        // A daemon on another machine may be running this directory into the store.
+        store.take_lease(name).await?;
         // A crash may have left a run open: settle it first, like a sync does.
         journal::settle_unfinished(&mut state, &mut store, name).await?;
         let learners = store.load(name).await?;
@@ -86,6 +88,7 @@ pub async fn run(config: &Config, args: ApproveArgs) -> Result<Exit, CommandErro
         };
         let run_id = begun.run_id;
         journal::commit(&mut state, &mut store, name, begun, commit).await?;
+        store.release_lease().await;
         state.record_approval(&Approval {
             directory: name.to_string(),
             run_id: Some(run_id),

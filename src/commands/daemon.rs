@@ -42,14 +42,15 @@ fn warn_if_root() {
     }
 }
 
-/// Create and migrate the state DB and the store once, before directories run in
-/// parallel: two first runs migrating the same new SQLite file at once would race.
+/// Create and migrate the state DB and the stores once, before directories run in
+/// parallel: two first runs migrating the same new SQLite file at once would race (a
+/// PostgreSQL store's migrations wait on each other, but once is enough).
 async fn prepare_databases(config: &Config) {
     if let Err(e) = crate::state::State::open(&config.sync.state_db) {
         tracing::warn!(error = %e, "cannot prepare the state DB; runs will report it");
     }
     for (name, store) in &config.stores {
-        if matches!(store, crate::config::StoreConfig::Sqlite { .. }) {
+        if !matches!(store, crate::config::StoreConfig::Scim { .. }) {
             if let Err(e) = crate::store::Store::open(store, &config.sync, false).await {
                 tracing::warn!(store = %name, error = %e, "cannot prepare the learner store; runs will report it");
             }
@@ -129,6 +130,16 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
     });
 
     let mut opts = Options::new(health.clone(), metrics.clone());
+    // Daemons on other machines may share a PostgreSQL store: agree who runs what
+    // before the first run.
+    let (sharing_stop_tx, sharing_stop_rx) = watch::channel(false);
+    let sharing = if crate::daemon::sharing::any_shared(config_rx.borrow().as_ref()) {
+        let (owned, task) = crate::daemon::sharing::start(config_rx.clone(), sharing_stop_rx).await;
+        opts.owned = Some(owned);
+        Some(task)
+    } else {
+        None
+    };
     if let Some(every) = sd_notify::watchdog_enabled() {
         // Pinged from the scheduler's own loop, so a stuck scheduler stops the pings.
         opts.heartbeat = Some((every / 2, Box::new(|| notify(&[NotifyState::Watchdog]))));
@@ -166,6 +177,11 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
         }
     });
     scheduler::run(config_rx, runner, opts, shutdown).await;
+    let _ = sharing_stop_tx.send(true);
+    if let Some(task) = sharing {
+        // Leaving tells the other daemons at once, rather than after a lease.
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
 
     heartbeat.abort();
     beacon.stopped().await;

@@ -90,6 +90,58 @@ pub enum StoreConfig {
         /// its own beside the state DB.
         mirror: Option<String>,
     },
+    /// The `learners` table (and the group tables) in a PostgreSQL database.
+    Postgres {
+        url: PostgresUrl,
+        password: Option<SecretRef>,
+        /// How long a run's lease on a directory lasts unless renewed, and how long a
+        /// daemon that stopped renewing its membership still counts as alive.
+        lease: Duration,
+    },
+}
+
+/// A PostgreSQL URL without a password: shown as written, connected to as parsed.
+#[derive(Debug, Clone)]
+pub struct PostgresUrl {
+    text: String,
+    config: tokio_postgres::Config,
+}
+
+impl PostgresUrl {
+    fn new(text: String, mut config: tokio_postgres::Config) -> PostgresUrl {
+        // TLS unless every host is loopback or a Unix socket, or the URL chose a mode.
+        let says_mode = text.contains("sslmode=");
+        let local = config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        if !says_mode && !local {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        PostgresUrl { text, config }
+    }
+
+    /// The URL as written (it holds no secret).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The connection settings, without the password.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// The attribute a learner not linked yet is looked up by on the provider (`[store] match`).
@@ -467,7 +519,7 @@ impl Validator<'_> {
         let span = raw.span();
         let section = raw.into_inner();
         let expr = |s: &raw::RawStore| {
-            s.external_id
+            s.f.external_id
                 .clone()
                 .filter(|v| !SCIM_EXTERNAL_IDS.contains(&v.get_ref().as_str()))
         };
@@ -483,7 +535,7 @@ impl Validator<'_> {
                 return Err(self.loc.error_at(
                     Some(span),
                     "store.kind",
-                    "a store needs `kind` (\"sqlite\" or \"scim\")",
+                    "a store needs `kind` (\"sqlite\", \"scim\" or \"postgres\")",
                 ));
             };
             let one = keys.with_kind(kind);
@@ -658,13 +710,15 @@ impl Validator<'_> {
         at: &str,
         mirror: Option<String>,
     ) -> Result<StoreConfig, ConfigError> {
-        let s = raw.get_ref();
+        let s = &raw.get_ref().f;
+        let kind = raw.get_ref().kind.get_ref().as_str();
         let k = |key: &str| format!("{at}.{key}");
         let only = |allowed: &[&str]| -> Result<(), ConfigError> {
-            let present: [(&str, Option<std::ops::Range<usize>>); 10] = [
+            let present: [(&str, Option<std::ops::Range<usize>>); 12] = [
                 ("path", s.path.as_ref().map(|v| v.span())),
                 ("url", s.url.as_ref().map(|v| v.span())),
                 ("token", s.token.as_ref().map(|v| v.span())),
+                ("password", s.password.as_ref().map(|v| v.span())),
                 ("concurrency", s.concurrency.as_ref().map(|v| v.span())),
                 ("deactivate", s.deactivate.as_ref().map(|v| v.span())),
                 ("dialect", s.dialect.as_ref().map(|v| v.span())),
@@ -675,19 +729,20 @@ impl Validator<'_> {
                 ("match", s.match_by.as_ref().map(|v| v.span())),
                 ("external_id", s.external_id.as_ref().map(|v| v.span())),
                 ("groups", s.groups.as_ref().map(|v| v.span())),
+                ("lease", s.lease.as_ref().map(|v| v.span())),
             ];
             for (key, at) in present {
                 if let (Some(at), false) = (at, allowed.contains(&key)) {
                     return Err(self.loc.error_at(
                         Some(at),
                         k(key),
-                        format!("not a key of a `{}` store", s.kind.get_ref()),
+                        format!("not a key of a `{kind}` store"),
                     ));
                 }
             }
             Ok(())
         };
-        match s.kind.get_ref().as_str() {
+        match kind {
             "sqlite" => {
                 only(&["path"])?;
                 let path = match &s.path {
@@ -821,8 +876,84 @@ impl Validator<'_> {
                     mirror,
                 })
             }
-            _ => Err(self.err(&s.kind, &k("kind"), "must be \"sqlite\" or \"scim\"")),
+            "postgres" => {
+                only(&["url", "password", "lease"])?;
+                let url = s
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| self.err(&raw, &k("url"), "a postgres store needs `url`"))?;
+                let url = self.postgres_url(url, &k("url"))?;
+                let password = s
+                    .password
+                    .as_ref()
+                    .map(|v| self.secret(v, &k("password")))
+                    .transpose()?;
+                let lease = match &s.lease {
+                    None => Duration::from_secs(30),
+                    Some(v) => schedule::parse_duration(v.get_ref())
+                        .map_err(|m| self.err(v, &k("lease"), m))
+                        .and_then(|d| {
+                            if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                                Ok(d)
+                            } else {
+                                Err(self.err(v, &k("lease"), "must be between 1s and 1h"))
+                            }
+                        })?,
+                };
+                Ok(StoreConfig::Postgres {
+                    url,
+                    password,
+                    lease,
+                })
+            }
+            _ => Err(self.err(
+                &raw.get_ref().kind,
+                &k("kind"),
+                "must be \"sqlite\", \"scim\" or \"postgres\"",
+            )),
         }
+    }
+
+    /// A PostgreSQL connection URL (`postgres://user@host:port/db?sslmode=...`): no
+    /// password in it (that is a secret: `password = { env = "..." }`), a user and a
+    /// database named, and TLS required for a host that is not loopback unless the URL
+    /// says `sslmode=disable` itself.
+    fn postgres_url(&self, v: &S<String>, key: &str) -> Result<PostgresUrl, ConfigError> {
+        let text = v.get_ref().trim();
+        let parsed = url::Url::parse(text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "postgres" | "postgresql"))
+            .ok_or_else(|| {
+                self.err(
+                    v,
+                    key,
+                    "must be a postgres:// URL, e.g. \"postgres://learner_sync@db.example.com/training\"",
+                )
+            })?;
+        if parsed.password().is_some() {
+            return Err(self.err(
+                v,
+                key,
+                "holds a password: a secret is never written inline; put it in `password = { env = \"...\" }` (or file, or credential) and take it out of the URL",
+            ));
+        }
+        let config: tokio_postgres::Config = text
+            .parse()
+            .map_err(|e| self.err(v, key, format!("is not a PostgreSQL URL: {e}")))?;
+        if config.get_user().is_none_or(str::is_empty) {
+            return Err(self.err(v, key, "names no user (postgres://USER@host/database)"));
+        }
+        if config.get_dbname().is_none_or(str::is_empty) {
+            return Err(self.err(v, key, "names no database (postgres://user@host/DATABASE)"));
+        }
+        if parsed.query_pairs().any(|(k, _)| k == "password") {
+            return Err(self.err(
+                v,
+                key,
+                "holds a password: put it in `password = { env = \"...\" }` instead",
+            ));
+        }
+        Ok(PostgresUrl::new(text.to_string(), config))
     }
 
     /// A URL override: https anywhere, plain http only for loopback hosts.
@@ -1495,6 +1626,17 @@ impl Config {
                     Some(_) => format!("store.{name}.token"),
                 };
                 out.push((label, token));
+            }
+            if let StoreConfig::Postgres {
+                password: Some(password),
+                ..
+            } = store
+            {
+                let label = match name.as_str() {
+                    DEFAULT_STORE => "store.password".to_string(),
+                    _ => format!("store.{name}.password"),
+                };
+                out.push((label, password));
             }
         }
         for d in &self.directories {

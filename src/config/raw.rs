@@ -53,21 +53,11 @@ pub struct RawDaemon {
     pub unhealthy_after: Option<S<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One store's table: `kind` and the other keys.
+#[derive(Debug)]
 pub struct RawStore {
     pub kind: S<String>,
-    pub path: Option<S<String>>,
-    pub url: Option<S<String>>,
-    pub token: Option<S<toml::Value>>,
-    pub concurrency: Option<S<i64>>,
-    pub deactivate: Option<S<String>>,
-    pub dialect: Option<S<String>>,
-    pub max_requests_per_second: Option<S<toml::Value>>,
-    #[serde(rename = "match")]
-    pub match_by: Option<S<String>>,
-    pub external_id: Option<S<String>>,
-    pub groups: Option<S<bool>>,
+    pub f: RawStoreFields,
 }
 
 /// The `[store]` table: the keys of one store, or named stores (`[store.NAME]`), each
@@ -86,12 +76,13 @@ pub struct RawStoreKeys {
     pub store: RawStoreFields,
 }
 
-/// `RawStore` without `kind`.
+/// A store's keys but `kind`.
 #[derive(Debug, Default)]
 pub struct RawStoreFields {
     pub path: Option<S<String>>,
     pub url: Option<S<String>>,
     pub token: Option<S<toml::Value>>,
+    pub password: Option<S<toml::Value>>,
     pub concurrency: Option<S<i64>>,
     pub deactivate: Option<S<String>>,
     pub dialect: Option<S<String>>,
@@ -99,25 +90,90 @@ pub struct RawStoreFields {
     pub match_by: Option<S<String>>,
     pub external_id: Option<S<String>>,
     pub groups: Option<S<bool>>,
+    pub lease: Option<S<String>>,
+}
+
+/// The keys of a store table, for "unknown key" errors.
+const STORE_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "url",
+    "token",
+    "password",
+    "concurrency",
+    "deactivate",
+    "dialect",
+    "max_requests_per_second",
+    "match",
+    "external_id",
+    "groups",
+    "lease",
+];
+
+impl RawStoreFields {
+    /// Read `key`'s value into its field; `false` when `key` is not a store key.
+    fn take<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "path" => self.path = Some(map.next_value()?),
+            "url" => self.url = Some(map.next_value()?),
+            "token" => self.token = Some(map.next_value()?),
+            "password" => self.password = Some(map.next_value()?),
+            "concurrency" => self.concurrency = Some(map.next_value()?),
+            "deactivate" => self.deactivate = Some(map.next_value()?),
+            "dialect" => self.dialect = Some(map.next_value()?),
+            "max_requests_per_second" => self.max_requests_per_second = Some(map.next_value()?),
+            "match" => self.match_by = Some(map.next_value()?),
+            "external_id" => self.external_id = Some(map.next_value()?),
+            "groups" => self.groups = Some(map.next_value()?),
+            "lease" => self.lease = Some(map.next_value()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 impl RawStoreKeys {
     /// The store, once `kind` is known to be there.
     pub fn with_kind(self, kind: S<String>) -> RawStore {
-        let f = self.store;
         RawStore {
             kind,
-            path: f.path,
-            url: f.url,
-            token: f.token,
-            concurrency: f.concurrency,
-            deactivate: f.deactivate,
-            dialect: f.dialect,
-            max_requests_per_second: f.max_requests_per_second,
-            match_by: f.match_by,
-            external_id: f.external_id,
-            groups: f.groups,
+            f: self.store,
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawStore;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a store table")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawStore, A::Error> {
+                let mut kind = None;
+                let mut f = RawStoreFields::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "kind" {
+                        kind = Some(map.next_value()?);
+                    } else if !f.take(&key, &mut map)? {
+                        return Err(serde::de::Error::unknown_field(&key, STORE_KEYS));
+                    }
+                }
+                let kind = kind.ok_or_else(|| serde::de::Error::missing_field("kind"))?;
+                Ok(RawStore { kind, f })
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -139,26 +195,12 @@ impl<'de> Deserialize<'de> for RawStoreSection {
                 let mut keys = RawStoreKeys::default();
                 let mut has_keys = false;
                 while let Some(key) = map.next_key::<String>()? {
-                    let f = &mut keys.store;
-                    match key.as_str() {
-                        "kind" => keys.kind = Some(map.next_value()?),
-                        "path" => f.path = Some(map.next_value()?),
-                        "url" => f.url = Some(map.next_value()?),
-                        "token" => f.token = Some(map.next_value()?),
-                        "concurrency" => f.concurrency = Some(map.next_value()?),
-                        "deactivate" => f.deactivate = Some(map.next_value()?),
-                        "dialect" => f.dialect = Some(map.next_value()?),
-                        "max_requests_per_second" => {
-                            f.max_requests_per_second = Some(map.next_value()?)
-                        }
-                        "match" => f.match_by = Some(map.next_value()?),
-                        "external_id" => f.external_id = Some(map.next_value()?),
-                        "groups" => f.groups = Some(map.next_value()?),
+                    if key == "kind" {
+                        keys.kind = Some(map.next_value()?);
+                    } else if !keys.store.take(&key, &mut map)? {
                         // Any other key names a store: its value must be a store table.
-                        _ => {
-                            out.named.push((key, map.next_value()?));
-                            continue;
-                        }
+                        out.named.push((key, map.next_value()?));
+                        continue;
                     }
                     has_keys = true;
                 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 mod runner;
 pub mod schedule;
+pub mod sharing;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub enum RunResult {
     Failed(String),
     /// Abandoned at shutdown.
     Cancelled,
+    /// Not run: another daemon sharing the store holds the directory's lease.
+    Skipped,
 }
 
 pub type RunFuture = Pin<Box<dyn Future<Output = RunResult> + Send>>;
@@ -82,6 +85,9 @@ pub struct Options {
     pub heartbeat: Option<(Duration, Box<dyn Fn() + Send + Sync>)>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// The directories other daemons sharing a store run (`sharing`); `None`: all are
+    /// this daemon's.
+    pub owned: Option<watch::Receiver<sharing::Owned>>,
 }
 
 impl Options {
@@ -94,6 +100,7 @@ impl Options {
             heartbeat: None,
             health,
             metrics,
+            owned: None,
         }
     }
 }
@@ -137,6 +144,10 @@ struct Shared {
     abandon: watch::Receiver<bool>,
     /// How long a run asked to stop may take to do so before it is left behind.
     abandon_wait: Duration,
+    /// The directories other daemons run (see `sharing`).
+    owned: watch::Receiver<sharing::Owned>,
+    /// Keeps `owned` open when no sharing task sends to it.
+    _owned_tx: Option<Arc<watch::Sender<sharing::Owned>>>,
 }
 
 /// Run every directory of the (reloadable) config on its schedule until `shutdown`.
@@ -157,7 +168,16 @@ pub async fn run(
     });
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let (abandon_tx, abandon_rx) = watch::channel(false);
+    let (owned, owned_tx) = match opts.owned {
+        Some(rx) => (rx, None),
+        None => {
+            let (tx, rx) = watch::channel(sharing::Owned::default());
+            (rx, Some(Arc::new(tx)))
+        }
+    };
     let shared = Shared {
+        owned,
+        _owned_tx: owned_tx,
         runner,
         clock,
         jitter: opts.jitter,
@@ -265,13 +285,29 @@ async fn directory_loop(name: &str, mut s: Shared) {
     let origin = s.clock.now_wall();
     let mut due = Instant::now();
     loop {
+        // Another daemon's directory becomes this one's: run it now (its daemon may
+        // have died mid-run).
+        let theirs = !s.owned.borrow().runs(name);
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
+            _ = until_ours(&mut s.owned, name), if theirs => {
+                tracing::info!(directory = name, "this daemon runs the directory now (the daemon that ran it left)");
+            }
             _ = until_true(&mut s.stopping) => return,
         }
         let generation = s.generation.borrow().clone();
         if generation.config.directory(name).is_none() {
             return;
+        }
+        if !s.owned.borrow().runs(name) {
+            tracing::debug!(directory = name, "run by another daemon sharing the store");
+            match next_due(&s, name, origin, failures) {
+                Some(next) => {
+                    due = next;
+                    continue;
+                }
+                None => return,
+            }
         }
         let permit = tokio::select! {
             p = generation.permits.clone().acquire_owned() => p,
@@ -307,33 +343,46 @@ async fn directory_loop(name: &str, mut s: Shared) {
             RunResult::Ok | RunResult::Held => failures = 0,
             RunResult::Failed(_) => failures = failures.saturating_add(1),
             RunResult::Cancelled => return,
+            RunResult::Skipped => {}
         }
         s.health.set_failures(name, failures);
         s.metrics.set_consecutive_failures(name, failures);
-
-        // The schedule of the latest config applies from the next tick on.
-        let latest = s.generation.borrow().config.clone();
-        let Some(dir) = latest.directory(name) else {
-            return;
-        };
-        let sched = dir.schedule.as_ref().unwrap_or(&latest.sync.schedule);
-        let now = s.clock.now_wall();
-        let jitter = if s.jitter {
-            schedule::jitter(schedule::max_jitter(sched, now), &mut rand::rng())
-        } else {
-            Duration::ZERO
-        };
-        match schedule::next_run(sched, origin, now, failures, jitter) {
-            Some(t) => {
-                tracing::debug!(directory = name, next_run = %t.to_rfc3339(), "next run scheduled");
-                s.health.set_next_run(name, &t);
-                due = s.clock.instant_at(t);
-            }
-            None => {
-                tracing::warn!(directory = name, schedule = %sched, "the schedule has no future runs; this directory stops");
-                return;
-            }
+        match next_due(&s, name, origin, failures) {
+            Some(next) => due = next,
+            None => return,
         }
+    }
+}
+
+/// The next tick of a directory, on the schedule of the latest config; `None` when the
+/// directory is gone from it or its schedule has no future runs.
+fn next_due(s: &Shared, name: &str, origin: DateTime<Utc>, failures: u32) -> Option<Instant> {
+    let latest = s.generation.borrow().config.clone();
+    let dir = latest.directory(name)?;
+    let sched = dir.schedule.as_ref().unwrap_or(&latest.sync.schedule);
+    let now = s.clock.now_wall();
+    let jitter = if s.jitter {
+        schedule::jitter(schedule::max_jitter(sched, now), &mut rand::rng())
+    } else {
+        Duration::ZERO
+    };
+    match schedule::next_run(sched, origin, now, failures, jitter) {
+        Some(t) => {
+            tracing::debug!(directory = name, next_run = %t.to_rfc3339(), "next run scheduled");
+            s.health.set_next_run(name, &t);
+            Some(s.clock.instant_at(t))
+        }
+        None => {
+            tracing::warn!(directory = name, schedule = %sched, "the schedule has no future runs; this directory stops");
+            None
+        }
+    }
+}
+
+/// Resolves once this daemon runs `directory` (never, once the sender is gone).
+async fn until_ours(owned: &mut watch::Receiver<sharing::Owned>, directory: &str) {
+    if owned.wait_for(|o| o.runs(directory)).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

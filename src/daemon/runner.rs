@@ -130,6 +130,12 @@ async fn run_once(
         }
     };
     let report = match finished {
+        Ok(report) if report.error.as_ref().is_some_and(|e| e.is_lease_busy()) => {
+            // Another daemon sharing the store runs it now: not this daemon's run.
+            let why = report.error.map(|e| e.to_string()).unwrap_or_default();
+            tracing::info!(directory = name, reason = %why, "run skipped");
+            return (RunResult::Skipped, source);
+        }
         Ok(report) => report,
         // The scheduler records the timeout (`Runner::timed_out`).
         Err(Stop::TimedOut) => return (RunResult::Failed("timed out".to_string()), None),

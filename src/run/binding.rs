@@ -44,6 +44,7 @@ pub fn store(config: &StoreConfig, marker: Option<&str>) -> String {
     match config {
         StoreConfig::Sqlite { path } => format!("sqlite {} {marker}", path.display()),
         StoreConfig::Scim { url, .. } => format!("scim {url} {marker}"),
+        StoreConfig::Postgres { url, .. } => format!("postgres {url} {marker}"),
     }
 }
 

@@ -62,6 +62,7 @@ pub async fn apply(
     begun: &Begun,
     operations: &[Operation],
 ) -> Result<ApplyReport, RunError> {
+    crate::faults::pause("before-apply");
     match store.apply(directory, &begun.run_key, operations).await {
         Ok(report) => {
             crate::faults::point("after-apply");

@@ -130,7 +130,11 @@ async fn open(config: &Config, name: &str, dry_run: bool) -> Result<Opened, RunE
     } else {
         Some(State::open(&config.sync.state_db)?)
     };
-    let store = Store::open(config.store_for(name), &config.sync, dry_run).await?;
+    let mut store = Store::open(config.store_for(name), &config.sync, dry_run).await?;
+    if !dry_run {
+        // Another machine's daemon may run this directory into the same store.
+        store.take_lease(name).await?;
+    }
     Ok(Opened {
         _lock: lock,
         state,
@@ -148,10 +152,12 @@ pub async fn run_opened(
     mut opened: Opened,
     started: Instant,
 ) -> RunReport {
-    match steps(config, dir, source, opts, &mut opened, started).await {
+    let report = match steps(config, dir, source, opts, &mut opened, started).await {
         Ok(report) => report,
         Err(error) => RunReport::failed(&dir.name, started, 0, error),
-    }
+    };
+    opened.store.release_lease().await;
+    report
 }
 
 async fn steps(
@@ -446,7 +452,7 @@ async fn check_binding(
     dir: &DirectoryConfig,
     o: &mut Opened,
 ) -> Result<(Binding, Option<String>), RunError> {
-    let marker = o.store.marker()?;
+    let marker = o.store.marker().await?;
     let now = Binding {
         origin: Some(binding::origin(dir)),
         store: Some(binding::store(

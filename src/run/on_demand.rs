@@ -178,6 +178,7 @@ pub async fn provision(
         error: error.clone(),
     };
     journal::commit(st, &mut o.store, name, begun, commit).await?;
+    o.store.release_lease().await;
     tracing::debug!(directory = name, elapsed = ?started.elapsed(), "provisioned on demand");
     Ok(report)
 }

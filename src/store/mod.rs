@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 pub mod memory;
+pub mod postgres;
 pub mod scim;
 pub mod sqlite;
 
@@ -24,6 +25,22 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("learner store {url}: {}", StoreError::describe_postgres(source))]
+    Postgres {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Another process holds the directory's lease on a shared PostgreSQL store.
+    #[error("another learner-sync ({holder}) is syncing directory `{directory}` into this store (its lease runs until {until}); nothing was done")]
+    LeaseBusy {
+        directory: String,
+        holder: String,
+        until: String,
+    },
+    /// The run's lease expired and another process took the directory over.
+    #[error("this run lost its lease on directory `{directory}` (it was paused or cut off for longer than the lease, and another learner-sync took the directory over); nothing more was written, the new holder's run applies the changes")]
+    LeaseLost { directory: String },
     #[error("learner store: {0}")]
     Other(String),
     #[error("learner store {0}")]
@@ -37,7 +54,34 @@ impl StoreError {
         match self {
             StoreError::Sqlite { source, .. } => !crate::db::is_busy(source),
             StoreError::Other(_) => false,
+            StoreError::LeaseBusy { .. } | StoreError::LeaseLost { .. } => false,
             StoreError::Open(e) => e.is_permanent(),
+            // A refusal by the server is permanent, but for the classes that pass:
+            // connection (08), rollback (40: serialization, deadlock), resources (53),
+            // operator intervention (57: shutdown, cancel). No code: the connection.
+            StoreError::Postgres { source, .. } => source.code().is_some_and(|c| {
+                !["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| c.code().starts_with(class))
+            }),
+        }
+    }
+
+    /// A PostgreSQL error in one line: the server's message (and its detail) where the
+    /// server answered, the client's reason otherwise.
+    pub fn describe_postgres(e: &tokio_postgres::Error) -> String {
+        match e.as_db_error() {
+            Some(db) => {
+                let mut out = format!("{}: {}", db.severity(), db.message());
+                if let Some(detail) = db.detail() {
+                    out.push_str(&format!(" ({detail})"));
+                }
+                out
+            }
+            None => match std::error::Error::source(e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         }
     }
 }
@@ -55,6 +99,8 @@ pub struct ApplyReport {
 
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    // Boxed: its connection settings make it twice the size of the others.
+    Postgres(Box<postgres::PostgresStore>),
     Scim(scim::ScimStore),
     #[cfg(test)]
     Memory(memory::MemoryStore),
@@ -72,6 +118,27 @@ impl Store {
         match config {
             StoreConfig::Sqlite { path } => {
                 Ok(Store::Sqlite(sqlite::SqliteStore::open(path, read_only)?))
+            }
+            StoreConfig::Postgres {
+                url,
+                password,
+                lease,
+            } => {
+                let password = password
+                    .as_ref()
+                    .map(|p| p.resolve())
+                    .transpose()
+                    .map_err(|e| StoreError::Other(format!("[store] password: {e}")))?;
+                Ok(Store::Postgres(Box::new(
+                    postgres::PostgresStore::open(
+                        url,
+                        password.as_ref(),
+                        sync.request_timeout,
+                        *lease,
+                        read_only,
+                    )
+                    .await?,
+                )))
             }
             StoreConfig::Scim {
                 url,
@@ -110,10 +177,27 @@ impl Store {
         }
     }
 
+    /// Hold the directory's lease for this run, where the store is one several
+    /// processes share (PostgreSQL); refused while another holds it.
+    pub async fn take_lease(&mut self, directory: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(s) => s.take_lease(directory).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Give the run's lease back, if it holds one.
+    pub async fn release_lease(&mut self) {
+        if let Store::Postgres(s) = self {
+            s.release_lease().await;
+        }
+    }
+
     /// Every learner of a directory, active or not, by external id.
     pub async fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
         match self {
             Store::Sqlite(s) => s.load(directory),
+            Store::Postgres(s) => s.load(directory).await,
             Store::Scim(s) => {
                 let mut out = BTreeMap::new();
                 s.for_each_learner(directory, &mut |l| {
@@ -140,6 +224,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.for_each_learner(directory, visit),
+            Store::Postgres(s) => s.for_each_learner(directory, visit).await,
             Store::Scim(s) => s.for_each_learner(directory, visit),
             #[cfg(test)]
             Store::Memory(s) => {
@@ -158,6 +243,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.learners_by_id(directory, ids, visit),
+            Store::Postgres(s) => s.learners_by_id(directory, ids, visit).await,
             // The mirror is small next to the provider; a filtered scan is enough.
             Store::Scim(s) => s.for_each_learner(directory, &mut |l| {
                 if ids.contains(&l.external_id) {
@@ -180,6 +266,7 @@ impl Store {
     pub async fn counts(&mut self, directory: &str) -> Result<(usize, usize), StoreError> {
         match self {
             Store::Sqlite(s) => s.counts(directory),
+            Store::Postgres(s) => s.counts(directory).await,
             Store::Scim(s) => {
                 let (mut total, mut active) = (0, 0);
                 s.for_each_learner(directory, &mut |l| {
@@ -209,6 +296,7 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         match self {
             Store::Sqlite(s) => s.apply(directory, run_key, operations),
+            Store::Postgres(s) => s.apply(directory, run_key, operations).await,
             // Each write is recorded in the mirror as it succeeds.
             Store::Scim(s) => s.apply(directory, run_key, operations).await,
             #[cfg(test)]
@@ -222,6 +310,11 @@ impl Store {
         match self {
             // One transaction: all or nothing.
             Store::Sqlite(s) => Ok(if s.was_applied(run_key)? {
+                Applied::All
+            } else {
+                Applied::Nothing
+            }),
+            Store::Postgres(s) => Ok(if s.was_applied(run_key).await? {
                 Applied::All
             } else {
                 Applied::Nothing
@@ -241,11 +334,11 @@ impl Store {
         }
     }
 
-    /// Whether this store takes groups: the SQLite store always (its tables are
-    /// there), a SCIM store when `[store] groups = true`.
+    /// Whether this store takes groups: the SQLite and PostgreSQL stores always (their
+    /// tables are there), a SCIM store when `[store] groups = true`.
     pub fn takes_groups(&self) -> bool {
         match self {
-            Store::Sqlite(_) => true,
+            Store::Sqlite(_) | Store::Postgres(_) => true,
             Store::Scim(s) => s.takes_groups(),
             #[cfg(test)]
             Store::Memory(_) => true,
@@ -256,6 +349,7 @@ impl Store {
     pub async fn groups(&mut self, directory: &str) -> Result<Groups, StoreError> {
         match self {
             Store::Sqlite(s) => s.groups(directory),
+            Store::Postgres(s) => s.groups(directory).await,
             Store::Scim(s) => s.groups(directory),
             #[cfg(test)]
             Store::Memory(s) => Ok(s.groups.get(directory).cloned().unwrap_or_default()),
@@ -272,6 +366,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.apply_groups(directory, run_key, ops),
+            Store::Postgres(s) => s.apply_groups(directory, run_key, ops).await,
             Store::Scim(s) => s.apply_groups(directory, run_key, ops).await,
             #[cfg(test)]
             Store::Memory(s) => {
@@ -291,6 +386,7 @@ impl Store {
     pub async fn rename_directory(&mut self, old: &str, new: &str) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(s) => s.rename_directory(old, new),
+            Store::Postgres(s) => s.rename_directory(old, new).await,
             Store::Scim(s) => s.rename_directory(old, new),
             #[cfg(test)]
             Store::Memory(s) => {
@@ -318,7 +414,7 @@ impl Store {
     /// The state DB has closed a run; a store may drop what it kept to settle it.
     pub async fn forget_run(&mut self, run_key: &str) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(_) => Ok(()),
+            Store::Sqlite(_) | Store::Postgres(_) => Ok(()),
             Store::Scim(s) => s.forget_run(run_key),
             #[cfg(test)]
             Store::Memory(s) => {
@@ -330,10 +426,12 @@ impl Store {
 
     /// What this store says it is, beyond its config: a state DB bound to another
     /// store (a re-created file, another provider's mirror) sees a different marker.
-    /// The SQLite store's generation id; `None` where the store has none (yet).
-    pub fn marker(&self) -> Result<Option<String>, StoreError> {
+    /// The SQLite or PostgreSQL store's generation id; `None` where the store has
+    /// none (yet).
+    pub async fn marker(&self) -> Result<Option<String>, StoreError> {
         match self {
             Store::Sqlite(s) => s.generation(),
+            Store::Postgres(s) => s.generation().await,
             // The provider URL is in the config fingerprint; the SCIM mirror may add
             // its own generation here.
             Store::Scim(_) => Ok(None),
@@ -357,6 +455,7 @@ impl Store {
     pub async fn check(&mut self) -> Vec<CheckLine> {
         match self {
             Store::Sqlite(s) => vec![s.check()],
+            Store::Postgres(s) => vec![s.check().await],
             Store::Scim(s) => s.check().await,
             #[cfg(test)]
             Store::Memory(_) => vec![],

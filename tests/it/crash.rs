@@ -31,12 +31,35 @@ fn write_csv(env: &Env, dir: &Directory) {
     env.write("hr.csv", &s);
 }
 
-fn setup() -> Env {
+/// Where the runs write: the SQLite store, or a fresh database of the test PostgreSQL.
+#[derive(Clone)]
+enum Target {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Target {
+    fn postgres() -> Target {
+        Target::Postgres(crate::support::postgres::database())
+    }
+
+    fn rows(&self, env: &Env) -> Vec<common::Row> {
+        match self {
+            Target::Sqlite => env.learners("learners.db", "hr"),
+            Target::Postgres(url) => common::pg_learners(url, "hr"),
+        }
+    }
+}
+
+fn setup_on(target: &Target) -> Env {
     let env = Env::new();
-    ConfigBuilder::new()
+    let mut config = ConfigBuilder::new()
         .guards(1_000_000, 100)
-        .csv("hr", "hr.csv")
-        .write(&env);
+        .csv("hr", "hr.csv");
+    if let Target::Postgres(url) = target {
+        config = config.postgres(url);
+    }
+    config.write(&env);
     env
 }
 
@@ -60,8 +83,8 @@ fn kill_repeatedly(env: &Env, points: u32, run_length: Duration) -> u32 {
     killed
 }
 
-fn assert_store_matches(env: &Env, dir: &Directory, ever: &BTreeMap<u32, ()>) {
-    let rows = env.learners("learners.db", "hr");
+fn assert_store_matches(env: &Env, target: &Target, dir: &Directory, ever: &BTreeMap<u32, ()>) {
+    let rows = target.rows(env);
     let by_id: BTreeMap<String, &common::Row> =
         rows.iter().map(|r| (r.external_id.clone(), r)).collect();
     assert_eq!(by_id.len(), rows.len(), "duplicate learners");
@@ -86,7 +109,7 @@ fn assert_store_matches(env: &Env, dir: &Directory, ever: &BTreeMap<u32, ()>) {
 }
 
 /// Replay the action log per learner: every transition is recorded exactly once.
-fn assert_log_replays_to_store(env: &Env) {
+fn assert_log_replays_to_store(env: &Env, target: &Target) {
     let out = env.run(&["history", "--json"]);
     let records: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
     let replayed = world::replay("hr", &records);
@@ -96,7 +119,7 @@ fn assert_log_replays_to_store(env: &Env) {
         &replayed.problems[..replayed.problems.len().min(12)]
     );
     let state = replayed.state;
-    let rows = env.learners("learners.db", "hr");
+    let rows = target.rows(env);
     assert_eq!(
         state.len(),
         rows.len(),
@@ -113,7 +136,16 @@ fn assert_log_replays_to_store(env: &Env) {
 
 #[test]
 fn sigkill_at_many_instants_then_rerun_converges_exactly() {
-    let env = setup();
+    sigkill_at_many_instants(&Target::Sqlite);
+}
+
+#[test]
+fn sigkill_at_many_instants_then_rerun_converges_exactly_on_postgres() {
+    sigkill_at_many_instants(&Target::postgres());
+}
+
+fn sigkill_at_many_instants(target: &Target) {
+    let env = setup_on(target);
     let n = 20_000u32;
     let mut dir: Directory = (0..n)
         .map(|i| {
@@ -129,7 +161,11 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
     let mut ever: BTreeMap<u32, ()> = dir.keys().map(|k| (*k, ())).collect();
 
     // Measure one full run on a copy, to spread the kill points over its length.
-    let probe = setup();
+    let probe_target = match target {
+        Target::Sqlite => Target::Sqlite,
+        Target::Postgres(_) => Target::postgres(),
+    };
+    let probe = setup_on(&probe_target);
     write_csv(&probe, &dir);
     let t = Instant::now();
     assert_eq!(code(&probe.run(&["sync"])), 0);
@@ -141,7 +177,7 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
     kills += kill_repeatedly(&env, 25, run_length);
     let out = env.run(&["sync"]);
     assert!(code(&out) == 0, "{}", stderr(&out));
-    assert_store_matches(&env, &dir, &ever);
+    assert_store_matches(&env, target, &dir, &ever);
 
     // Phase 2: updates, removals, disables and newcomers.
     for i in (0..n).step_by(10) {
@@ -168,7 +204,7 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
     write_csv(&env, &dir);
     kills += kill_repeatedly(&env, 25, run_length);
     assert_eq!(code(&env.run(&["sync"])), 0);
-    assert_store_matches(&env, &dir, &ever);
+    assert_store_matches(&env, target, &dir, &ever);
 
     // Phase 3: the removed come back (reactivations) and another wave of changes.
     for i in (1..n).step_by(50) {
@@ -186,8 +222,8 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
     write_csv(&env, &dir);
     kills += kill_repeatedly(&env, 25, run_length);
     assert_eq!(code(&env.run(&["sync"])), 0);
-    assert_store_matches(&env, &dir, &ever);
-    assert_log_replays_to_store(&env);
+    assert_store_matches(&env, target, &dir, &ever);
+    assert_log_replays_to_store(&env, target);
 
     // A settled store: one more run changes nothing.
     let out = env.run(&["sync"]);
@@ -202,8 +238,18 @@ fn sigkill_at_many_instants_then_rerun_converges_exactly() {
 
 #[test]
 fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
+    crash_between_steps(|| Target::Sqlite);
+}
+
+#[test]
+fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run_on_postgres() {
+    crash_between_steps(Target::postgres);
+}
+
+fn crash_between_steps(target: impl Fn() -> Target) {
     for (point, expect_outcome) in [("after-begin", "aborted"), ("after-apply", "interrupted")] {
-        let env = setup();
+        let target = target();
+        let env = setup_on(&target);
         let dir: Directory = (0..50)
             .map(|i| {
                 (
@@ -218,8 +264,10 @@ fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
         write_csv(&env, &dir);
         let out = env.run_with(&["sync"], &[("LEARNER_SYNC_FAULT", point)]);
         assert_ne!(code(&out), 0, "{point}: the fault point aborts");
-        let applied =
-            env.path("learners.db").exists() && !env.learners("learners.db", "hr").is_empty();
+        let applied = match &target {
+            Target::Sqlite => env.path("learners.db").exists() && !target.rows(&env).is_empty(),
+            Target::Postgres(_) => !target.rows(&env).is_empty(),
+        };
         assert_eq!(applied, point == "after-apply", "{point}");
         let out = env.run(&["sync"]);
         assert_eq!(code(&out), 0, "{point}: {}", stderr(&out));
@@ -229,8 +277,8 @@ fn a_crash_between_the_steps_of_a_run_is_settled_by_the_next_run() {
             "{point}: {}",
             stdout(&out)
         );
-        assert_store_matches(&env, &dir, &dir.keys().map(|k| (*k, ())).collect());
-        assert_log_replays_to_store(&env);
+        assert_store_matches(&env, &target, &dir, &dir.keys().map(|k| (*k, ())).collect());
+        assert_log_replays_to_store(&env, &target);
         let conn = rusqlite::Connection::open(env.path("state.db")).unwrap();
         let outcome: String = conn
             .query_row("SELECT outcome FROM runs ORDER BY id LIMIT 1", [], |r| {

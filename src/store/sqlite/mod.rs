@@ -169,7 +169,7 @@ pub fn open_file(
 }
 
 /// Run keys applied before this are pruned: `KEEP_RUN_KEYS_DAYS` before `now`.
-fn prune_before(now: &str) -> String {
+pub(crate) fn prune_before(now: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(now)
         .map(|t| {
             (t - chrono::Duration::days(db::KEEP_RUN_KEYS_DAYS))

@@ -102,6 +102,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// A PostgreSQL store at `url` (no password: the test cluster trusts loopback).
+    pub fn postgres(mut self, url: &str) -> Self {
+        self.store = vec![("kind".into(), q("postgres")), ("url".into(), q(url))];
+        self
+    }
+
     /// A SCIM store at `url` with the bearer token as TOML (`{ env = "SCIM_TOKEN" }`).
     pub fn scim(mut self, url: &str, token: &str) -> Self {
         self.store = vec![

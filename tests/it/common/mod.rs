@@ -109,6 +109,32 @@ pub fn learners(db: &Path, directory: &str) -> Vec<Row> {
     .expect("rows")
 }
 
+/// The learners of a directory in a PostgreSQL store, as `learners` reads them from a
+/// SQLite one (none before the first sync made the table).
+pub fn pg_learners(url: &str, directory: &str) -> Vec<Row> {
+    let psql = crate::support::postgres::psql;
+    if psql(url, "SELECT to_regclass('learners') IS NULL") == "t" {
+        return vec![];
+    }
+    let sql = format!(
+        "SELECT coalesce(json_agg(t ORDER BY external_id), '[]') FROM (SELECT external_id, user_name, email, department, active, deactivated_at FROM learners WHERE directory = '{}') t",
+        directory.replace('\'', "''")
+    );
+    let json = psql(url, &sql);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).expect("json_agg");
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    rows.iter()
+        .map(|r| Row {
+            external_id: text(&r["external_id"]).unwrap(),
+            user_name: text(&r["user_name"]).unwrap(),
+            email: text(&r["email"]),
+            department: text(&r["department"]),
+            active: r["active"] == 1,
+            deactivated_at: text(&r["deactivated_at"]),
+        })
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -190,6 +216,7 @@ pub fn last_actions(env: &Env) -> Vec<(String, String, String)> {
 }
 
 pub mod config_builder;
+pub mod daemon;
 pub use config_builder::ConfigBuilder;
 
 impl ConfigBuilder {

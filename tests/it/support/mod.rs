@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod google_mock;
 pub mod graph_mock;
 pub mod mock_server;
+pub mod postgres;
 pub mod scim_gateway;
 pub mod scim_mock;
 pub mod scim_server;

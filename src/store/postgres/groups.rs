@@ -4,7 +4,7 @@
 
 use tokio_postgres::GenericClient;
 
-use super::{record_run, PostgresStore};
+use super::{at, record_run, PostgresStore};
 use crate::db;
 use crate::groups::{Group, GroupOp, Groups};
 use crate::store::StoreError;
@@ -29,10 +29,7 @@ impl PostgresStore {
             return Err(StoreError::Other("store opened read-only".to_string()));
         }
         let url = self.url.clone();
-        let e = |source| StoreError::Postgres {
-            url: url.clone(),
-            source,
-        };
+        let e = at(&url);
         let now = db::now();
         let tx = self.client.transaction().await.map_err(e)?;
         super::lease::fence(self.held.as_ref(), &tx, &url).await?;

@@ -244,10 +244,7 @@ pub(super) async fn fence(
             &[&lease.directory, &lease.token],
         )
         .await
-        .map_err(|source| StoreError::Postgres {
-            url: url.to_string(),
-            source,
-        })?;
+        .map_err(super::at(url))?;
     ours.map(|_| ()).ok_or_else(lost)
 }
 

@@ -59,6 +59,14 @@ async fn connect(config: &tokio_postgres::Config, shown: &str) -> Result<Client,
     Ok(client)
 }
 
+/// A client error as the store's, naming the store.
+fn at(url: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Postgres {
+        url: url.to_string(),
+        source,
+    }
+}
+
 fn learner_columns() -> String {
     Field::column_list(&["external_id"], &["active"])
 }
@@ -105,10 +113,7 @@ impl PostgresStore {
         config.connect_timeout(connect_timeout);
         config.application_name("learner-sync");
         let mut client = connect(&config, &shown).await?;
-        let e = |source| StoreError::Postgres {
-            url: shown.clone(),
-            source,
-        };
+        let e = at(&shown);
         let migrated = if read_only {
             schema::version(&client).await.map_err(e)?.is_some()
         } else {
@@ -117,7 +122,7 @@ impl PostgresStore {
         };
         Ok(PostgresStore {
             client,
-            url: shown,
+            url: shown.clone(),
             migrated,
             connect: config,
             lease,
@@ -147,10 +152,7 @@ impl PostgresStore {
             return Ok(());
         }
         let url = self.url.clone();
-        let e = |source| StoreError::Postgres {
-            url: url.clone(),
-            source,
-        };
+        let e = at(&url);
         let tx = self
             .client
             .build_transaction()
@@ -242,10 +244,7 @@ impl PostgresStore {
             return Err(StoreError::Other("store opened read-only".to_string()));
         }
         let url = self.url.clone();
-        let e = |source| StoreError::Postgres {
-            url: url.clone(),
-            source,
-        };
+        let e = at(&url);
         let now = db::now();
         let tx = self.client.transaction().await.map_err(e)?;
         lease::fence(self.held.as_ref(), &tx, &url).await?;
@@ -283,10 +282,7 @@ impl PostgresStore {
             return Ok(0);
         }
         let url = self.url.clone();
-        let e = |source| StoreError::Postgres {
-            url: url.clone(),
-            source,
-        };
+        let e = at(&url);
         let tx = self.client.transaction().await.map_err(e)?;
         let taken: i64 = tx
             .query_one(

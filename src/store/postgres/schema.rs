@@ -102,10 +102,7 @@ pub async fn version(client: &Client) -> Result<Option<i32>, tokio_postgres::Err
 
 /// Bring the schema to the newest version; refuses a schema newer than this binary's.
 pub async fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> {
-    let e = |source| StoreError::Postgres {
-        url: url.to_string(),
-        source,
-    };
+    let e = super::at(url);
     let newest = MIGRATIONS.len() as i32;
     // Most opens find the schema current: no lock, no write.
     if version(client).await.map_err(e)? == Some(newest) {

@@ -119,7 +119,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         }
         Command::Check(args) => check::run(&config, args).await,
         Command::Daemon => daemon::run(config, path).await,
-        Command::Status(args) => status::run(&config, args),
+        Command::Status(args) => status::run(&config, args).await,
         Command::History(args) => history::run(&config, args),
         Command::Approve(args) => approve::run(&config, args).await,
         Command::RenameDirectory(args) => rename::run(&config, args).await,

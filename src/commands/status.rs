@@ -92,6 +92,9 @@ struct DirectoryStatus {
     last_approval: Option<crate::state::daemon::Approval>,
     /// The directory's groups, when it selects some (issue 16).
     groups: Option<GroupsStatus>,
+    /// On a PostgreSQL store: the daemons sharing it, which runs this directory, and
+    /// the directory's lease.
+    shared: Option<crate::store::postgres::lease::Sharing>,
 }
 
 #[derive(Serialize)]
@@ -102,7 +105,39 @@ struct GroupsStatus {
     hold: Option<crate::state::groups::GroupHold>,
 }
 
-pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
+/// The sharing of each directory's PostgreSQL store; a store that cannot be reached
+/// shows none (status never fails on it).
+async fn sharing(
+    config: &Config,
+    directories: &[&crate::config::DirectoryConfig],
+) -> std::collections::BTreeMap<String, crate::store::postgres::lease::Sharing> {
+    let mut stores: std::collections::BTreeMap<String, Option<crate::store::Store>> =
+        Default::default();
+    let mut out = std::collections::BTreeMap::new();
+    for dir in directories {
+        let (name, settings) = config.store_named_for(&dir.name);
+        if !matches!(settings, crate::config::StoreConfig::Postgres { .. }) {
+            continue;
+        }
+        if !stores.contains_key(name) {
+            let opened = crate::store::Store::open(settings, &config.sync, true)
+                .await
+                .map_err(
+                    |e| tracing::warn!(store = name, error = %e, "cannot read the store's sharing"),
+                )
+                .ok();
+            stores.insert(name.to_string(), opened);
+        }
+        if let Some(Some(store)) = stores.get(name) {
+            if let Ok(Some(s)) = store.sharing(&dir.name).await {
+                out.insert(dir.name.clone(), s);
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
     if let Some(d) = &args.directory {
         known_directory(config, d)?;
     }
@@ -115,10 +150,12 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
         chrono::Utc::now(),
     );
     let mut out = Vec::new();
-    let wanted = config
+    let wanted: Vec<&crate::config::DirectoryConfig> = config
         .directories
         .iter()
-        .filter(|d| args.directory.as_ref().is_none_or(|n| *n == d.name));
+        .filter(|d| args.directory.as_ref().is_none_or(|n| *n == d.name))
+        .collect();
+    let mut shared = sharing(config, &wanted).await;
     for dir in wanted {
         let (last_run, failures, held, held_updates, directory_hold, open_run) = match &state {
             Some(st) => (
@@ -173,6 +210,7 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
                 }),
                 _ => None,
             },
+            shared: shared.remove(&dir.name),
         });
     }
     // What a directory renamed or removed in the config left behind.
@@ -249,6 +287,20 @@ pub fn run(config: &Config, args: StatusArgs) -> Result<Exit, CommandError> {
                     "  groups held: {} removals: {}{approved}",
                     h.removals,
                     printable(&h.reason)
+                );
+            }
+        }
+        if let Some(sh) = &s.shared {
+            let runs_on = sh.runs_on.as_deref().unwrap_or("no daemon alive");
+            println!(
+                "  shared:    {} daemons alive on the store; this directory runs on {runs_on}",
+                sh.daemons.len()
+            );
+            if let Some(l) = &sh.lease {
+                let state = if l.held { "held" } else { "free" };
+                println!(
+                    "  lease:     {state}: last taken by {} (token {}), until {}",
+                    l.holder, l.token, l.until
                 );
             }
         }

@@ -186,6 +186,17 @@ impl Store {
         }
     }
 
+    /// Who shares this store and runs `directory` (PostgreSQL stores only).
+    pub async fn sharing(
+        &self,
+        directory: &str,
+    ) -> Result<Option<postgres::lease::Sharing>, StoreError> {
+        match self {
+            Store::Postgres(s) => s.sharing(directory).await,
+            _ => Ok(None),
+        }
+    }
+
     /// Give the run's lease back, if it holds one.
     pub async fn release_lease(&mut self) {
         if let Store::Postgres(s) = self {

@@ -180,6 +180,30 @@ fn three_daemons_share_a_postgres_store_and_survive_a_frozen_and_a_killed_one() 
         converged(&url, 1).then_some(())
     });
 
+    // `status` on C's machine says who runs each directory now: B or C, never A.
+    let out = ec.run(&["status", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    for d in &status {
+        let shared = &d["shared"];
+        let alive: Vec<&str> = shared["daemons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(alive.len(), 2, "B and C: {shared}");
+        let runs_on = shared["runs_on"].as_str().unwrap();
+        assert!(alive.contains(&runs_on), "{shared}");
+        assert!(shared["lease"]["token"].as_i64().unwrap() >= 1, "{shared}");
+    }
+    let out = ec.run(&["status", "--directory", "d0"]);
+    assert!(
+        stdout(&out).contains("2 daemons alive on the store; this directory runs on "),
+        "{}",
+        stdout(&out)
+    );
+
     // Exactly once across the three action logs: each learner created once, each
     // change applied once, whoever ran it.
     let (bt, ct) = (b.terminate(), c.terminate());

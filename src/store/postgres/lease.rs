@@ -248,6 +248,67 @@ pub(super) async fn fence(
     ours.map(|_| ()).ok_or_else(lost)
 }
 
+/// Who shares a store and who runs a directory in it, for `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sharing {
+    /// The daemons alive now (seen within one lease).
+    pub daemons: Vec<String>,
+    /// The living daemon that runs the directory (`owner`).
+    pub runs_on: Option<String>,
+    /// The directory's lease: who took it last, until when, and whether it still holds.
+    pub lease: Option<LeaseView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeaseView {
+    pub holder: String,
+    pub until: String,
+    pub held: bool,
+    pub token: i64,
+}
+
+impl PostgresStore {
+    /// Who shares this store, and the directory's lease (`None` before the first sync).
+    pub async fn sharing(&self, directory: &str) -> Result<Option<Sharing>, StoreError> {
+        if !self.migrated {
+            return Ok(None);
+        }
+        let e = super::at(&self.url);
+        let daemons: Vec<String> = self
+            .client
+            .query(
+                "SELECT id FROM learner_sync_daemons WHERE seen_at > now() - make_interval(secs => $1) ORDER BY id",
+                &[&seconds(self.lease)],
+            )
+            .await
+            .map_err(e)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let lease = self
+            .client
+            .query_opt(
+                "SELECT holder, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    expires_at > now(), token
+                 FROM learner_sync_leases WHERE directory = $1",
+                &[&directory],
+            )
+            .await
+            .map_err(e)?
+            .map(|r| LeaseView {
+                holder: r.get(0),
+                until: r.get(1),
+                held: r.get(2),
+                token: r.get(3),
+            });
+        Ok(Some(Sharing {
+            runs_on: owner(directory, &daemons).map(str::to_string),
+            daemons,
+            lease,
+        }))
+    }
+}
+
 /// A daemon's membership of the daemons sharing one store.
 pub struct Membership {
     client: Client,

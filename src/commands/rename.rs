@@ -41,6 +41,8 @@ pub async fn run(config: &Config, args: RenameArgs) -> Result<Exit, CommandError
         )));
     }
     let mut store = Store::open(config.store_for(new), &config.sync, false).await?;
+    // On a store daemons of other machines share: none may be running OLD meanwhile.
+    store.take_lease(old).await?;
 
     // A run of OLD a crash left open is settled first, as its next run would.
     journal::settle_unfinished(&mut state, &mut store, old).await?;
@@ -79,6 +81,7 @@ pub async fn run(config: &Config, args: RenameArgs) -> Result<Exit, CommandError
         store.rename_directory(old, new).await?
     };
     let renamed = state.rename_directory(old, new)?;
+    store.release_lease().await;
     println!(
         "renamed directory `{old}` to `{new}`: {moved} learners in the store, {} users of the snapshot, {} runs and {} actions of history",
         renamed.snapshot, renamed.runs, renamed.actions

@@ -348,3 +348,52 @@ fn an_unreachable_postgres_store_fails_the_run_and_the_next_run_completes() {
         [("1".to_string(), true), ("2".to_string(), true)]
     );
 }
+
+#[test]
+fn rename_directory_moves_the_learners_in_postgres_and_waits_for_another_holder() {
+    let url = database();
+    let env = Env::new();
+    env.write(
+        "hr.csv",
+        "external_id,user_name,groups\n1,ada@x.io,G-A\n2,bob@x.io,\n",
+    );
+    let write = |name: &str| {
+        ConfigBuilder::new()
+            .csv(name, "hr.csv")
+            .dir("groups", r#"{ prefix = "G-" }"#)
+            .postgres(&url)
+            .write(&env);
+    };
+    write("hr");
+    assert_eq!(code(&env.run(&["sync"])), 0);
+    // A daemon of another machine is running `hr`: the rename waits for it.
+    psql(
+        &url,
+        "UPDATE learner_sync_leases SET holder = 'vm-2:7:ab', machine = 'vm-2', pid = 7, \
+         expires_at = now() + interval '1 hour' WHERE directory = 'hr'",
+    );
+    let out = env.run(&["rename-directory", "hr", "people"]);
+    assert_ne!(code(&out), 0, "{}", stdout(&out));
+    assert!(stderr(&out).contains("vm-2:7:ab"), "{}", stderr(&out));
+    assert_eq!(pg_learners(&url, "hr").len(), 2, "nothing moved");
+
+    psql(
+        &url,
+        "UPDATE learner_sync_leases SET expires_at = now() WHERE directory = 'hr'",
+    );
+    let out = env.run(&["rename-directory", "hr", "people"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(pg_learners(&url, "hr").is_empty());
+    assert_eq!(pg_learners(&url, "people").len(), 2);
+    assert_eq!(
+        psql(&url, "SELECT directory || ':' || group_external_id || ':' || learner_external_id FROM group_members"),
+        "people:G-A:1"
+    );
+    write("people");
+    let out = env.run(&["sync"]);
+    assert!(
+        stdout(&out).contains("created 0, updated 0, deactivated 0, reactivated 0, held 0"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -92,7 +92,8 @@ pub enum StoreConfig {
     },
     /// The `learners` table (and the group tables) in a PostgreSQL database.
     Postgres {
-        url: PostgresUrl,
+        /// Boxed: its connection settings are large next to the other kinds'.
+        url: Box<PostgresUrl>,
         password: Option<SecretRef>,
         /// How long a run's lease on a directory lasts unless renewed, and how long a
         /// daemon that stopped renewing its membership still counts as alive.
@@ -105,10 +106,16 @@ pub enum StoreConfig {
 pub struct PostgresUrl {
     text: String,
     config: tokio_postgres::Config,
+    /// `sslrootcert`: a PEM file of CA certificates trusted besides the public roots.
+    root_cert: Option<PathBuf>,
 }
 
 impl PostgresUrl {
-    fn new(text: String, mut config: tokio_postgres::Config) -> PostgresUrl {
+    fn new(
+        text: String,
+        mut config: tokio_postgres::Config,
+        root_cert: Option<PathBuf>,
+    ) -> PostgresUrl {
         // TLS unless every host is loopback or a Unix socket, or the URL chose a mode.
         let says_mode = text.contains("sslmode=");
         let local = config.get_hosts().iter().all(|h| match h {
@@ -124,7 +131,16 @@ impl PostgresUrl {
         if !says_mode && !local {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
-        PostgresUrl { text, config }
+        PostgresUrl {
+            text,
+            config,
+            root_cert,
+        }
+    }
+
+    /// The CA file the URL's `sslrootcert` names, if any.
+    pub fn root_cert(&self) -> Option<&Path> {
+        self.root_cert.as_deref()
     }
 
     /// The URL as written (it holds no secret).
@@ -882,7 +898,7 @@ impl Validator<'_> {
                     .url
                     .as_ref()
                     .ok_or_else(|| self.err(&raw, &k("url"), "a postgres store needs `url`"))?;
-                let url = self.postgres_url(url, &k("url"))?;
+                let url = Box::new(self.postgres_url(url, &k("url"))?);
                 let password = s
                     .password
                     .as_ref()
@@ -937,7 +953,27 @@ impl Validator<'_> {
                 "holds a password: a secret is never written inline; put it in `password = { env = \"...\" }` (or file, or credential) and take it out of the URL",
             ));
         }
-        let config: tokio_postgres::Config = text
+        // libpq's `sslrootcert` (a CA file) and `sslmode=verify-ca|verify-full` are taken
+        // here: the client knows neither, and always verifies the chain and the host
+        // name when it uses TLS (what libpq calls verify-full).
+        let mut root_cert = None;
+        let mut client_url = parsed.clone();
+        client_url.set_query(None);
+        let mut pairs = Vec::new();
+        for (k, val) in parsed.query_pairs() {
+            match (k.as_ref(), val.as_ref()) {
+                ("sslrootcert", file) => root_cert = Some(self.path(file)),
+                ("sslmode", "verify-ca" | "verify-full") => {
+                    pairs.push(("sslmode".to_string(), "require".to_string()))
+                }
+                _ => pairs.push((k.into_owned(), val.into_owned())),
+            }
+        }
+        if !pairs.is_empty() {
+            client_url.query_pairs_mut().extend_pairs(pairs);
+        }
+        let config: tokio_postgres::Config = client_url
+            .as_str()
             .parse()
             .map_err(|e| self.err(v, key, format!("is not a PostgreSQL URL: {e}")))?;
         if config.get_user().is_none_or(str::is_empty) {
@@ -953,7 +989,7 @@ impl Validator<'_> {
                 "holds a password: put it in `password = { env = \"...\" }` instead",
             ));
         }
-        Ok(PostgresUrl::new(text.to_string(), config))
+        Ok(PostgresUrl::new(text.to_string(), config, root_cert))
     }
 
     /// A URL override: https anywhere, plain http only for loopback hosts.

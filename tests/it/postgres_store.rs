@@ -397,3 +397,122 @@ fn rename_directory_moves_the_learners_in_postgres_and_waits_for_another_holder(
         stdout(&out)
     );
 }
+
+/// A cluster of this test's own (its TLS settings are not for the others), stopped and
+/// removed when dropped.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "learner-sync-pg-tls-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        let out = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster"),
+        )
+        .arg("start")
+        .arg(&dir)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        OwnCluster { dir, url }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster"),
+        )
+        .arg("stop")
+        .arg(&self.dir)
+        .output();
+    }
+}
+
+#[test]
+fn tls_with_a_private_ca_from_sslrootcert_is_verified_and_required() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cluster = OwnCluster::start();
+    // A CA of the test's own, and a server certificate for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "learner-sync test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let mut server_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server_params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::LOCALHOST,
+        )));
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let data = cluster.dir.join("data");
+    let owner = std::fs::metadata(&data).unwrap();
+    for (name, text, mode) in [
+        ("server.crt", server_cert.pem(), 0o644),
+        ("server.key", server_key.serialize_pem(), 0o600),
+    ] {
+        let path = data.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    // TLS on, and TCP only over TLS.
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    psql(&cluster.url, "ALTER SYSTEM SET ssl = on");
+    psql(&cluster.url, "SELECT pg_reload_conf()");
+    psql(&cluster.url, "CREATE DATABASE tls_store");
+    let url = crate::support::postgres::with_database(&cluster.url, "tls_store");
+
+    let env = Env::new();
+    env.write("ca.pem", &ca_cert.pem());
+    env.write("hr.csv", "external_id,user_name\n1,ada@x.io\n");
+    let sync_with = |query: &str| {
+        ConfigBuilder::new()
+            .csv("hr", "hr.csv")
+            .postgres(&format!("{url}?{query}"))
+            .write(&env);
+        env.run(&["sync"])
+    };
+    // Without the CA the server's certificate is not trusted.
+    let out = sync_with("sslmode=require");
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(all.to_lowercase().contains("certificate"), "{all}");
+    // Without TLS the server refuses.
+    let out = sync_with("sslmode=disable");
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        format!("{}{}", stdout(&out), stderr(&out)).contains("no encryption"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(psql(&url, "SELECT to_regclass('learners') IS NULL"), "t");
+    // With the CA (libpq's own spelling, a path beside the config): verified, synced.
+    let out = sync_with("sslmode=verify-full&sslrootcert=ca.pem");
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(ids_active(&url), [("1".to_string(), true)]);
+}

@@ -34,6 +34,7 @@ pub struct PostgresStore {
     migrated: bool,
     /// How to connect again (with the password): the lease's renewals.
     connect: tokio_postgres::Config,
+    root_cert: Option<std::path::PathBuf>,
     /// How long a lease lasts unless renewed (`[store] lease`).
     lease: Duration,
     /// The lease of the directory this run writes, once taken.
@@ -41,10 +42,14 @@ pub struct PostgresStore {
 }
 
 /// Connect, with the connection's task on the runtime.
-async fn connect(config: &tokio_postgres::Config, shown: &str) -> Result<Client, StoreError> {
+async fn connect(
+    config: &tokio_postgres::Config,
+    root_cert: Option<&std::path::Path>,
+    shown: &str,
+) -> Result<Client, StoreError> {
     let (client, connection) =
         config
-            .connect(tls()?)
+            .connect(tls(root_cert)?)
             .await
             .map_err(|source| StoreError::Postgres {
                 url: shown.to_string(),
@@ -82,10 +87,30 @@ fn learner_from_row(r: &Row) -> Result<Learner, tokio_postgres::Error> {
 /// The TLS a connection uses when the URL's `sslmode` asks for it (`prefer`, the
 /// default, and `require`; a non-loopback host without `sslmode` requires it): the
 /// public web roots, as reqwest uses.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
-    let roots = rustls::RootCertStore {
+fn tls(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(path) = root_cert {
+        let bad = |e: String| {
+            StoreError::Other(format!(
+                "postgres store: sslrootcert {}: {e}",
+                path.display()
+            ))
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("holds no PEM certificate".to_string()));
+        }
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -112,7 +137,8 @@ impl PostgresStore {
         }
         config.connect_timeout(connect_timeout);
         config.application_name("learner-sync");
-        let mut client = connect(&config, &shown).await?;
+        let root_cert = url.root_cert().map(std::path::Path::to_path_buf);
+        let mut client = connect(&config, root_cert.as_deref(), &shown).await?;
         let e = at(&shown);
         let migrated = if read_only {
             schema::version(&client).await.map_err(e)?.is_some()
@@ -125,13 +151,14 @@ impl PostgresStore {
             url: shown.clone(),
             migrated,
             connect: config,
+            root_cert,
             lease,
             held: None,
         })
     }
 
     async fn connect_again(&self) -> Result<Client, StoreError> {
-        connect(&self.connect, &self.url).await
+        connect(&self.connect, self.root_cert.as_deref(), &self.url).await
     }
 
     fn err(&self, source: tokio_postgres::Error) -> StoreError {

@@ -40,8 +40,14 @@ pub fn needs(config: &Config) -> Vec<Need> {
     let mut out = vec![read("config".into(), &config.path)];
     out.push(folder("the state DB's folder", &config.sync.state_db));
     for store in config.stores.values() {
-        if let StoreConfig::Sqlite { path } = store {
-            out.push(folder("the SQLite store's folder", path));
+        match store {
+            StoreConfig::Sqlite { path } => out.push(folder("the SQLite store's folder", path)),
+            StoreConfig::Postgres { url, .. } => {
+                if let Some(ca) = url.root_cert() {
+                    out.push(read("the PostgreSQL store's sslrootcert".into(), ca));
+                }
+            }
+            StoreConfig::Scim { .. } => {}
         }
     }
     for d in &config.directories {

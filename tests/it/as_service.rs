@@ -198,3 +198,39 @@ fn check_as_service_says_which_unit_loads_each_credential_and_from_where() {
         "{text}"
     );
 }
+
+#[test]
+fn the_postgres_stores_ca_file_must_be_readable_by_the_service_user() {
+    if !root() {
+        eprintln!("skipped: needs root to take another user's identity");
+        return;
+    }
+    let env = setup();
+    ConfigBuilder::new()
+        .state_db("state/state.db")
+        .csv("hr", "hr.csv")
+        .postgres("postgres://u@127.0.0.1:1/db?sslrootcert=ca.pem")
+        .write(&env);
+    chmod(&env.config(), 0o644);
+    chmod(&env.path("hr.csv"), 0o644);
+    env.write("ca.pem", "not read by check\n");
+    chmod(&env.path("ca.pem"), 0o600);
+    let out = env.run(&["check", "--as-service=nobody"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "FAIL as nobody: nobody cannot read {} (the PostgreSQL store's sslrootcert)",
+            env.path("ca.pem").display()
+        )),
+        "{text}"
+    );
+    chmod(&env.path("ca.pem"), 0o644);
+    let text = stdout(&env.run(&["check", "--as-service=nobody"]));
+    assert!(
+        text.contains(&format!(
+            "ok   as nobody: nobody can read {} (the PostgreSQL store's sslrootcert)",
+            env.path("ca.pem").display()
+        )),
+        "{text}"
+    );
+}

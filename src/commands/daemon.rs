@@ -131,15 +131,10 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
 
     let mut opts = Options::new(health.clone(), metrics.clone());
     // Daemons on other machines may share a PostgreSQL store: agree who runs what
-    // before the first run.
+    // before the first run, and follow reloads (one may add such a store).
     let (sharing_stop_tx, sharing_stop_rx) = watch::channel(false);
-    let sharing = if crate::daemon::sharing::any_shared(config_rx.borrow().as_ref()) {
-        let (owned, task) = crate::daemon::sharing::start(config_rx.clone(), sharing_stop_rx).await;
-        opts.owned = Some(owned);
-        Some(task)
-    } else {
-        None
-    };
+    let (owned, sharing) = crate::daemon::sharing::start(config_rx.clone(), sharing_stop_rx).await;
+    opts.owned = Some(owned);
     if let Some(every) = sd_notify::watchdog_enabled() {
         // Pinged from the scheduler's own loop, so a stuck scheduler stops the pings.
         opts.heartbeat = Some((every / 2, Box::new(|| notify(&[NotifyState::Watchdog]))));
@@ -178,10 +173,8 @@ pub async fn run(config: Config, path: PathBuf) -> Result<Exit, CommandError> {
     });
     scheduler::run(config_rx, runner, opts, shutdown).await;
     let _ = sharing_stop_tx.send(true);
-    if let Some(task) = sharing {
-        // Leaving tells the other daemons at once, rather than after a lease.
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    // Leaving tells the other daemons at once, rather than after a lease.
+    let _ = tokio::time::timeout(Duration::from_secs(2), sharing).await;
 
     heartbeat.abort();
     beacon.stopped().await;

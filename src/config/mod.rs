@@ -143,11 +143,6 @@ impl PostgresUrl {
         self.root_cert.as_deref()
     }
 
-    /// The URL as written (it holds no secret).
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     /// The connection settings, without the password.
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
@@ -946,7 +941,7 @@ impl Validator<'_> {
                     "must be a postgres:// URL, e.g. \"postgres://learner_sync@db.example.com/training\"",
                 )
             })?;
-        if parsed.password().is_some() {
+        if parsed.password().is_some() || parsed.query_pairs().any(|(k, _)| k == "password") {
             return Err(self.err(
                 v,
                 key,
@@ -981,13 +976,6 @@ impl Validator<'_> {
         }
         if config.get_dbname().is_none_or(str::is_empty) {
             return Err(self.err(v, key, "names no database (postgres://user@host/DATABASE)"));
-        }
-        if parsed.query_pairs().any(|(k, _)| k == "password") {
-            return Err(self.err(
-                v,
-                key,
-                "holds a password: put it in `password = { env = \"...\" }` instead",
-            ));
         }
         Ok(PostgresUrl::new(text.to_string(), config, root_cert))
     }

@@ -41,11 +41,6 @@ fn shared_stores(config: &Config) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// Whether the config has a store several daemons can share.
-pub fn any_shared(config: &Config) -> bool {
-    !shared_stores(config).is_empty()
-}
-
 /// One round: say this daemon is alive in each shared store, and which directories
 /// the others run. A store that cannot be reached keeps what the last round said.
 async fn round(

@@ -206,25 +206,12 @@ impl Store {
 
     /// Every learner of a directory, active or not, by external id.
     pub async fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.load(directory),
-            Store::Postgres(s) => s.load(directory).await,
-            Store::Scim(s) => {
-                let mut out = BTreeMap::new();
-                s.for_each_learner(directory, &mut |l| {
-                    out.insert(l.external_id.clone(), l);
-                })?;
-                Ok(out)
-            }
-            #[cfg(test)]
-            Store::Memory(s) => {
-                let mut out = BTreeMap::new();
-                s.for_each_learner(directory, &mut |l| {
-                    out.insert(l.external_id.clone(), l);
-                });
-                Ok(out)
-            }
-        }
+        let mut out = BTreeMap::new();
+        self.for_each_learner(directory, &mut |l| {
+            out.insert(l.external_id.clone(), l);
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Visit every learner of a directory without holding them all in memory.

@@ -363,10 +363,6 @@ impl Membership {
             )
             .await;
     }
-
-    pub fn lease(&self) -> Duration {
-        self.ttl
-    }
 }
 
 #[cfg(test)]

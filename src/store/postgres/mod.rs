@@ -3,7 +3,7 @@
 //! operations are applied in one transaction with the run's key, as in the SQLite
 //! store; rows are written a chunk at a time through `unnest` arrays.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,15 +248,6 @@ impl PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         Ok((row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize))
-    }
-
-    pub async fn load(&mut self, directory: &str) -> Result<BTreeMap<String, Learner>, StoreError> {
-        let mut out = BTreeMap::new();
-        self.for_each_learner(directory, &mut |l| {
-            out.insert(l.external_id.clone(), l);
-        })
-        .await?;
-        Ok(out)
     }
 
     /// Apply every operation and record the run, all in one transaction.
